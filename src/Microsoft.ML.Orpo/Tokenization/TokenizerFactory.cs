@@ -1,0 +1,102 @@
+using Microsoft.ML.Orpo.Modeling;
+using Microsoft.ML.Tokenizers;
+
+namespace Microsoft.ML.Orpo.Tokenization;
+
+/// <summary>Builds an <see cref="OrpoTokenizer"/> from its files through Microsoft.ML.Tokenizers.</summary>
+internal static class TokenizerFactory
+{
+    public static OrpoTokenizer Create(
+        IReadOnlyDictionary<string, byte[]> files, IReadOnlyDictionary<string, string> sources, LlamaConfig? config)
+    {
+        string Source(string name) => sources.TryGetValue(name, out string? s) ? s : name;
+        var kept = new Dictionary<string, byte[]>(StringComparer.Ordinal);
+        TokenizerConfigJson tokenizerConfig = TokenizerConfigJson.Empty;
+        if (files.TryGetValue(TokenizerFiles.TokenizerConfig, out byte[]? configBytes))
+        {
+            tokenizerConfig = TokenizerConfigJson.Parse(configBytes, Source(TokenizerFiles.TokenizerConfig));
+            kept[TokenizerFiles.TokenizerConfig] = configBytes;
+        }
+
+        if (files.TryGetValue(TokenizerFiles.SentencePieceModel, out byte[]? model))
+        {
+            kept[TokenizerFiles.SentencePieceModel] = model;
+            return SentencePiece(model, Source(TokenizerFiles.SentencePieceModel), tokenizerConfig,
+                Source(TokenizerFiles.TokenizerConfig), config, kept);
+        }
+        if (files.TryGetValue(TokenizerFiles.TokenizerJson, out byte[]? json))
+        {
+            kept[TokenizerFiles.TokenizerJson] = json;
+            return ByteLevelBpe(json, Source(TokenizerFiles.TokenizerJson), tokenizerConfig,
+                Source(TokenizerFiles.TokenizerConfig), config, kept);
+        }
+        throw new ArgumentException(
+            $"No tokenizer among the files [{string.Join(", ", files.Keys)}]: looked for {TokenizerFiles.LookedFor}.", nameof(files));
+    }
+
+    private static OrpoTokenizer SentencePiece(byte[] model, string source, TokenizerConfigJson tokenizerConfig,
+        string tokenizerConfigSource, LlamaConfig? config, Dictionary<string, byte[]> files)
+    {
+        SentencePieceModelInfo info = SentencePieceModelInfo.Parse(model, source);
+        SentencePieceTokenizer inner;
+        try
+        {
+            using var stream = new MemoryStream(model, writable: false);
+            inner = SentencePieceTokenizer.Create(stream, addBeginningOfSentence: false, addEndOfSentence: false);
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            throw new InvalidDataException($"{source}: Microsoft.ML.Tokenizers could not read the SentencePiece model ({e.Message}).", e);
+        }
+
+        int vocabularySize = Math.Max(info.PieceCount, inner.Vocabulary.Values.DefaultIfEmpty(-1).Max() + 1);
+        var ids = SpecialTokenIds.Resolve(tokenizerConfig, tokenizerConfigSource,
+            new SpecialTokenIds(info.BosId, info.EosId, info.PadId), config, t => Lookup(inner, t), vocabularySize);
+        // Decoding without special tokens drops BOS/EOS/unknown in the library; control pieces (e.g. <pad>) are dropped here.
+        return new OrpoTokenizer(inner, OrpoTokenizer.SentencePieceKind, files, vocabularySize, ids, info.ControlIds,
+            kept => inner.Decode(kept, considerSpecialTokens: false));
+    }
+
+    private static OrpoTokenizer ByteLevelBpe(byte[] json, string source, TokenizerConfigJson tokenizerConfig,
+        string tokenizerConfigSource, LlamaConfig? config, Dictionary<string, byte[]> files)
+    {
+        HfTokenizerJson parsed = HfTokenizerJson.Parse(json, source);
+        var added = parsed.AddedTokens.ToDictionary(t => t.Content, t => t.Id, StringComparer.Ordinal);
+        var vocabulary = new Dictionary<string, int>(parsed.Vocabulary, StringComparer.Ordinal);
+        foreach (var (content, id) in added) vocabulary[content] = id;
+
+        BpeTokenizer inner;
+        try
+        {
+            // Every added token (special or not) is matched literally in text, as Hugging Face does; the library
+            // calls them all "special tokens".
+            inner = BpeTokenizer.Create(new BpeOptions(vocabulary)
+            {
+                Merges = parsed.Merges,
+                ByteLevel = true,
+                SpecialTokens = added.Count == 0 ? null : added,
+                PreTokenizer = new SplitPreTokenizer(parsed.Splits, added.Keys),
+                Normalizer = parsed.Normalizers.Count == 0 ? null : new TextNormalizer(parsed.Normalizers),
+                UnknownToken = parsed.UnknownToken,
+                ContinuingSubwordPrefix = parsed.ContinuingSubwordPrefix,
+                EndOfWordSuffix = parsed.EndOfWordSuffix,
+                FuseUnknownTokens = parsed.FuseUnknownTokens,
+            });
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            throw new InvalidDataException($"{source}: Microsoft.ML.Tokenizers could not build the BPE model ({e.Message}).", e);
+        }
+
+        int vocabularySize = vocabulary.Values.Max() + 1;
+        var ids = SpecialTokenIds.Resolve(tokenizerConfig, tokenizerConfigSource, new SpecialTokenIds(null, null, null), config,
+            t => vocabulary.TryGetValue(t, out int id) ? id : null, vocabularySize);
+        var control = parsed.AddedTokens.Where(t => t.Special).Select(t => t.Id);
+        // Non-special added tokens are "special" to the library, so it must not drop them; the special ones are dropped here.
+        return new OrpoTokenizer(inner, OrpoTokenizer.BpeKind, files, vocabularySize, ids, control,
+            kept => inner.Decode(kept, considerSpecialTokens: true));
+    }
+
+    private static int? Lookup(SentencePieceTokenizer tokenizer, string token) =>
+        tokenizer.Vocabulary.TryGetValue(token, out int id) ? id : null;
+}
