@@ -1,0 +1,115 @@
+using TorchSharp;
+using Microsoft.ML.Orpo.Checkpoints;
+using Microsoft.ML.Orpo.Tokenization;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Orpo.Modeling;
+
+/// <summary>A decoder network with its config, tokenizer and device: what training and generation share.</summary>
+internal sealed class CausalLanguageModel : IDisposable
+{
+    private CausalLanguageModel(LlamaForCausalLM network, OrpoTokenizer tokenizer, Device device)
+    {
+        Network = network;
+        Tokenizer = tokenizer;
+        Device = device;
+    }
+
+    public LlamaForCausalLM Network { get; }
+    public LlamaConfig Config => Network.Config;
+    public OrpoTokenizer Tokenizer { get; }
+    public Device Device { get; }
+    public bool IsDisposed { get; private set; }
+
+    /// <summary>
+    /// Loads a Hugging Face folder (config.json + safetensors) or a llama2.c <c>.bin</c> file. The tokenizer comes from
+    /// <paramref name="tokenizerPath"/>, else from the model folder (or the .bin's folder).
+    /// </summary>
+    public static CausalLanguageModel Load(string modelPath, string? tokenizerPath, string device)
+    {
+        if (string.IsNullOrWhiteSpace(modelPath)) throw new ArgumentException("A model path is required.", nameof(modelPath));
+        var torchDevice = DeviceNames.Parse(device);
+        LlamaConfig config;
+        Dictionary<string, Tensor> weights;
+        string tokenizerSource;
+        if (Directory.Exists(modelPath))
+        {
+            (config, weights) = HuggingFaceCheckpoint.Load(modelPath);
+            tokenizerSource = tokenizerPath ?? modelPath;
+        }
+        else if (File.Exists(modelPath))
+        {
+            (config, weights) = Llama2cCheckpoint.Load(modelPath);
+            tokenizerSource = tokenizerPath ?? Path.GetDirectoryName(Path.GetFullPath(modelPath))!;
+        }
+        else
+        {
+            throw new FileNotFoundException($"Model path '{modelPath}' is neither a Hugging Face folder nor a llama2.c .bin file.", modelPath);
+        }
+        try
+        {
+            var tokenizer = OrpoTokenizer.Load(tokenizerSource, config);
+            return Create(config, weights, tokenizer, torchDevice, modelPath);
+        }
+        finally
+        {
+            foreach (var t in weights.Values) t.Dispose();
+        }
+    }
+
+    /// <summary>Builds the network from a config and a state dict, checking every key and shape strictly.</summary>
+    public static CausalLanguageModel Create(LlamaConfig config, IReadOnlyDictionary<string, Tensor> weights,
+        OrpoTokenizer tokenizer, Device device, string source)
+    {
+        if (tokenizer.VocabularySize > config.VocabSize)
+            throw new InvalidDataException(
+                $"{source}: the tokenizer can produce ids up to {tokenizer.VocabularySize - 1}, but the model's vocabulary has only {config.VocabSize} entries.");
+        var network = new LlamaForCausalLM(config);
+        try
+        {
+            LoadWeights(network, weights, source);
+            network.to(device);
+            network.eval();
+            return new CausalLanguageModel(network, tokenizer, device);
+        }
+        catch
+        {
+            network.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Copies a state dict into the network: a missing, unexpected or mis-shaped tensor is an error naming it.</summary>
+    public static void LoadWeights(LlamaForCausalLM network, IReadOnlyDictionary<string, Tensor> weights, string source)
+    {
+        var parameters = network.NamedWeights();
+        var expected = parameters.Select(p => p.Name).ToHashSet(StringComparer.Ordinal);
+        string? unexpected = weights.Keys.Where(k => !expected.Contains(k)).Order(StringComparer.Ordinal).FirstOrDefault();
+        if (unexpected is not null) throw new InvalidDataException($"{source}: unexpected tensor '{unexpected}' for this model config.");
+        using var noGrad = no_grad();
+        foreach (var (name, parameter) in parameters)
+        {
+            if (!weights.TryGetValue(name, out var value))
+                throw new InvalidDataException($"{source}: missing tensor '{name}'.");
+            if (!value.shape.SequenceEqual(parameter.shape))
+                throw new InvalidDataException(
+                    $"{source}: tensor '{name}' has shape [{string.Join(", ", value.shape)}], expected [{string.Join(", ", parameter.shape)}].");
+            parameter.copy_(value);
+        }
+    }
+
+    /// <summary>A detached float32 CPU copy of every weight, keyed by Hugging Face name.</summary>
+    public Dictionary<string, Tensor> ExportWeights()
+    {
+        using var noGrad = no_grad();
+        return Network.NamedWeights().ToDictionary(p => p.Name,
+            p => p.Parameter.detach().to(ScalarType.Float32, CPU).clone(), StringComparer.Ordinal);
+    }
+
+    public void Dispose()
+    {
+        if (IsDisposed) return;
+        IsDisposed = true;
+        Network.Dispose();
+    }
+}

@@ -1,0 +1,118 @@
+namespace Microsoft.ML.Orpo;
+
+/// <summary>
+/// Settings of <c>OrpoEstimator</c>. Defaults follow the ORPO paper and TRL's ORPOTrainer where they exist.
+/// <c>Fit</c> never modifies this object; it validates it and works on a resolved copy.
+/// </summary>
+public sealed class OrpoOptions
+{
+    /// <summary>A Hugging Face model folder (config.json + safetensors) or a llama2.c <c>.bin</c>. Required.</summary>
+    public string BaseModelPath { get; set; } = "";
+
+    /// <summary>Tokenizer file or folder; default: the model folder (or the .bin's folder).</summary>
+    public string? TokenizerPath { get; set; }
+
+    /// <summary>Text column with the prompts. Default "Prompt".</summary>
+    public string PromptColumnName { get; set; } = "Prompt";
+
+    /// <summary>Text column with the preferred responses. Default "Chosen".</summary>
+    public string ChosenColumnName { get; set; } = "Chosen";
+
+    /// <summary>Text column with the dispreferred responses. Default "Rejected".</summary>
+    public string RejectedColumnName { get; set; } = "Rejected";
+
+    /// <summary>Text column the fitted transformer adds with generated responses. Default "Response".</summary>
+    public string OutputColumnName { get; set; } = "Response";
+
+    /// <summary>
+    /// Template applied to every prompt in training and generation, with a <c>{prompt}</c> placeholder
+    /// (e.g. <c>"&lt;|user|&gt;\n{prompt}\n&lt;|assistant|&gt;\n"</c>). Null uses the prompt as is.
+    /// </summary>
+    public string? PromptTemplate { get; set; }
+
+    /// <summary>Weight of the odds-ratio term (the paper's lambda; it recommends 0.1 to 0.25). Default 0.1.</summary>
+    public double Lambda { get; set; } = 0.1;
+
+    /// <summary>Add the prompt tokens to the NLL term (the paper's definition excludes them). Default false.</summary>
+    public bool IncludePromptInNll { get; set; }
+
+    /// <summary>Peak AdamW learning rate. Default 8e-6 (the paper's value for 7B models; small models want ~1e-3).</summary>
+    public double LearningRate { get; set; } = 8e-6;
+
+    /// <summary>Passes over the training pairs. Default 1.</summary>
+    public int Epochs { get; set; } = 1;
+
+    /// <summary>Pairs per micro-batch (each runs as 2 x BatchSize rows). Default 8.</summary>
+    public int BatchSize { get; set; } = 8;
+
+    /// <summary>Micro-batches per optimiser step; the update equals one batch of BatchSize x this. Default 1.</summary>
+    public int GradientAccumulationSteps { get; set; } = 1;
+
+    /// <summary>Decoupled AdamW weight decay on weight matrices (not norms or biases). Default 0.</summary>
+    public double WeightDecay { get; set; }
+
+    /// <summary>AdamW beta1. Default 0.9.</summary>
+    public double AdamBeta1 { get; set; } = 0.9;
+
+    /// <summary>AdamW beta2. Default 0.999.</summary>
+    public double AdamBeta2 { get; set; } = 0.999;
+
+    /// <summary>AdamW epsilon. Default 1e-8.</summary>
+    public double AdamEpsilon { get; set; } = 1e-8;
+
+    /// <summary>Fraction of the optimiser steps used for linear warm-up. Default 0.</summary>
+    public double WarmupRatio { get; set; }
+
+    /// <summary>Decay after warm-up. Default <see cref="Orpo.LearningRateSchedule.Linear"/>.</summary>
+    public LearningRateSchedule LearningRateSchedule { get; set; } = LearningRateSchedule.Linear;
+
+    /// <summary>Clip the global gradient L2 norm to this value; 0 turns clipping off. Default 1.0.</summary>
+    public double MaxGradNorm { get; set; } = 1.0;
+
+    /// <summary>Shuffle the pairs every epoch (deterministically from <see cref="Seed"/>). Default true.</summary>
+    public bool Shuffle { get; set; } = true;
+
+    /// <summary>Group pairs of similar length into batches to cut padding. Default true.</summary>
+    public bool GroupByLength { get; set; } = true;
+
+    /// <summary>Seed for data order and sampling; null takes one from the MLContext's seed. Default null.</summary>
+    public int? Seed { get; set; }
+
+    /// <summary>Maximum tokens of prompt + response; null: min(1024, the model's context). Default null.</summary>
+    public int? MaxLength { get; set; }
+
+    /// <summary>Maximum prompt tokens kept (from the end) when a pair is too long; null: MaxLength / 2. Default null.</summary>
+    public int? MaxPromptLength { get; set; }
+
+    /// <summary>Held-out pairs (same columns) evaluated every <see cref="ValidationInterval"/> steps. Default null.</summary>
+    public IDataView? ValidationSet { get; set; }
+
+    /// <summary>Optimiser steps between validation passes; 0 validates only after the last step. Default 0.</summary>
+    public int ValidationInterval { get; set; }
+
+    /// <summary>Folder for resumable checkpoints; null disables checkpointing. An existing checkpoint there is resumed.</summary>
+    public string? CheckpointDirectory { get; set; }
+
+    /// <summary>Optimiser steps between checkpoints (one is always written at the end). Default 50.</summary>
+    public int CheckpointInterval { get; set; } = 50;
+
+    /// <summary>How many of the newest checkpoints to keep. Default 2.</summary>
+    public int CheckpointsToKeep { get; set; } = 2;
+
+    /// <summary>Receives each optimiser step's metrics.</summary>
+    public IProgress<OrpoStepMetrics>? Progress { get; set; }
+
+    /// <summary>"cpu", "cuda" or "cuda:N". Default "cpu".</summary>
+    public string Device { get; set; } = "cpu";
+
+    /// <summary>Generation defaults of the fitted transformer's <c>Transform</c>.</summary>
+    public GenerationOptions Generation { get; set; } = new();
+
+    /// <summary>A deep copy (the estimator keeps its own, so later changes by the caller don't leak into Fit).</summary>
+    public OrpoOptions Clone()
+    {
+        var copy = (OrpoOptions)MemberwiseClone();
+        copy.Generation = Generation.Clone();
+        return copy;
+    }
+}

@@ -1,0 +1,150 @@
+using Microsoft.ML.Orpo.Checkpoints;
+using Microsoft.ML.Orpo.Generation;
+using Microsoft.ML.Orpo.Modeling;
+using Microsoft.ML.Orpo.Training;
+using Microsoft.ML.Runtime;
+
+namespace Microsoft.ML.Orpo;
+
+/// <summary>
+/// A causal language model as an ML.NET transformer: generates the <c>OutputColumnName</c> text column from the
+/// prompt column, and exposes generation, the training-time encoding and Hugging Face export directly.
+/// Generation keeps all state per call, so one instance serves several threads.
+/// </summary>
+public sealed partial class OrpoTransformer : IDisposable
+{
+    private readonly IHostEnvironment env;
+    private readonly CausalLanguageModel model;
+    private readonly TransformerSettings settings;
+    private int disposed;
+
+    internal OrpoTransformer(IHostEnvironment env, CausalLanguageModel model, TransformerSettings settings,
+        IReadOnlyList<OrpoStepMetrics> history)
+    {
+        this.env = env;
+        this.model = model;
+        this.settings = settings;
+        TrainingHistory = history;
+    }
+
+    /// <summary>One entry per optimiser step of the <c>Fit</c> that produced this model (empty for a base model).</summary>
+    public IReadOnlyList<OrpoStepMetrics> TrainingHistory { get; }
+
+    /// <summary>The prompt column <c>Transform</c> reads.</summary>
+    public string PromptColumnName => settings.PromptColumnName;
+
+    /// <summary>The text column <c>Transform</c> adds.</summary>
+    public string OutputColumnName => settings.OutputColumnName;
+
+    /// <summary>The template applied to prompts, or null.</summary>
+    public string? PromptTemplate => settings.PromptTemplate;
+
+    /// <summary>A copy of the generation settings <c>Transform</c> uses.</summary>
+    public GenerationOptions GenerationDefaults => settings.Generation.Clone();
+
+    internal CausalLanguageModel Model => ThrowIfDisposed();
+    internal TransformerSettings Settings => settings;
+    internal IHostEnvironment Environment => env;
+
+    /// <summary>
+    /// The base model as a transformer, for generation-only use and before/after comparisons: a Hugging Face folder,
+    /// or a llama2.c <c>.bin</c> with its tokenizer (<paramref name="tokenizerPath"/>, or a tokenizer beside it).
+    /// </summary>
+    public static OrpoTransformer FromPretrained(MLContext mlContext, string modelPath, string? tokenizerPath = null)
+    {
+        ArgumentNullException.ThrowIfNull(mlContext);
+        var model = CausalLanguageModel.Load(modelPath, tokenizerPath, "cpu");
+        return new OrpoTransformer(mlContext, model, TransformerSettings.ForBaseModel(model.Config), Array.Empty<OrpoStepMetrics>());
+    }
+
+    /// <summary>Generates a response to one prompt (the prompt template is applied; an empty prompt starts from BOS).</summary>
+    public string Generate(string prompt, GenerationOptions? options = null) => Generate(new[] { prompt }, options)[0];
+
+    /// <summary>Generates responses to several prompts in one left-padded batch.</summary>
+    public IReadOnlyList<string> Generate(IReadOnlyList<string> prompts, GenerationOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(prompts);
+        var m = ThrowIfDisposed();
+        options ??= settings.Generation;
+        options.Validate();
+        var encoder = CreateEncoder(m);
+        var ids = new List<IReadOnlyList<int>>(prompts.Count);
+        for (int i = 0; i < prompts.Count; i++)
+        {
+            if (prompts[i] is null) throw new ArgumentException($"Prompt {i} is null.", nameof(prompts));
+            ids.Add(encoder.EncodePrompt(prompts[i]));
+        }
+        var stops = options.StopSequences;
+        Func<IReadOnlyList<int>, bool>? shouldStop = stops.Count == 0 ? null
+            : generated => ContainsStop(m.Tokenizer.Decode(generated), stops);
+        var generatedIds = TextGenerator.Generate(m.Network, ids, options, StopTokenIds(m), shouldStop, m.Tokenizer.VocabularySize);
+        return generatedIds.Select(g => CutAtStop(m.Tokenizer.Decode(g), stops)).ToArray();
+    }
+
+    /// <summary>The exact token ids training uses for a pair (template, BOS/EOS and truncation applied).</summary>
+    public EncodedPair Encode(string prompt, string chosen, string rejected)
+    {
+        ArgumentNullException.ThrowIfNull(prompt);
+        ArgumentNullException.ThrowIfNull(chosen);
+        ArgumentNullException.ThrowIfNull(rejected);
+        var pair = CreateEncoder(ThrowIfDisposed()).Encode(prompt, chosen, rejected, out var outcome);
+        return pair ?? throw new ArgumentException(outcome switch
+        {
+            PairOutcome.SkippedEmptyResponse => "The chosen or rejected response is empty; ORPO skips such pairs.",
+            PairOutcome.SkippedIdenticalResponses => "The chosen and rejected responses are identical; ORPO skips such pairs.",
+            _ => "The chosen and rejected responses become identical after truncation to MaxLength; ORPO drops such pairs.",
+        });
+    }
+
+    /// <summary>Writes a Hugging Face folder (config.json, model.safetensors, tokenizer files) loadable by transformers.</summary>
+    public void SaveHuggingFace(string directory)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(directory);
+        var m = ThrowIfDisposed();
+        var weights = m.ExportWeights();
+        try
+        {
+            HuggingFaceCheckpoint.Save(directory, m.Config, weights, m.Tokenizer.Files);
+        }
+        finally
+        {
+            foreach (var t in weights.Values) t.Dispose();
+        }
+    }
+
+    /// <summary>Releases the model's native memory; later use throws <see cref="ObjectDisposedException"/>.</summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref disposed, 1) == 0) model.Dispose();
+    }
+
+    internal PairEncoder CreateEncoder(CausalLanguageModel m) =>
+        new(m.Tokenizer, settings.PromptTemplate, settings.MaxLength, settings.MaxPromptLength);
+
+    private static HashSet<int> StopTokenIds(CausalLanguageModel m)
+    {
+        var ids = new HashSet<int>(m.Config.EosTokenIds);
+        if (m.Tokenizer.EosId is int eos) ids.Add(eos);
+        return ids;
+    }
+
+    private static bool ContainsStop(string text, IReadOnlyList<string> stops) =>
+        stops.Any(s => text.Contains(s, StringComparison.Ordinal));
+
+    private static string CutAtStop(string text, IReadOnlyList<string> stops)
+    {
+        int cut = text.Length;
+        foreach (string stop in stops)
+        {
+            int at = text.IndexOf(stop, StringComparison.Ordinal);
+            if (at >= 0 && at < cut) cut = at;
+        }
+        return text[..cut];
+    }
+
+    private CausalLanguageModel ThrowIfDisposed()
+    {
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref disposed) != 0, this);
+        return model;
+    }
+}

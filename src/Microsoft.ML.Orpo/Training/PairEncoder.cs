@@ -1,0 +1,110 @@
+using Microsoft.ML.Orpo.Tokenization;
+
+namespace Microsoft.ML.Orpo.Training;
+
+/// <summary>The token ids ORPO trains on for one pair.</summary>
+/// <param name="PromptIds">[BOS] + encode(template(prompt)), possibly truncated (keeping BOS and the end).</param>
+/// <param name="ChosenIds">encode(chosen) + [EOS], possibly truncated.</param>
+/// <param name="RejectedIds">encode(rejected) + [EOS], possibly truncated.</param>
+public sealed record EncodedPair(IReadOnlyList<int> PromptIds, IReadOnlyList<int> ChosenIds, IReadOnlyList<int> RejectedIds)
+{
+    /// <summary>Tokens of the longer of the two full sequences.</summary>
+    public int LongestLength => PromptIds.Count + Math.Max(ChosenIds.Count, RejectedIds.Count);
+}
+
+/// <summary>What happened to a pair during encoding.</summary>
+internal enum PairOutcome
+{
+    Kept,
+    Truncated,
+    SkippedEmptyResponse,
+    SkippedIdenticalResponses,
+    DroppedIdenticalAfterTruncation,
+}
+
+/// <summary>
+/// Encodes pairs per the project convention: prompt and responses are encoded separately and joined as ids
+/// (no BPE merge across the boundary); the same template is used at generation time.
+/// </summary>
+internal sealed class PairEncoder
+{
+    private readonly OrpoTokenizer tokenizer;
+    private readonly string? template;
+
+    public PairEncoder(OrpoTokenizer tokenizer, string? template, int maxLength, int maxPromptLength)
+    {
+        this.tokenizer = tokenizer;
+        this.template = template;
+        MaxLength = maxLength;
+        MaxPromptLength = maxPromptLength;
+    }
+
+    public int MaxLength { get; }
+    public int MaxPromptLength { get; }
+
+    /// <summary>Applies the template (its <c>{prompt}</c> placeholder) to a prompt.</summary>
+    public static string ApplyTemplate(string? template, string prompt) =>
+        string.IsNullOrEmpty(template) ? prompt : template.Replace("{prompt}", prompt, StringComparison.Ordinal);
+
+    /// <summary>[BOS] + encode(template(prompt)); BOS only where the text does not already produce one.</summary>
+    public List<int> EncodePrompt(string prompt)
+    {
+        var ids = new List<int>();
+        string text = ApplyTemplate(template, prompt);
+        var encoded = text.Length == 0 ? Array.Empty<int>() : tokenizer.Encode(text);
+        if (tokenizer.BosId is int bos && (encoded.Count == 0 || encoded[0] != bos)) ids.Add(bos);
+        ids.AddRange(encoded);
+        return ids;
+    }
+
+    /// <summary>encode(response) + [EOS]; EOS only where the text does not already end with one.</summary>
+    public List<int> EncodeResponse(string response)
+    {
+        var ids = new List<int>(tokenizer.Encode(response));
+        if (tokenizer.EosId is int eos && (ids.Count == 0 || ids[^1] != eos)) ids.Add(eos);
+        return ids;
+    }
+
+    /// <summary>Encodes and truncates one pair; returns null (with the reason) when the pair cannot be trained on.</summary>
+    public EncodedPair? Encode(string prompt, string chosen, string rejected, out PairOutcome outcome)
+    {
+        if (string.IsNullOrWhiteSpace(chosen) || string.IsNullOrWhiteSpace(rejected))
+        {
+            outcome = PairOutcome.SkippedEmptyResponse;
+            return null;
+        }
+        if (string.Equals(chosen, rejected, StringComparison.Ordinal))
+        {
+            outcome = PairOutcome.SkippedIdenticalResponses;
+            return null;
+        }
+        var promptIds = EncodePrompt(prompt);
+        var chosenIds = EncodeResponse(chosen);
+        var rejectedIds = EncodeResponse(rejected);
+        outcome = PairOutcome.Kept;
+        if (promptIds.Count + Math.Max(chosenIds.Count, rejectedIds.Count) > MaxLength)
+        {
+            outcome = PairOutcome.Truncated;
+            if (promptIds.Count > MaxPromptLength) promptIds = KeepEnd(promptIds, MaxPromptLength);
+            int room = MaxLength - promptIds.Count;
+            if (chosenIds.Count > room) chosenIds.RemoveRange(room, chosenIds.Count - room);
+            if (rejectedIds.Count > room) rejectedIds.RemoveRange(room, rejectedIds.Count - room);
+            if (chosenIds.SequenceEqual(rejectedIds))
+            {
+                outcome = PairOutcome.DroppedIdenticalAfterTruncation;
+                return null;
+            }
+        }
+        return new EncodedPair(promptIds, chosenIds, rejectedIds);
+    }
+
+    /// <summary>Keeps the last tokens of a prompt, and its BOS when it had one, within <paramref name="limit"/>.</summary>
+    private List<int> KeepEnd(List<int> ids, int limit)
+    {
+        bool keepBos = tokenizer.BosId is int bos && ids.Count > 0 && ids[0] == bos;
+        var kept = new List<int>(limit);
+        if (keepBos) kept.Add(ids[0]);
+        kept.AddRange(ids.Skip(ids.Count - (limit - kept.Count)));
+        return kept;
+    }
+}

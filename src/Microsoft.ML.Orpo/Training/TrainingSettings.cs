@@ -1,0 +1,115 @@
+using Microsoft.ML.Orpo.Modeling;
+
+namespace Microsoft.ML.Orpo.Training;
+
+/// <summary>
+/// <see cref="OrpoOptions"/> validated and resolved against a model (lengths, seed): what the trainer runs with.
+/// </summary>
+internal sealed record TrainingSettings
+{
+    public double Lambda { get; init; } = 0.1;
+    public bool IncludePromptInNll { get; init; }
+    public double LearningRate { get; init; } = 1e-3;
+    public int Epochs { get; init; } = 1;
+    public int BatchSize { get; init; } = 8;
+    public int GradientAccumulationSteps { get; init; } = 1;
+    public double WeightDecay { get; init; }
+    public double AdamBeta1 { get; init; } = 0.9;
+    public double AdamBeta2 { get; init; } = 0.999;
+    public double AdamEpsilon { get; init; } = 1e-8;
+    public double WarmupRatio { get; init; }
+    public LearningRateSchedule Schedule { get; init; } = LearningRateSchedule.Constant;
+    public double MaxGradNorm { get; init; }
+    public bool Shuffle { get; init; } = true;
+    public bool GroupByLength { get; init; } = true;
+    public int Seed { get; init; }
+    public int MaxLength { get; init; } = 512;
+    public int MaxPromptLength { get; init; } = 256;
+    public string? PromptTemplate { get; init; }
+    public int ValidationInterval { get; init; }
+    public string? CheckpointDirectory { get; init; }
+    public int CheckpointInterval { get; init; } = 50;
+    public int CheckpointsToKeep { get; init; } = 2;
+
+    /// <summary>Checks every option and throws an <see cref="ArgumentException"/> naming the first invalid one.</summary>
+    public static void Validate(OrpoOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        static void Check(bool ok, string name, object? value, string rule)
+        {
+            if (!ok) throw new ArgumentOutOfRangeException(name, value, $"OrpoOptions.{name} = {value ?? "null"}: {rule}");
+        }
+        if (string.IsNullOrWhiteSpace(options.BaseModelPath))
+            throw new ArgumentException("OrpoOptions.BaseModelPath is required: a Hugging Face model folder or a llama2.c .bin file.", nameof(options.BaseModelPath));
+        foreach (var (name, value) in new[]
+        {
+            (nameof(options.PromptColumnName), options.PromptColumnName), (nameof(options.ChosenColumnName), options.ChosenColumnName),
+            (nameof(options.RejectedColumnName), options.RejectedColumnName), (nameof(options.OutputColumnName), options.OutputColumnName),
+        })
+            if (string.IsNullOrWhiteSpace(value)) throw new ArgumentException($"OrpoOptions.{name} must name a column.", name);
+        Check(double.IsFinite(options.Lambda) && options.Lambda >= 0, nameof(options.Lambda), options.Lambda, "must be a finite number >= 0.");
+        Check(double.IsFinite(options.LearningRate) && options.LearningRate > 0, nameof(options.LearningRate), options.LearningRate, "must be a finite number > 0.");
+        Check(options.Epochs >= 1, nameof(options.Epochs), options.Epochs, "must be >= 1.");
+        Check(options.BatchSize >= 1, nameof(options.BatchSize), options.BatchSize, "must be >= 1.");
+        Check(options.GradientAccumulationSteps >= 1, nameof(options.GradientAccumulationSteps), options.GradientAccumulationSteps, "must be >= 1.");
+        Check(double.IsFinite(options.WeightDecay) && options.WeightDecay >= 0, nameof(options.WeightDecay), options.WeightDecay, "must be a finite number >= 0.");
+        Check(options.AdamBeta1 >= 0 && options.AdamBeta1 < 1, nameof(options.AdamBeta1), options.AdamBeta1, "must be in [0, 1).");
+        Check(options.AdamBeta2 >= 0 && options.AdamBeta2 < 1, nameof(options.AdamBeta2), options.AdamBeta2, "must be in [0, 1).");
+        Check(double.IsFinite(options.AdamEpsilon) && options.AdamEpsilon > 0, nameof(options.AdamEpsilon), options.AdamEpsilon, "must be > 0.");
+        Check(options.WarmupRatio >= 0 && options.WarmupRatio < 1, nameof(options.WarmupRatio), options.WarmupRatio, "must be in [0, 1).");
+        Check(Enum.IsDefined(options.LearningRateSchedule), nameof(options.LearningRateSchedule), options.LearningRateSchedule, "is not a known schedule.");
+        Check(double.IsFinite(options.MaxGradNorm) && options.MaxGradNorm >= 0, nameof(options.MaxGradNorm), options.MaxGradNorm, "must be >= 0 (0 = no clipping).");
+        Check(options.MaxLength is null || options.MaxLength >= 2, nameof(options.MaxLength), options.MaxLength, "must be >= 2.");
+        Check(options.MaxPromptLength is null || options.MaxPromptLength >= 1, nameof(options.MaxPromptLength), options.MaxPromptLength, "must be >= 1.");
+        Check(options.MaxLength is null || options.MaxPromptLength is null || options.MaxPromptLength < options.MaxLength,
+            nameof(options.MaxPromptLength), options.MaxPromptLength, $"must be smaller than MaxLength ({options.MaxLength}) to leave room for the response.");
+        Check(options.ValidationInterval >= 0, nameof(options.ValidationInterval), options.ValidationInterval, "must be >= 0.");
+        Check(options.CheckpointInterval >= 0, nameof(options.CheckpointInterval), options.CheckpointInterval, "must be >= 0.");
+        Check(options.CheckpointsToKeep >= 1, nameof(options.CheckpointsToKeep), options.CheckpointsToKeep, "must be >= 1.");
+        if (options.PromptTemplate is not null && !options.PromptTemplate.Contains("{prompt}", StringComparison.Ordinal))
+            throw new ArgumentException($"OrpoOptions.PromptTemplate must contain the placeholder {{prompt}}; got \"{options.PromptTemplate}\".", nameof(options.PromptTemplate));
+        DeviceNames.Validate(options.Device);
+        if (options.Generation is null) throw new ArgumentNullException(nameof(options.Generation), "OrpoOptions.Generation must not be null.");
+        options.Generation.Validate();
+    }
+
+    /// <summary>Resolves defaults that depend on the model and the ML.NET context.</summary>
+    public static TrainingSettings Resolve(OrpoOptions options, LlamaConfig config, int fallbackSeed)
+    {
+        Validate(options);
+        int maxLength = options.MaxLength ?? Math.Min(1024, config.MaxPositionEmbeddings);
+        if (maxLength > config.MaxPositionEmbeddings)
+            throw new ArgumentOutOfRangeException(nameof(options.MaxLength), maxLength,
+                $"OrpoOptions.MaxLength = {maxLength} exceeds the model's context of {config.MaxPositionEmbeddings} positions.");
+        int maxPromptLength = options.MaxPromptLength ?? maxLength / 2;
+        if (maxPromptLength >= maxLength)
+            throw new ArgumentOutOfRangeException(nameof(options.MaxPromptLength), maxPromptLength,
+                $"OrpoOptions.MaxPromptLength = {maxPromptLength} must be smaller than MaxLength ({maxLength}).");
+        return new TrainingSettings
+        {
+            Lambda = options.Lambda,
+            IncludePromptInNll = options.IncludePromptInNll,
+            LearningRate = options.LearningRate,
+            Epochs = options.Epochs,
+            BatchSize = options.BatchSize,
+            GradientAccumulationSteps = options.GradientAccumulationSteps,
+            WeightDecay = options.WeightDecay,
+            AdamBeta1 = options.AdamBeta1,
+            AdamBeta2 = options.AdamBeta2,
+            AdamEpsilon = options.AdamEpsilon,
+            WarmupRatio = options.WarmupRatio,
+            Schedule = options.LearningRateSchedule,
+            MaxGradNorm = options.MaxGradNorm,
+            Shuffle = options.Shuffle,
+            GroupByLength = options.GroupByLength,
+            Seed = options.Seed ?? fallbackSeed,
+            MaxLength = maxLength,
+            MaxPromptLength = maxPromptLength,
+            PromptTemplate = options.PromptTemplate,
+            ValidationInterval = options.ValidationInterval,
+            CheckpointDirectory = options.CheckpointDirectory,
+            CheckpointInterval = options.CheckpointInterval,
+            CheckpointsToKeep = options.CheckpointsToKeep,
+        };
+    }
+}

@@ -1,0 +1,35 @@
+using Microsoft.ML.Orpo.Modeling;
+using Microsoft.ML.Orpo.Training;
+
+namespace Microsoft.ML.Orpo;
+
+/// <summary>What a fitted <see cref="OrpoTransformer"/> needs besides its weights; saved with it in the model zip.</summary>
+internal sealed record TransformerSettings
+{
+    public string PromptColumnName { get; init; } = "Prompt";
+    public string OutputColumnName { get; init; } = "Response";
+    public string? PromptTemplate { get; init; }
+    public int MaxLength { get; init; }
+    public int MaxPromptLength { get; init; }
+    public double Lambda { get; init; } = 0.1;
+    public bool IncludePromptInNll { get; init; }
+    public GenerationOptions Generation { get; init; } = new();
+
+    public static TransformerSettings ForBaseModel(LlamaConfig config)
+    {
+        int maxLength = Math.Min(1024, config.MaxPositionEmbeddings);
+        return new TransformerSettings { MaxLength = maxLength, MaxPromptLength = maxLength / 2 };
+    }
+
+    public static TransformerSettings From(OrpoOptions options, TrainingSettings training) => new()
+    {
+        PromptColumnName = options.PromptColumnName,
+        OutputColumnName = options.OutputColumnName,
+        PromptTemplate = options.PromptTemplate,
+        MaxLength = training.MaxLength,
+        MaxPromptLength = training.MaxPromptLength,
+        Lambda = training.Lambda,
+        IncludePromptInNll = training.IncludePromptInNll,
+        Generation = options.Generation.Clone(),
+    };
+}
