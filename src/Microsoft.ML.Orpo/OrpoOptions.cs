@@ -1,7 +1,7 @@
 namespace Microsoft.ML.Orpo;
 
 /// <summary>
-/// Settings of <c>OrpoEstimator</c>. Defaults follow the ORPO paper and TRL's ORPOTrainer where they exist.
+/// Settings of <see cref="OrpoEstimator"/>. Defaults follow the ORPO paper and TRL's ORPOTrainer where they exist.
 /// <c>Fit</c> never modifies this object; it validates it and works on a resolved copy.
 /// </summary>
 public sealed class OrpoOptions

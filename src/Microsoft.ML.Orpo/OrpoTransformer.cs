@@ -1,5 +1,6 @@
 using Microsoft.ML.Orpo.Checkpoints;
 using Microsoft.ML.Orpo.Generation;
+using Microsoft.ML.Orpo.MlNet;
 using Microsoft.ML.Orpo.Modeling;
 using Microsoft.ML.Orpo.Training;
 using Microsoft.ML.Runtime;
@@ -21,6 +22,7 @@ public sealed partial class OrpoTransformer : IDisposable
     internal OrpoTransformer(IHostEnvironment env, CausalLanguageModel model, TransformerSettings settings,
         IReadOnlyList<OrpoStepMetrics> history)
     {
+        ModelZipBridge.RegisterLoader(env.ComponentCatalog);
         this.env = env;
         this.model = model;
         this.settings = settings;

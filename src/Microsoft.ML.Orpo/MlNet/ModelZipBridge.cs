@@ -185,6 +185,31 @@ internal static class ModelZipBridge
         return (IHostEnvironment)s_internals.Value.CatalogEnvironment.GetValue(catalog)!;
     }
 
+    private static readonly Lazy<PropertyInfo?> s_isCanceled = new(() =>
+        typeof(ComponentCatalog).Assembly.GetType("Microsoft.ML.Runtime.ICancelable")?.GetProperty("IsCanceled"));
+
+    /// <summary>
+    /// Whether <c>MLContext.CancelExecution()</c> was called on <paramref name="env"/> (ML.NET keeps the
+    /// <c>ICancelable</c> interface internal). False when the member cannot be found.
+    /// </summary>
+    /// <param name="env">The context's environment.</param>
+    internal static bool IsCanceled(IHostEnvironment env) =>
+        s_isCanceled.Value is { } property && property.DeclaringType!.IsInstanceOfType(env) && (bool)property.GetValue(env)!;
+
+    private static readonly Lazy<ConstructorInfo> s_schemaColumnCtor = new(() =>
+        typeof(SchemaShape.Column).GetConstructors(BindingFlags.Instance | BindingFlags.NonPublic)
+            .SingleOrDefault(c => c.GetParameters().Length == 5)
+        ?? throw new InvalidOperationException($"Microsoft.ML {SupportedMlNetVersion} is required: SchemaShape.Column's constructor was not found."));
+
+    /// <summary>
+    /// A scalar, non-key <see cref="SchemaShape.Column"/> (its constructor is internal, yet estimators must return
+    /// schema shapes holding the columns they add).
+    /// </summary>
+    /// <param name="name">Column name.</param>
+    /// <param name="itemType">Column type.</param>
+    internal static SchemaShape.Column ScalarColumn(string name, DataViewType itemType) =>
+        (SchemaShape.Column)s_schemaColumnCtor.Value.Invoke([name, SchemaShape.Column.VectorKind.Scalar, itemType, false, null]);
+
     /// <summary>
     /// Throws a clear error unless the loaded Microsoft.ML assemblies are exactly version 5.0.1, the only version
     /// whose non-public members this bridge was written against. Runs on first use of the bridge.

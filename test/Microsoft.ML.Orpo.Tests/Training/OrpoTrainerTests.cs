@@ -1,3 +1,4 @@
+using TorchSharp;
 using Microsoft.ML.Orpo.Tests.Infrastructure;
 using Microsoft.ML.Orpo.Training;
 
@@ -6,25 +7,37 @@ namespace Microsoft.ML.Orpo.Tests.Training;
 [TestClass]
 public sealed class OrpoTrainerTests
 {
+    // Float64 shows the accumulation arithmetic is the large batch's exactly. In float32 the micro-batch and
+    // large-batch forward passes round differently, and AdamW's first steps (about lr * sign(g)) amplify that
+    // rounding for coordinates whose gradient is near epsilon, so float32 agrees to about 1e-5.
     [TestMethod]
-    public void AccumulationOverMicroBatchesEqualsOneLargeBatch()
+    [DataRow(true, 1e-9)]
+    [DataRow(false, 2e-5)]
+    public void AccumulationOverMicroBatchesEqualsOneLargeBatch(bool float64, double tolerance)
     {
         using var large = TrainingFixtures.LoadModel();
         using var accumulated = TrainingFixtures.LoadModel();
+        if (float64)
+        {
+            large.Network.to(TorchSharp.torch.ScalarType.Float64);
+            accumulated.Network.to(TorchSharp.torch.ScalarType.Float64);
+        }
         var pairs = TrainingFixtures.TrainPairs(large, 8);
-        // One optimiser step over 8 pairs of different lengths: as one batch, and as 4 micro-batches of 2.
-        var largeHistory = new OrpoTrainer(large, TrainingFixtures.Plain(batchSize: 8)).Train(pairs);
+        // Two optimiser steps over 8 pairs of different lengths: as one batch, and as 4 micro-batches of 2.
+        var largeHistory = new OrpoTrainer(large, TrainingFixtures.Plain(batchSize: 8, epochs: 2)).Train(pairs);
         var accumulatedHistory = new OrpoTrainer(accumulated,
-            TrainingFixtures.Plain(batchSize: 2) with { GradientAccumulationSteps = 4 }).Train(pairs);
+            TrainingFixtures.Plain(batchSize: 2, epochs: 2) with { GradientAccumulationSteps = 4 }).Train(pairs);
 
         double difference = TrainingFixtures.MaxDifference(TrainingFixtures.Snapshot(large), TrainingFixtures.Snapshot(accumulated));
-        Console.WriteLine($"accumulation: max weight difference {difference:E2}");
-        Assert.IsLessThan(1e-6, difference);
-        Assert.HasCount(1, largeHistory);
-        Assert.HasCount(1, accumulatedHistory);
-        Assert.AreEqual(largeHistory[0].Loss, accumulatedHistory[0].Loss, 1e-6);
-        Assert.AreEqual(largeHistory[0].GradNorm, accumulatedHistory[0].GradNorm, 1e-6 * largeHistory[0].GradNorm);
-        Assert.AreEqual(largeHistory[0].RewardsMargin, accumulatedHistory[0].RewardsMargin, 1e-7);
+        Console.WriteLine($"accumulation ({(float64 ? "float64" : "float32")}): max weight difference after 2 steps {difference:E2}");
+        Assert.IsLessThan(tolerance, difference);
+        Assert.HasCount(2, accumulatedHistory);
+        for (int i = 0; i < 2; i++)
+        {
+            Assert.AreEqual(largeHistory[i].Loss, accumulatedHistory[i].Loss, 1e-6);
+            Assert.AreEqual(largeHistory[i].GradNorm, accumulatedHistory[i].GradNorm, 1e-5 * largeHistory[i].GradNorm);
+            Assert.AreEqual(largeHistory[i].RewardsMargin, accumulatedHistory[i].RewardsMargin, 1e-7);
+        }
     }
 
     [TestMethod]
@@ -123,7 +136,7 @@ public sealed class OrpoTrainerTests
         Console.WriteLine($"greedy before: '{textBefore}'  after: '{textAfter}'  ({(DateTime.UtcNow - started).TotalSeconds:F0} s)");
 
         Assert.IsLessThan(0.9, before.RewardsAccuracy, "the base model does not already prefer the new name");
-        Assert.IsLessThan(0, before.RewardsMargin + 1e-9 > after.RewardsMargin ? 1 : 0, "the margin grows");
+        Assert.IsGreaterThan(before.RewardsMargin, after.RewardsMargin, "the margin grows");
         Assert.IsGreaterThanOrEqualTo(0.9, after.RewardsAccuracy);
         StringAssert.Contains(textBefore, ProtagonistPairs.Habitual);
         StringAssert.StartsWith(textAfter.TrimStart(), ProtagonistPairs.Preferred);

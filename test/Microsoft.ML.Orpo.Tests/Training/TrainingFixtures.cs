@@ -38,7 +38,7 @@ internal static class TrainingFixtures
     public static Dictionary<string, float[]> Snapshot(CausalLanguageModel model)
     {
         using var noGrad = no_grad();
-        return model.Network.NamedWeights().ToDictionary(p => p.Name, p => p.Parameter.data<float>().ToArray());
+        return model.Network.NamedWeights().ToDictionary(p => p.Name, p => p.Parameter.to_type(ScalarType.Float32).data<float>().ToArray());
     }
 
     public static double MaxDifference(Dictionary<string, float[]> a, Dictionary<string, float[]> b) =>

@@ -1,0 +1,112 @@
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Microsoft.ML.Orpo.Checkpoints;
+using Microsoft.ML.Orpo.Modeling;
+using Microsoft.ML.Orpo.Tokenization;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Orpo.MlNet;
+
+/// <summary>
+/// The bytes an <see cref="OrpoTransformer"/> stores in a model zip: a magic and format version, then
+/// length-prefixed sections (settings JSON, config.json, tokenizer files, weights as safetensors, training history).
+/// Every length is checked against a limit before anything is allocated; nothing in it is executable.
+/// </summary>
+internal static class OrpoModelPayload
+{
+    public const uint FormatVersion = 1;
+    private const uint Magic = 0x4F50524F; // "ORPO"
+    private const int MaxJsonBytes = 64 << 20;
+    private const int MaxTokenizerFiles = 16;
+    private static readonly JsonSerializerOptions Json = new() { NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals };
+
+    public sealed record Contents(TransformerSettings Settings, CausalLanguageModel Model, IReadOnlyList<OrpoStepMetrics> History);
+
+    public static void Write(Stream stream, TransformerSettings settings, CausalLanguageModel model, IReadOnlyList<OrpoStepMetrics> history)
+    {
+        using var writer = new BinaryWriter(stream, Encoding.UTF8, leaveOpen: true);
+        writer.Write(Magic);
+        writer.Write(FormatVersion);
+        WriteBlock(writer, JsonSerializer.SerializeToUtf8Bytes(settings, Json));
+        WriteBlock(writer, Encoding.UTF8.GetBytes(model.Config.ToJson()));
+        writer.Write(model.Tokenizer.Files.Count);
+        foreach (var (name, bytes) in model.Tokenizer.Files.OrderBy(f => f.Key, StringComparer.Ordinal))
+        {
+            writer.Write(name);
+            WriteBlock(writer, bytes);
+        }
+        var weights = model.ExportWeights();
+        try
+        {
+            using var buffer = new MemoryStream();
+            SafeTensorsWriter.Write(buffer, weights);
+            WriteBlock(writer, buffer.ToArray());
+        }
+        finally
+        {
+            foreach (var t in weights.Values) t.Dispose();
+        }
+        WriteBlock(writer, JsonSerializer.SerializeToUtf8Bytes(history, Json));
+    }
+
+    public static Contents Read(Stream stream, Device device)
+    {
+        using var reader = new BinaryReader(stream, Encoding.UTF8, leaveOpen: true);
+        try
+        {
+            if (reader.ReadUInt32() != Magic) throw Corrupt("it does not start with the Microsoft.ML.Orpo payload marker");
+            uint version = reader.ReadUInt32();
+            if (version > FormatVersion)
+                throw new InvalidDataException(
+                    $"The model zip holds Microsoft.ML.Orpo payload format {version}; this version of the library reads up to {FormatVersion}. Upgrade Microsoft.ML.Orpo to load it.");
+            var settings = JsonSerializer.Deserialize<TransformerSettings>(ReadBlock(reader, MaxJsonBytes, "settings"), Json)
+                ?? throw Corrupt("the settings are empty");
+            var config = LlamaConfig.FromJson(Encoding.UTF8.GetString(ReadBlock(reader, MaxJsonBytes, "config.json")), "model zip config.json");
+            int fileCount = reader.ReadInt32();
+            if (fileCount is < 1 or > MaxTokenizerFiles) throw Corrupt($"it lists {fileCount} tokenizer files");
+            var files = new Dictionary<string, byte[]>(StringComparer.Ordinal);
+            for (int i = 0; i < fileCount; i++)
+            {
+                string name = reader.ReadString();
+                files[name] = ReadBlock(reader, MaxJsonBytes, "tokenizer file " + name);
+            }
+            var tokenizer = OrpoTokenizer.FromFiles(files, config);
+            var weightBytes = ReadBlock(reader, Array.MaxLength, "weights");
+            var history = JsonSerializer.Deserialize<List<OrpoStepMetrics>>(ReadBlock(reader, MaxJsonBytes, "training history"), Json)
+                ?? new List<OrpoStepMetrics>();
+            var weights = SafeTensorsReader.Read(weightBytes, "model zip weights");
+            try
+            {
+                var model = CausalLanguageModel.Create(config, weights, tokenizer, device, "model zip");
+                return new Contents(settings, model, history);
+            }
+            finally
+            {
+                foreach (var t in weights.Values) t.Dispose();
+            }
+        }
+        catch (Exception e) when (e is EndOfStreamException or JsonException or DecoderFallbackException)
+        {
+            throw Corrupt("it is truncated or malformed", e);
+        }
+    }
+
+    private static void WriteBlock(BinaryWriter writer, byte[] bytes)
+    {
+        writer.Write((long)bytes.Length);
+        writer.Write(bytes);
+    }
+
+    private static byte[] ReadBlock(BinaryReader reader, long limit, string what)
+    {
+        long length = reader.ReadInt64();
+        if (length < 0 || length > limit) throw Corrupt($"its {what} section claims {length} bytes");
+        var bytes = reader.ReadBytes((int)length);
+        if (bytes.Length != length) throw Corrupt($"its {what} section is truncated");
+        return bytes;
+    }
+
+    private static InvalidDataException Corrupt(string why, Exception? inner = null) =>
+        new($"The Microsoft.ML.Orpo model in this zip cannot be read: {why}.", inner);
+}

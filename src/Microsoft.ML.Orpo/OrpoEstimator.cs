@@ -1,0 +1,79 @@
+using Microsoft.ML.Data;
+using Microsoft.ML.Orpo.MlNet;
+using Microsoft.ML.Orpo.Modeling;
+using Microsoft.ML.Orpo.Training;
+using Microsoft.ML.Runtime;
+
+namespace Microsoft.ML.Orpo;
+
+/// <summary>
+/// Fits a causal language model to preference pairs with ORPO (Hong, Lee &amp; Thorne 2024). Created by
+/// <see cref="OrpoCatalog.OrpoFineTune(TransformsCatalog, OrpoOptions)"/>.
+/// </summary>
+public sealed class OrpoEstimator : IEstimator<OrpoTransformer>
+{
+    private readonly IHostEnvironment env;
+    private readonly OrpoOptions options;
+
+    internal OrpoEstimator(IHostEnvironment env, OrpoOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(env);
+        ArgumentNullException.ThrowIfNull(options);
+        TrainingSettings.Validate(options);
+        this.env = env;
+        this.options = options.Clone();
+    }
+
+    /// <summary>A copy of the options this estimator fits with.</summary>
+    public OrpoOptions Options => options.Clone();
+
+    /// <summary>Checks the prompt/chosen/rejected text columns and adds the output text column.</summary>
+    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        PreferenceColumns.Check(inputSchema, options);
+        var columns = inputSchema.Where(c => c.Name != options.OutputColumnName).ToList();
+        columns.Add(ModelZipBridge.ScalarColumn(options.OutputColumnName, TextDataViewType.Instance));
+        return new SchemaShape(columns);
+    }
+
+    /// <summary>Loads the base model, reads and encodes the pairs, trains, and returns the fitted transformer.</summary>
+    public OrpoTransformer Fit(IDataView input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        PreferenceColumns.Check(input.Schema, options);
+        if (options.ValidationSet is not null) PreferenceColumns.Check(options.ValidationSet.Schema, options, "validation set");
+        var host = env.Register("OrpoFineTune");
+        using var channel = host.Start("OrpoFineTune");
+        bool IsCanceled() => ModelZipBridge.IsCanceled(env);
+
+        var model = CausalLanguageModel.Load(options.BaseModelPath, options.TokenizerPath, options.Device);
+        try
+        {
+            var settings = TrainingSettings.Resolve(options, model.Config, host.Rand.Next());
+            var encoder = new PairEncoder(model.Tokenizer, settings.PromptTemplate, settings.MaxLength, settings.MaxPromptLength);
+            var train = PreferenceDataReader.Read(input, options, encoder, "training data", IsCanceled);
+            foreach (string line in train.Describe()) channel.Warning(MessageSensitivity.None, line);
+            if (train.Pairs.Count == 0)
+                throw new InvalidOperationException(
+                    $"OrpoFineTune has nothing to train on: all {train.Rows} rows of the training data were skipped or dropped. " +
+                    string.Join("; ", train.Describe()));
+            var validation = options.ValidationSet is null ? null
+                : PreferenceDataReader.Read(options.ValidationSet, options, encoder, "validation set", IsCanceled).Pairs;
+
+            var callbacks = new TrainingCallbacks
+            {
+                Log = message => channel.Info(MessageSensitivity.None, message),
+                Progress = options.Progress,
+                IsCanceled = IsCanceled,
+            };
+            var history = new OrpoTrainer(model, settings, callbacks).Train(train.Pairs, validation);
+            return new OrpoTransformer(env, model, TransformerSettings.From(options, settings), history);
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+}
