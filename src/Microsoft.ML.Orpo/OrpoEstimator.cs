@@ -45,7 +45,7 @@ public sealed class OrpoEstimator : IEstimator<OrpoTransformer>
         if (options.ValidationSet is not null) PreferenceColumns.Check(options.ValidationSet.Schema, options, "validation set");
         var host = env.Register("OrpoFineTune");
         using var channel = host.Start("OrpoFineTune");
-        bool IsCanceled() => ModelZipBridge.IsCanceled(env);
+        bool IsCanceled() => options.CancellationToken.IsCancellationRequested || ModelZipBridge.IsCanceled(env);
 
         var model = CausalLanguageModel.Load(options.BaseModelPath, options.TokenizerPath, options.Device);
         try
@@ -66,6 +66,7 @@ public sealed class OrpoEstimator : IEstimator<OrpoTransformer>
                 Log = message => channel.Info(MessageSensitivity.None, message),
                 Progress = options.Progress,
                 IsCanceled = IsCanceled,
+                CancellationToken = options.CancellationToken,
             };
             var history = new OrpoTrainer(model, settings, callbacks).Train(train.Pairs, validation);
             return new OrpoTransformer(env, model, TransformerSettings.From(options, settings), history);

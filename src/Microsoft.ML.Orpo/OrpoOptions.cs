@@ -102,6 +102,13 @@ public sealed class OrpoOptions
     /// <summary>Receives each optimiser step's metrics.</summary>
     public IProgress<OrpoStepMetrics>? Progress { get; set; }
 
+    /// <summary>
+    /// Stops <c>Fit</c> between micro-batches with an <see cref="OperationCanceledException"/>; a checkpointed run resumes
+    /// from its last checkpoint. (ML.NET 5.0.1 keeps <c>MLContext.CancelExecution()</c> internal; when ML.NET calls it,
+    /// Fit stops too.)
+    /// </summary>
+    public CancellationToken CancellationToken { get; set; }
+
     /// <summary>"cpu", "cuda" or "cuda:N". Default "cpu".</summary>
     public string Device { get; set; } = "cpu";
 

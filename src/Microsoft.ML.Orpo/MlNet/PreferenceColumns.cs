@@ -22,7 +22,7 @@ internal static class PreferenceColumns
             var column = matches[^1];
             if (column.Kind != SchemaShape.Column.VectorKind.Scalar || column.ItemType is not TextDataViewType)
                 throw WrongType(name, role, dataName, column.Kind == SchemaShape.Column.VectorKind.Scalar
-                    ? column.ItemType.ToString() ?? "unknown" : $"a vector of {column.ItemType}");
+                    ? column.ItemType.ToString() ?? "unknown" : $"Vector<{column.ItemType}>");
         }
     }
 

@@ -39,7 +39,7 @@ public sealed class ModelZipFreshProcessTests
         StringAssert.Contains(stderr, "InvalidOperationException");
     }
 
-    private static (int Code, string Stdout, string Stderr) RunFresh(string zip, string mode, string input, string output, IEnumerable<string> texts)
+    internal static (int Code, string Stdout, string Stderr) RunFresh(string zip, string mode, string input, string output, IEnumerable<string> texts)
     {
         string dir = AppContext.BaseDirectory;
         string self = Path.GetFileNameWithoutExtension(typeof(ModelZipFreshProcessTests).Assembly.Location);
