@@ -50,6 +50,9 @@ internal sealed class RotaryEmbedding
         }
     }
 
+    /// <summary>The per-pair rotation frequencies after scaling (d/2).</summary>
+    public IReadOnlyList<double> InverseFrequencies => inverseFrequencies;
+
     private static double Scale(double inv, RopeScaling? scaling)
     {
         switch (scaling?.Type)

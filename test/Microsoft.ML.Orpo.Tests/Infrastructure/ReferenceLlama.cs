@@ -23,6 +23,9 @@ internal sealed class ReferenceLlama : IDisposable
 
     private Tensor W(string name) => Weights[name];
 
+    private Tensor Linear(Tensor x, string name) =>
+        Weights.TryGetValue(name + ".bias", out var bias) ? x.matmul(W(name + ".weight").t()) + bias : x.matmul(W(name + ".weight").t());
+
     private Tensor RmsNorm(Tensor x, Tensor weight) // (T, D)
     {
         var meanSquare = (x * x).sum(-1, keepdim: true) / x.shape[1];
@@ -59,9 +62,9 @@ internal sealed class ReferenceLlama : IDisposable
         {
             string p = $"model.layers.{l}.";
             var h = RmsNorm(x, W(p + "input_layernorm.weight"));
-            var q = h.matmul(W(p + "self_attn.q_proj.weight").t());
-            var k = h.matmul(W(p + "self_attn.k_proj.weight").t());
-            var v = h.matmul(W(p + "self_attn.v_proj.weight").t());
+            var q = Linear(h, p + "self_attn.q_proj");
+            var k = Linear(h, p + "self_attn.k_proj");
+            var v = Linear(h, p + "self_attn.v_proj");
             var heads = new List<Tensor>();
             for (int head = 0; head < config.NumAttentionHeads; head++)
             {
@@ -72,7 +75,7 @@ internal sealed class ReferenceLlama : IDisposable
                 var scores = qh.matmul(kh.t()) / Math.Sqrt(d) + causal;
                 heads.Add(scores.softmax(-1).matmul(vh));
             }
-            x = x + cat(heads.ToArray(), 1).matmul(W(p + "self_attn.o_proj.weight").t());
+            x = x + Linear(cat(heads.ToArray(), 1), p + "self_attn.o_proj");
             var h2 = RmsNorm(x, W(p + "post_attention_layernorm.weight"));
             var gate = h2.matmul(W(p + "mlp.gate_proj.weight").t());
             var up = h2.matmul(W(p + "mlp.up_proj.weight").t());

@@ -141,4 +141,29 @@ public sealed class OrpoTrainerTests
         StringAssert.Contains(textBefore, ProtagonistPairs.Habitual);
         StringAssert.StartsWith(textAfter.TrimStart(), ProtagonistPairs.Preferred);
     }
+
+    [TestMethod]
+    public void ValidationRunsEveryIntervalAndAtTheEndOnTheUpdatedWeights()
+    {
+        using var model = TrainingFixtures.LoadModel();
+        var (trainSet, heldOutSet) = ProtagonistPairs.Create();
+        var train = TrainingFixtures.Encode(model, trainSet.Take(20));
+        var heldOut = TrainingFixtures.Encode(model, heldOutSet);
+        var settings = TrainingFixtures.Plain(batchSize: 4) with { ValidationInterval = 2 };
+        var history = new OrpoTrainer(model, settings).Train(train, heldOut);
+        CollectionAssert.AreEqual(new[] { 2, 4, 5 }, history.Where(h => h.Validation is not null).Select(h => h.Step).ToArray());
+        var final = PreferenceEvaluator.Evaluate(model.Network, heldOut, settings);
+        Assert.AreEqual(final.Loss, history[^1].Validation!.Loss, 1e-12);
+        Assert.AreEqual(heldOut.Count, history[^1].Validation!.Pairs);
+    }
+
+    [TestMethod]
+    public void LearningRateSchedulesWarmUpThenDecay()
+    {
+        Assert.AreEqual(0.25, LearningRates.At(LearningRateSchedule.Linear, 1.0, 0, 10, 4), 1e-12);
+        Assert.AreEqual(1.0, LearningRates.At(LearningRateSchedule.Linear, 1.0, 3, 10, 4), 1e-12);
+        Assert.AreEqual(1.0 - 2.0 / 6, LearningRates.At(LearningRateSchedule.Linear, 1.0, 6, 10, 4), 1e-12);
+        Assert.AreEqual(0.5 * (1 + Math.Cos(Math.PI * 3 / 6)), LearningRates.At(LearningRateSchedule.Cosine, 1.0, 7, 10, 4), 1e-12);
+        Assert.AreEqual(1.0, LearningRates.At(LearningRateSchedule.Constant, 1.0, 9, 10, 0), 1e-12);
+    }
 }
