@@ -112,6 +112,8 @@ internal readonly record struct OrpoBatchStatistics
             RewardsRejected = lambda * RejectedLogpSum / pairs,
             RewardsAccuracy = CorrectCount / pairs,
             RewardsMargin = lambda * (ChosenLogpSum - RejectedLogpSum) / pairs,
+            ChosenLogProbability = ChosenLogpSum / pairs,
+            RejectedLogProbability = RejectedLogpSum / pairs,
             ChosenPerplexity = Math.Exp(nll),
             Pairs = (int)Pairs,
         };

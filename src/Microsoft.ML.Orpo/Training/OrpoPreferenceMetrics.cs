@@ -24,6 +24,10 @@ public sealed record OrpoPreferenceMetrics
     public double RewardsAccuracy { get; init; }
     /// <summary>Mean of RewardsChosen - RewardsRejected per pair.</summary>
     public double RewardsMargin { get; init; }
+    /// <summary>Mean per-token log-probability of the chosen responses (TRL's <c>logps/chosen</c>; not scaled by lambda).</summary>
+    public double ChosenLogProbability { get; init; }
+    /// <summary>Mean per-token log-probability of the rejected responses (TRL's <c>logps/rejected</c>; not scaled by lambda).</summary>
+    public double RejectedLogProbability { get; init; }
     /// <summary>exp(NllLoss).</summary>
     public double ChosenPerplexity { get; init; }
     /// <summary>Number of pairs the metrics cover.</summary>

@@ -27,6 +27,10 @@ public sealed record OrpoStepMetrics
     public double RewardsAccuracy { get; init; }
     /// <summary>Mean reward margin.</summary>
     public double RewardsMargin { get; init; }
+    /// <summary>Mean per-token log-probability of the chosen responses (TRL's <c>logps/chosen</c>).</summary>
+    public double ChosenLogProbability { get; init; }
+    /// <summary>Mean per-token log-probability of the rejected responses (TRL's <c>logps/rejected</c>).</summary>
+    public double RejectedLogProbability { get; init; }
     /// <summary>Learning rate used for this step's update.</summary>
     public double LearningRate { get; init; }
     /// <summary>Global L2 norm of the gradient before clipping.</summary>
@@ -47,5 +51,6 @@ public sealed record OrpoStepMetrics
         Loss = m.Loss, NllLoss = m.NllLoss, OddsRatioLoss = m.OddsRatioLoss, LogOddsRatio = m.LogOddsRatio,
         LogOddsChosen = m.LogOddsChosen, RewardsChosen = m.RewardsChosen, RewardsRejected = m.RewardsRejected,
         RewardsAccuracy = m.RewardsAccuracy, RewardsMargin = m.RewardsMargin,
+        ChosenLogProbability = m.ChosenLogProbability, RejectedLogProbability = m.RejectedLogProbability,
     };
 }
