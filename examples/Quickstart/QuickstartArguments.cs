@@ -17,6 +17,9 @@ internal sealed class QuickstartArguments
     public string? MakeDataDirectory { get; private set; }
     public bool Help { get; private set; }
 
+    /// <summary>CPU threads for libtorch; null: 1 for the bundled tiny model (fastest, and robust on a busy machine), else libtorch's default.</summary>
+    public int? Threads { get; private set; }
+
     public const string Usage = """
         Usage: dotnet run --project examples/Quickstart -- [options]
           --epochs N          passes over the training pairs (default 3)
@@ -28,6 +31,7 @@ internal sealed class QuickstartArguments
           --model DIR         Hugging Face model folder or llama2.c .bin (default models/stories260K/hf)
           --template TEXT     prompt template with a {prompt} placeholder (default: none)
           --out DIR           output folder (default orpo-output under the current directory)
+          --threads N         CPU threads for libtorch (default 1 for the bundled tiny model, else libtorch's default)
           --make-data DIR     regenerate the bundled preference set into DIR and exit
         """;
 
@@ -49,6 +53,7 @@ internal sealed class QuickstartArguments
                 case "--model": a.ModelPath = Value(); break;
                 case "--template": a.Template = Value(); break;
                 case "--out": a.OutputDirectory = Value(); break;
+                case "--threads": a.Threads = int.Parse(Value(), CultureInfo.InvariantCulture); break;
                 case "--make-data": a.MakeDataDirectory = Value(); break;
                 case "-h": case "--help": a.Help = true; break;
                 default: throw new ArgumentException($"Unknown option '{name}'.");
