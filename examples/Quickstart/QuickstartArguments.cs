@@ -1,0 +1,64 @@
+using System.Globalization;
+
+namespace Quickstart;
+
+/// <summary>Command-line options of the Quickstart; every one has a default that works on a fresh clone.</summary>
+internal sealed class QuickstartArguments
+{
+    public int Epochs { get; private set; } = 3;
+    public double Lambda { get; private set; } = 0.25;
+    public double LearningRate { get; private set; } = 1e-3;
+    public int BatchSize { get; private set; } = 8;
+    public string? DataPath { get; private set; }
+    public string? HeldOutPath { get; private set; }
+    public string? ModelPath { get; private set; }
+    public string OutputDirectory { get; private set; } = "orpo-output";
+    public string? Template { get; private set; }
+    public string? MakeDataDirectory { get; private set; }
+    public bool Help { get; private set; }
+
+    /// <summary>CPU threads for libtorch; null: 1 for the bundled tiny model (fastest, and robust on a busy machine), else libtorch's default.</summary>
+    public int? Threads { get; private set; }
+
+    public const string Usage = """
+        Usage: dotnet run --project examples/Quickstart -- [options]
+          --epochs N          passes over the training pairs (default 3)
+          --lambda X          weight of the odds-ratio term (default 0.25; the paper recommends 0.1 to 0.25)
+          --lr X              peak learning rate (default 1e-3, right for this tiny model; ~8e-6 for 7B models)
+          --batch-size N      pairs per step (default 8)
+          --data FILE         training pairs, .jsonl or .jsonl.gz (default data/stories-preferences/train.jsonl)
+          --heldout FILE      held-out pairs (default: heldout.jsonl beside the bundled data, or 20% of --data)
+          --model DIR         Hugging Face model folder or llama2.c .bin (default models/stories260K/hf)
+          --template TEXT     prompt template with a {prompt} placeholder (default: none)
+          --out DIR           output folder (default orpo-output under the current directory)
+          --threads N         CPU threads for libtorch (default 1 for the bundled tiny model, else libtorch's default)
+          --make-data DIR     regenerate the bundled preference set into DIR and exit
+        """;
+
+    public static QuickstartArguments Parse(string[] args)
+    {
+        var a = new QuickstartArguments();
+        for (int i = 0; i < args.Length; i++)
+        {
+            string name = args[i];
+            string Value() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{name} needs a value.");
+            switch (name)
+            {
+                case "--epochs": a.Epochs = int.Parse(Value(), CultureInfo.InvariantCulture); break;
+                case "--lambda": a.Lambda = double.Parse(Value(), CultureInfo.InvariantCulture); break;
+                case "--lr": case "--learning-rate": a.LearningRate = double.Parse(Value(), CultureInfo.InvariantCulture); break;
+                case "--batch-size": a.BatchSize = int.Parse(Value(), CultureInfo.InvariantCulture); break;
+                case "--data": a.DataPath = Value(); break;
+                case "--heldout": a.HeldOutPath = Value(); break;
+                case "--model": a.ModelPath = Value(); break;
+                case "--template": a.Template = Value(); break;
+                case "--out": a.OutputDirectory = Value(); break;
+                case "--threads": a.Threads = int.Parse(Value(), CultureInfo.InvariantCulture); break;
+                case "--make-data": a.MakeDataDirectory = Value(); break;
+                case "-h": case "--help": a.Help = true; break;
+                default: throw new ArgumentException($"Unknown option '{name}'.");
+            }
+        }
+        return a;
+    }
+}
