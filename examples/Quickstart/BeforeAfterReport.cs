@@ -10,7 +10,7 @@ internal sealed record ModelSnapshot(OrpoPreferenceMetrics HeldOut, IReadOnlyLis
     public static readonly GenerationOptions Greedy = new() { MaxNewTokens = 24, Temperature = 0 };
 
     public static ModelSnapshot Take(OrpoTransformer model, IDataView heldOut, IReadOnlyList<string> prompts) =>
-        new(model.EvaluatePreferences(heldOut), model.Generate(prompts, Greedy));
+        new(model.Evaluate(heldOut), model.Generate(prompts, Greedy));
 }
 
 /// <summary>Prints the before/after table: held-out preference metrics, then greedy generations side by side.</summary>

@@ -52,13 +52,13 @@ var greedy = new GenerationOptions { MaxNewTokens = 32, Temperature = 0 };
 using (var baseModel = OrpoTransformer.FromPretrained(ml, options))
 {
     Tokens.Describe("held-out", baseModel, split.TestSet);
-    before = baseModel.EvaluatePreferences(split.TestSet);
+    before = baseModel.Evaluate(split.TestSet);
     generatedBefore = baseModel.Generate(prompts, greedy);
 }
 
 using var model = ml.Transforms.OrpoFineTune(options).Fit(split.TrainSet);
 foreach (string w in warnings) Console.WriteLine($"  training data: {w}");
-var after = model.EvaluatePreferences(split.TestSet);
+var after = model.Evaluate(split.TestSet);
 var generatedAfter = model.Generate(prompts, greedy);
 
 var c = CultureInfo.InvariantCulture;

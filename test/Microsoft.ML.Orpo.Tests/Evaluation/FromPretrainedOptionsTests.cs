@@ -1,9 +1,9 @@
 using Microsoft.ML.Orpo.Tests.Infrastructure;
 
-namespace Microsoft.ML.Orpo.Tests.MlNet;
+namespace Microsoft.ML.Orpo.Tests.Evaluation;
 
 [TestClass]
-public sealed class EvaluatePreferencesTests
+public sealed class FromPretrainedOptionsTests
 {
     [TestMethod]
     public void BaseModelMetricsEqualTheFirstStepsMetricsAndTrainingImprovesThem()
@@ -16,9 +16,9 @@ public sealed class EvaluatePreferencesTests
         };
 
         using var baseModel = OrpoTransformer.FromPretrained(ml, options);
-        var before = baseModel.EvaluatePreferences(data);
+        var before = baseModel.Evaluate(data);
         using var fitted = ml.Transforms.OrpoFineTune(options).Fit(data);
-        var after = fitted.EvaluatePreferences(data);
+        var after = fitted.Evaluate(data);
 
         // One batch holds every pair, so step 1's metrics are the base model's metrics on this set.
         var step1 = fitted.TrainingHistory[0];
@@ -38,7 +38,7 @@ public sealed class EvaluatePreferencesTests
         var ml = new MLContext(seed: 1);
         using var model = OrpoTransformer.FromPretrained(ml, TestAssets.Stories260KHf);
         var data = ml.Data.LoadFromEnumerable(ProtagonistPairs.Create().Train.Take(2));
-        var e = Assert.Throws<ArgumentException>(() => model.EvaluatePreferences(data, chosenColumnName: "Better"));
+        var e = Assert.Throws<ArgumentException>(() => model.Evaluate(data, chosenColumnName: "Better"));
         StringAssert.Contains(e.Message, "Better");
     }
 }
