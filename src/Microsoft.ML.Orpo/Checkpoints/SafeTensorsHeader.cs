@@ -74,7 +74,7 @@ internal sealed class SafeTensorsHeader
         JsonDocument document;
         try
         {
-            document = JsonDocument.Parse(json, new JsonDocumentOptions { MaxDepth = 8, AllowDuplicateProperties = false });
+            document = JsonDocument.Parse(json, new JsonDocumentOptions { MaxDepth = 8 });
         }
         catch (JsonException e)
         {

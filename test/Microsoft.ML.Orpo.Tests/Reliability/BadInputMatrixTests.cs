@@ -44,8 +44,8 @@ public sealed class BadInputMatrixTests
         public string Rejected { get; set; } = "r";
     }
 
-    private static readonly Lazy<string> SmallVocabularyModel = new(() => TinyModelFolder(vocabulary: 256));
-    private static readonly Lazy<string> LargeVocabularyModel = new(() => TinyModelFolder(vocabulary: 600));
+    private static readonly Lazy<string> SmallVocabularyModel = new(() => ReliabilityFixtures.TinyModelFolder(vocabulary: 256));
+    private static readonly Lazy<string> LargeVocabularyModel = new(() => ReliabilityFixtures.TinyModelFolder(vocabulary: 600));
 
     private static readonly Pair Good = new() { Prompt = "Once upon a time", Chosen = " there was a girl named Sue.", Rejected = " there was a girl named Lily." };
 
@@ -200,27 +200,5 @@ public sealed class BadInputMatrixTests
         string dir = TestAssets.NewTempDirectory("orpo-bad");
         File.Copy(Path.Combine(TestAssets.Stories260KHf, "config.json"), Path.Combine(dir, "config.json"));
         return dir;
-    }
-
-    /// <summary>A Hugging Face folder with random weights, the given vocabulary, and stories260K's 512-piece tokenizer.</summary>
-    private static string TinyModelFolder(int vocabulary)
-    {
-        var config = new LlamaConfig
-        {
-            HiddenSize = 16, IntermediateSize = 32, NumHiddenLayers = 1, NumAttentionHeads = 2, NumKeyValueHeads = 1, HeadDim = 8,
-            VocabSize = vocabulary, MaxPositionEmbeddings = 256, RmsNormEps = 1e-5, TieWordEmbeddings = true, BosTokenId = 1, EosTokenId = 2,
-            EosTokenIds = [2],
-        }.Validate();
-        var weights = Checkpoints.CheckpointTestData.RandomWeights(config, 5);
-        try
-        {
-            string dir = TestAssets.NewTempDirectory($"orpo-vocab{vocabulary}");
-            HuggingFaceCheckpoint.Save(dir, config, weights, new Dictionary<string, byte[]> { ["tokenizer.model"] = File.ReadAllBytes(TestAssets.Stories260KTokenizer) });
-            return dir;
-        }
-        finally
-        {
-            foreach (var t in weights.Values) t.Dispose();
-        }
     }
 }
