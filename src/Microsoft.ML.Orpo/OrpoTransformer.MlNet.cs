@@ -39,8 +39,8 @@ public sealed partial class OrpoTransformer : ITransformer, IModelZipLoadable<Or
 
     void ICanSaveModel.Save(ModelSaveContext ctx)
     {
-        var m = ThrowIfDisposed();
-        ModelZipBridge.Save<OrpoTransformer>(ctx, ZipFormat, stream => OrpoModelPayload.Write(stream, settings, m, TrainingHistory));
+        using var lease = Acquire();
+        ModelZipBridge.Save<OrpoTransformer>(ctx, ZipFormat, stream => OrpoModelPayload.Write(stream, settings, model, TrainingHistory));
     }
 
     static OrpoTransformer IModelZipLoadable<OrpoTransformer>.LoadFromZip(IHostEnvironment env, Stream payload, uint writtenVersion)

@@ -17,7 +17,10 @@ public sealed partial class OrpoTransformer : IDisposable
     private readonly IHostEnvironment env;
     private readonly CausalLanguageModel model;
     private readonly TransformerSettings settings;
+    private readonly object lifetime = new();
     private int disposed;
+    private int inFlight;
+    private bool released;
 
     internal OrpoTransformer(IHostEnvironment env, CausalLanguageModel model, TransformerSettings settings,
         IReadOnlyList<OrpoStepMetrics> history)
@@ -66,7 +69,8 @@ public sealed partial class OrpoTransformer : IDisposable
     public IReadOnlyList<string> Generate(IReadOnlyList<string> prompts, GenerationOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(prompts);
-        var m = ThrowIfDisposed();
+        using var lease = Acquire();
+        var m = model;
         options ??= settings.Generation;
         options.Validate();
         var encoder = CreateEncoder(m);
@@ -89,11 +93,13 @@ public sealed partial class OrpoTransformer : IDisposable
         ArgumentNullException.ThrowIfNull(prompt);
         ArgumentNullException.ThrowIfNull(chosen);
         ArgumentNullException.ThrowIfNull(rejected);
-        var pair = CreateEncoder(ThrowIfDisposed()).Encode(prompt, chosen, rejected, out var outcome);
+        using var lease = Acquire();
+        var pair = CreateEncoder(model).Encode(prompt, chosen, rejected, out var outcome);
         return pair ?? throw new ArgumentException(outcome switch
         {
             PairOutcome.SkippedEmptyResponse => "The chosen or rejected response is empty; ORPO skips such pairs.",
             PairOutcome.SkippedIdenticalResponses => "The chosen and rejected responses are identical; ORPO skips such pairs.",
+            PairOutcome.PromptLongerThanMaxLength => $"The prompt alone is longer than MaxLength ({settings.MaxLength} tokens); training refuses such rows.",
             _ => "The chosen and rejected responses become identical after truncation to MaxLength; ORPO drops such pairs.",
         });
     }
@@ -102,7 +108,8 @@ public sealed partial class OrpoTransformer : IDisposable
     public void SaveHuggingFace(string directory)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(directory);
-        var m = ThrowIfDisposed();
+        using var lease = Acquire();
+        var m = model;
         var weights = m.ExportWeights();
         try
         {
@@ -114,10 +121,48 @@ public sealed partial class OrpoTransformer : IDisposable
         }
     }
 
-    /// <summary>Releases the model's native memory; later use throws <see cref="ObjectDisposedException"/>.</summary>
+    /// <summary>
+    /// Releases the model's native memory; later use throws <see cref="ObjectDisposedException"/>. Calls already
+    /// running on other threads finish first: the memory is released when the last of them returns.
+    /// </summary>
     public void Dispose()
     {
-        if (Interlocked.Exchange(ref disposed, 1) == 0) model.Dispose();
+        lock (lifetime)
+        {
+            if (disposed != 0) return;
+            disposed = 1;
+            if (inFlight > 0) return; // the last running call releases it
+            released = true;
+        }
+        model.Dispose();
+    }
+
+    /// <summary>Marks a call that uses the native model; Dispose defers the release until every such call has ended.</summary>
+    internal Lease Acquire()
+    {
+        lock (lifetime)
+        {
+            ObjectDisposedException.ThrowIf(disposed != 0, this);
+            inFlight++;
+        }
+        return new Lease(this);
+    }
+
+    private void EndCall()
+    {
+        lock (lifetime)
+        {
+            if (--inFlight > 0 || disposed == 0 || released) return;
+            released = true;
+        }
+        model.Dispose();
+    }
+
+    /// <summary>One running call on the model (see <see cref="Acquire"/>).</summary>
+    internal readonly struct Lease(OrpoTransformer owner) : IDisposable
+    {
+        /// <summary>Ends the call.</summary>
+        public void Dispose() => owner.EndCall();
     }
 
     internal PairEncoder CreateEncoder(CausalLanguageModel m) =>

@@ -68,6 +68,9 @@ internal sealed class SafeTensorsHeader
 
     private static SafeTensorsHeader Parse(byte[] json, long bufferLength, long dataStart, string source)
     {
+        // JsonDocument checks string contents only when they are read; invalid UTF-8 must be a format error up front.
+        if (!System.Text.Unicode.Utf8.IsValid(json))
+            throw Invalid(source, "the header is not valid UTF-8.");
         JsonDocument document;
         try
         {

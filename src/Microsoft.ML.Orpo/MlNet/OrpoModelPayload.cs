@@ -86,7 +86,8 @@ internal static class OrpoModelPayload
                 foreach (var t in weights.Values) t.Dispose();
             }
         }
-        catch (Exception e) when (e is EndOfStreamException or JsonException or DecoderFallbackException)
+        catch (Exception e) when (e is EndOfStreamException or JsonException or DecoderFallbackException or FormatException
+                                   || (e is IOException && e is not InvalidDataException))
         {
             throw Corrupt("it is truncated or malformed", e);
         }
@@ -102,9 +103,16 @@ internal static class OrpoModelPayload
     {
         long length = reader.ReadInt64();
         if (length < 0 || length > limit) throw Corrupt($"its {what} section claims {length} bytes");
-        var bytes = reader.ReadBytes((int)length);
-        if (bytes.Length != length) throw Corrupt($"its {what} section is truncated");
-        return bytes;
+        // Read in chunks: memory grows with the bytes actually present, never with the claimed length alone.
+        using var bytes = new MemoryStream();
+        var chunk = new byte[(int)Math.Min(length, 1 << 20)];
+        while (bytes.Length < length)
+        {
+            int got = reader.Read(chunk, 0, (int)Math.Min(chunk.Length, length - bytes.Length));
+            if (got == 0) throw Corrupt($"its {what} section is truncated ({bytes.Length} of {length} bytes)");
+            bytes.Write(chunk, 0, got);
+        }
+        return bytes.ToArray();
     }
 
     private static InvalidDataException Corrupt(string why, Exception? inner = null) =>

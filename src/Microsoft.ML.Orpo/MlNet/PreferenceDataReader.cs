@@ -54,7 +54,7 @@ internal static class PreferenceDataReader
             string chosenText = Text(c, options.ChosenColumnName, row, dataName);
             string rejectedText = Text(r, options.RejectedColumnName, row, dataName);
             var pair = encoder.Encode(promptText, chosenText, rejectedText, out var outcome);
-            if (pair is not null && pair.PromptIds.Count >= encoder.MaxLength)
+            if (outcome == PairOutcome.PromptLongerThanMaxLength)
                 throw new ArgumentException($"Row {row} of the {dataName}: the prompt alone is longer than MaxLength ({encoder.MaxLength} tokens).");
             outcomes[outcome] = outcomes.TryGetValue(outcome, out var o) ? (o.Count + 1, o.FirstRow) : (1, row);
             if (pair is not null) pairs.Add(pair);

@@ -110,6 +110,9 @@ internal sealed class CausalLanguageModel : IDisposable
     {
         if (IsDisposed) return;
         IsDisposed = true;
+        // Module.Dispose releases the native module but leaves the parameter tensors to the finalizer; free their
+        // memory now, so disposing a transformer gives its native memory back at once.
+        foreach (var (_, parameter) in Network.NamedWeights()) parameter.Dispose();
         Network.Dispose();
     }
 }

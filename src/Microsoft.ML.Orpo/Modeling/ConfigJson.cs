@@ -51,7 +51,7 @@ internal static class ConfigJson
         int? OptionalInt(string key) => root[key] is null ? null : Int(key);
 
         ModelArchitecture architecture = ParseArchitecture(root, source);
-        string activation = root["hidden_act"]?.GetValue<string>() ?? "silu";
+        string activation = Text(root["hidden_act"], "hidden_act", source) ?? "silu";
         if (activation != "silu")
             throw new NotSupportedException($"{Where("hidden_act")} is '{activation}'; only 'silu' (SwiGLU) is supported.");
 
@@ -152,8 +152,8 @@ internal static class ConfigJson
 
     private static ModelArchitecture ParseArchitecture(JsonObject root, string source)
     {
-        string? name = (root["architectures"] as JsonArray)?.FirstOrDefault()?.GetValue<string>();
-        string? modelType = root["model_type"]?.GetValue<string>();
+        string? name = Text((root["architectures"] as JsonArray)?.FirstOrDefault(), "architectures[0]", source);
+        string? modelType = Text(root["model_type"], "model_type", source);
         return (name, modelType) switch
         {
             ("LlamaForCausalLM", _) or (null, "llama") => ModelArchitecture.Llama,
@@ -168,9 +168,9 @@ internal static class ConfigJson
     {
         if (node is null) return null;
         if (node is not JsonObject o) throw new InvalidDataException($"{source}: 'rope_scaling' must be an object or null.");
-        string type = (o["rope_type"] ?? o["type"])?.GetValue<string>()
+        string type = Text(o["rope_type"] ?? o["type"], "rope_scaling.rope_type", source)
             ?? throw new InvalidDataException($"{source}: 'rope_scaling' has no 'rope_type'.");
-        double factor = o["factor"]?.GetValue<double>() ?? 1.0;
+        double factor = Number<double>(o["factor"], "rope_scaling.factor", source) ?? 1.0;
         if (!(factor >= 1.0) || !double.IsFinite(factor))
             throw new InvalidDataException($"{source}: 'rope_scaling.factor' must be >= 1, found {factor}.");
         return type switch
@@ -178,12 +178,28 @@ internal static class ConfigJson
             "default" => null,
             "linear" => new RopeScaling("linear", factor),
             "llama3" => new RopeScaling("llama3", factor,
-                o["low_freq_factor"]?.GetValue<double>() ?? 1.0,
-                o["high_freq_factor"]?.GetValue<double>() ?? 4.0,
-                o["original_max_position_embeddings"]?.GetValue<int>() ?? 8192),
+                Number<double>(o["low_freq_factor"], "rope_scaling.low_freq_factor", source) ?? 1.0,
+                Number<double>(o["high_freq_factor"], "rope_scaling.high_freq_factor", source) ?? 4.0,
+                Number<int>(o["original_max_position_embeddings"], "rope_scaling.original_max_position_embeddings", source) ?? 8192),
             _ => throw new NotSupportedException(
                 $"{source}: rope_scaling type '{type}' is not supported (supported: linear, llama3). Refusing to load rather than ignore it."),
         };
+    }
+
+    /// <summary>An optional JSON string; a value of another JSON type is an error naming the key.</summary>
+    private static string? Text(JsonNode? node, string key, string source)
+    {
+        if (node is null) return null;
+        if (node is JsonValue v && v.TryGetValue(out string? value)) return value;
+        throw new InvalidDataException($"{source}: '{key}' has the wrong type: {node.ToJsonString()}.");
+    }
+
+    /// <summary>An optional JSON number that fits <typeparamref name="T"/>; anything else is an error naming the key.</summary>
+    private static T? Number<T>(JsonNode? node, string key, string source) where T : struct
+    {
+        if (node is null) return null;
+        if (node is JsonValue v && v.TryGetValue(out T value)) return value;
+        throw new InvalidDataException($"{source}: '{key}' has the wrong type or is out of range: {node.ToJsonString()}.");
     }
 
     private static IReadOnlyList<int> ParseEosIds(JsonNode? node, string source)

@@ -124,7 +124,8 @@ public sealed record LlamaConfig
         JsonObject root;
         try
         {
-            root = JsonNode.Parse(json, documentOptions: new JsonDocumentOptions { MaxDepth = 64 }) as JsonObject
+            // Duplicate keys are refused at parse time (JsonObject would otherwise throw an ArgumentException on first use).
+            root = JsonNode.Parse(json, documentOptions: new JsonDocumentOptions { MaxDepth = 64, AllowDuplicateProperties = false }) as JsonObject
                 ?? throw new InvalidDataException($"{source}: the top level is not a JSON object.");
         }
         catch (JsonException e)

@@ -23,6 +23,13 @@ internal sealed class HfTokenizerJson
     public string? EndOfWordSuffix { get; init; }
     public bool FuseUnknownTokens { get; init; }
 
+    /// <summary>Ids must stay below the largest vocabulary a model config may declare (LlamaConfig's limit), so the
+    /// vocabulary size (largest id + 1) can neither overflow nor describe an impossible model.</summary>
+    public const int MaxId = 1 << 22;
+
+    private static InvalidDataException TooLarge(int id, string what, string source) =>
+        new($"{source}: {what} has id {id}; ids must be below {MaxId}.");
+
     public static HfTokenizerJson Parse(byte[] bytes, string source)
     {
         JsonObject root = JsonFile.ParseObject(bytes, source);
@@ -72,6 +79,7 @@ internal sealed class HfTokenizerJson
         foreach (var (token, idNode) in vocabNode)
         {
             int id = JsonFile.NonNegativeInt(idNode, $"the id of vocabulary token '{token}'", source);
+            if (id >= MaxId) throw TooLarge(id, $"vocabulary token '{token}'", source);
             if (!owners.TryAdd(id, token))
                 throw new InvalidDataException($"{source}: id {id} is given to both '{owners[id]}' and '{token}' in 'model.vocab'.");
             vocab[token] = id;
@@ -118,6 +126,7 @@ internal sealed class HfTokenizerJson
             if (items[i] is not JsonObject o)
                 throw new InvalidDataException($"{source}: 'added_tokens[{i}]' must be an object.");
             int id = JsonFile.NonNegativeInt(o["id"], $"'added_tokens[{i}].id'", source);
+            if (id >= MaxId) throw TooLarge(id, $"'added_tokens[{i}]'", source);
             string content = JsonFile.OptionalString(o, "content", source) is { Length: > 0 } c ? c
                 : throw new InvalidDataException($"{source}: 'added_tokens[{i}]' has no non-empty 'content'.");
             if (vocab.TryGetValue(content, out int vocabId) && vocabId != id)

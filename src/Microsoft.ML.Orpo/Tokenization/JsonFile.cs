@@ -8,9 +8,13 @@ internal static class JsonFile
 {
     public static JsonObject ParseObject(byte[] bytes, string source)
     {
+        // JsonNode validates string contents and duplicate keys lazily (as InvalidOperation/Argument exceptions deep in
+        // the readers); check both here so every malformed file is one InvalidDataException naming it.
+        if (!System.Text.Unicode.Utf8.IsValid(bytes))
+            throw new InvalidDataException($"{source}: the file is not valid UTF-8.");
         try
         {
-            return JsonNode.Parse(bytes, documentOptions: new JsonDocumentOptions { MaxDepth = 64 }) as JsonObject
+            return JsonNode.Parse(bytes, documentOptions: new JsonDocumentOptions { MaxDepth = 64, AllowDuplicateProperties = false }) as JsonObject
                 ?? throw new InvalidDataException($"{source}: the top level is not a JSON object.");
         }
         catch (JsonException e)

@@ -20,6 +20,8 @@ internal enum PairOutcome
     SkippedEmptyResponse,
     SkippedIdenticalResponses,
     DroppedIdenticalAfterTruncation,
+    /// <summary>The prompt alone (template, BOS) is at least MaxLength tokens: nothing of a response would fit.</summary>
+    PromptLongerThanMaxLength,
 }
 
 /// <summary>
@@ -79,6 +81,12 @@ internal sealed class PairEncoder
             return null;
         }
         var promptIds = EncodePrompt(prompt);
+        if (promptIds.Count >= MaxLength)
+        {
+            // Checked before truncation, which would otherwise silently keep only the prompt's end.
+            outcome = PairOutcome.PromptLongerThanMaxLength;
+            return null;
+        }
         var chosenIds = EncodeResponse(chosen);
         var rejectedIds = EncodeResponse(rejected);
         outcome = PairOutcome.Kept;
