@@ -38,6 +38,7 @@ var options = new OrpoOptions
     BatchSize = 8,
     MaxLength = settings.MaxLength,
     MaxPromptLength = settings.MaxLength / 2,
+    TruncateLongPrompts = true, // many Orca prompts alone exceed MaxLength in this 512-piece vocabulary: keep their end
     Seed = 1,
     Progress = new LineProgress(),
 };

@@ -51,7 +51,7 @@ public sealed class OrpoEstimator : IEstimator<OrpoTransformer>
         try
         {
             var settings = TrainingSettings.Resolve(options, model.Config, host.Rand.Next());
-            var encoder = new PairEncoder(model.Tokenizer, settings.PromptTemplate, settings.MaxLength, settings.MaxPromptLength);
+            var encoder = new PairEncoder(model.Tokenizer, settings.PromptTemplate, settings.MaxLength, settings.MaxPromptLength, settings.TruncateLongPrompts);
             var train = PreferenceDataReader.Read(input, options, encoder, "training data", IsCanceled);
             foreach (string line in train.Describe()) channel.Warning(MessageSensitivity.None, line);
             if (train.Pairs.Count == 0)

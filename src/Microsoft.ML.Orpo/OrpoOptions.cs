@@ -84,6 +84,14 @@ public sealed class OrpoOptions
     /// <summary>Maximum prompt tokens kept (from the end) when a pair is too long; null: MaxLength / 2. Default null.</summary>
     public int? MaxPromptLength { get; set; }
 
+    /// <summary>
+    /// What to do with a prompt that alone is MaxLength tokens or longer: false (default) refuses the row with an error
+    /// naming it; true keeps the prompt's last MaxPromptLength tokens (and BOS), counted in the log like every
+    /// truncation, and generation cuts such prompts the same way. Prompts shorter than MaxLength are always cut to
+    /// MaxPromptLength when the pair is too long.
+    /// </summary>
+    public bool TruncateLongPrompts { get; set; }
+
     /// <summary>Held-out pairs (same columns) evaluated every <see cref="ValidationInterval"/> steps. Default null.</summary>
     public IDataView? ValidationSet { get; set; }
 

@@ -78,7 +78,11 @@ public sealed partial class OrpoTransformer : IDisposable
         for (int i = 0; i < prompts.Count; i++)
         {
             if (prompts[i] is null) throw new ArgumentException($"Prompt {i} is null.", nameof(prompts));
-            ids.Add(encoder.EncodePrompt(prompts[i]));
+            var promptIds = encoder.EncodePrompt(prompts[i]);
+            // A prompt that leaves no room in the context keeps its end when the model was set up to truncate.
+            if (settings.TruncateLongPrompts && promptIds.Count >= m.Config.MaxPositionEmbeddings)
+                promptIds = encoder.KeepEnd(promptIds, settings.MaxPromptLength);
+            ids.Add(promptIds);
         }
         var stops = options.StopSequences;
         Func<IReadOnlyList<int>, bool>? shouldStop = stops.Count == 0 ? null
@@ -99,7 +103,7 @@ public sealed partial class OrpoTransformer : IDisposable
         {
             PairOutcome.SkippedEmptyResponse => "The chosen or rejected response is empty; ORPO skips such pairs.",
             PairOutcome.SkippedIdenticalResponses => "The chosen and rejected responses are identical; ORPO skips such pairs.",
-            PairOutcome.PromptLongerThanMaxLength => $"The prompt alone is longer than MaxLength ({settings.MaxLength} tokens); training refuses such rows.",
+            PairOutcome.PromptLongerThanMaxLength => $"The prompt alone is longer than MaxLength ({settings.MaxLength} tokens); training refuses such rows unless OrpoOptions.TruncateLongPrompts is set.",
             _ => "The chosen and rejected responses become identical after truncation to MaxLength; ORPO drops such pairs.",
         });
     }
@@ -166,7 +170,7 @@ public sealed partial class OrpoTransformer : IDisposable
     }
 
     internal PairEncoder CreateEncoder(CausalLanguageModel m) =>
-        new(m.Tokenizer, settings.PromptTemplate, settings.MaxLength, settings.MaxPromptLength);
+        new(m.Tokenizer, settings.PromptTemplate, settings.MaxLength, settings.MaxPromptLength, settings.TruncateLongPrompts);
 
     private static HashSet<int> StopTokenIds(CausalLanguageModel m)
     {

@@ -11,6 +11,7 @@ internal sealed record TransformerSettings
     public string? PromptTemplate { get; init; }
     public int MaxLength { get; init; }
     public int MaxPromptLength { get; init; }
+    public bool TruncateLongPrompts { get; init; }
     public double Lambda { get; init; } = 0.1;
     public bool IncludePromptInNll { get; init; }
     public GenerationOptions Generation { get; init; } = new();
@@ -28,6 +29,7 @@ internal sealed record TransformerSettings
         PromptTemplate = options.PromptTemplate,
         MaxLength = training.MaxLength,
         MaxPromptLength = training.MaxPromptLength,
+        TruncateLongPrompts = training.TruncateLongPrompts,
         Lambda = training.Lambda,
         IncludePromptInNll = training.IncludePromptInNll,
         Generation = options.Generation.Clone(),

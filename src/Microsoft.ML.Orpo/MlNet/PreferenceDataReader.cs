@@ -55,7 +55,8 @@ internal static class PreferenceDataReader
             string rejectedText = Text(r, options.RejectedColumnName, row, dataName);
             var pair = encoder.Encode(promptText, chosenText, rejectedText, out var outcome);
             if (outcome == PairOutcome.PromptLongerThanMaxLength)
-                throw new ArgumentException($"Row {row} of the {dataName}: the prompt alone is longer than MaxLength ({encoder.MaxLength} tokens).");
+                throw new ArgumentException($"Row {row} of the {dataName}: the prompt alone is longer than MaxLength ({encoder.MaxLength} tokens). " +
+                    "Raise MaxLength, shorten the prompt, or set OrpoOptions.TruncateLongPrompts = true to keep its end.");
             outcomes[outcome] = outcomes.TryGetValue(outcome, out var o) ? (o.Count + 1, o.FirstRow) : (1, row);
             if (pair is not null) pairs.Add(pair);
             row++;

@@ -39,7 +39,7 @@ internal sealed class SweepTrialRunner
         bool IsCanceled() => ModelZipBridge.IsCanceled(env);
         using var model = CausalLanguageModel.Load(baseOptions.BaseModelPath, baseOptions.TokenizerPath, baseOptions.Device);
         var settings = TrainingSettings.Resolve(baseOptions, model.Config, seed);
-        var encoder = new PairEncoder(model.Tokenizer, settings.PromptTemplate, settings.MaxLength, settings.MaxPromptLength);
+        var encoder = new PairEncoder(model.Tokenizer, settings.PromptTemplate, settings.MaxLength, settings.MaxPromptLength, settings.TruncateLongPrompts);
         var trainRead = PreferenceDataReader.Read(trainData, baseOptions, encoder, "training data", IsCanceled);
         var validationRead = PreferenceDataReader.Read(validationData, baseOptions, encoder, "validation set", IsCanceled);
         foreach (string line in trainRead.Describe().Concat(validationRead.Describe().Select(l => "validation: " + l)))

@@ -33,16 +33,19 @@ internal sealed class PairEncoder
     private readonly OrpoTokenizer tokenizer;
     private readonly string? template;
 
-    public PairEncoder(OrpoTokenizer tokenizer, string? template, int maxLength, int maxPromptLength)
+    public PairEncoder(OrpoTokenizer tokenizer, string? template, int maxLength, int maxPromptLength, bool truncateLongPrompts = false)
     {
         this.tokenizer = tokenizer;
         this.template = template;
         MaxLength = maxLength;
         MaxPromptLength = maxPromptLength;
+        TruncateLongPrompts = truncateLongPrompts;
     }
 
     public int MaxLength { get; }
     public int MaxPromptLength { get; }
+    /// <summary>Whether a prompt of MaxLength tokens or more is cut to its end (true) or refused (false).</summary>
+    public bool TruncateLongPrompts { get; }
 
     /// <summary>Applies the template (its <c>{prompt}</c> placeholder) to a prompt.</summary>
     public static string ApplyTemplate(string? template, string prompt) =>
@@ -81,9 +84,9 @@ internal sealed class PairEncoder
             return null;
         }
         var promptIds = EncodePrompt(prompt);
-        if (promptIds.Count >= MaxLength)
+        if (promptIds.Count >= MaxLength && !TruncateLongPrompts)
         {
-            // Checked before truncation, which would otherwise silently keep only the prompt's end.
+            // Checked before truncation, which would otherwise keep only the prompt's end without being asked to.
             outcome = PairOutcome.PromptLongerThanMaxLength;
             return null;
         }
@@ -107,7 +110,7 @@ internal sealed class PairEncoder
     }
 
     /// <summary>Keeps the last tokens of a prompt, and its BOS when it had one, within <paramref name="limit"/>.</summary>
-    private List<int> KeepEnd(List<int> ids, int limit)
+    public List<int> KeepEnd(List<int> ids, int limit)
     {
         bool keepBos = tokenizer.BosId is int bos && ids.Count > 0 && ids[0] == bos;
         var kept = new List<int>(limit);

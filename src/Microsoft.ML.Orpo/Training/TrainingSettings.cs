@@ -26,6 +26,7 @@ internal sealed record TrainingSettings
     public int MaxLength { get; init; } = 512;
     public int MaxPromptLength { get; init; } = 256;
     public string? PromptTemplate { get; init; }
+    public bool TruncateLongPrompts { get; init; }
     public int ValidationInterval { get; init; }
     public string? CheckpointDirectory { get; init; }
     public int CheckpointInterval { get; init; } = 50;
@@ -106,6 +107,7 @@ internal sealed record TrainingSettings
             MaxLength = maxLength,
             MaxPromptLength = maxPromptLength,
             PromptTemplate = options.PromptTemplate,
+            TruncateLongPrompts = options.TruncateLongPrompts,
             ValidationInterval = options.ValidationInterval,
             CheckpointDirectory = options.CheckpointDirectory,
             CheckpointInterval = options.CheckpointInterval,

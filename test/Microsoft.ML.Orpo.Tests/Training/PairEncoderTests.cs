@@ -29,8 +29,9 @@ public sealed class PairEncoderTests
     public void LongPairsKeepThePromptEndAndCutResponses()
     {
         var encoder = new PairEncoder(Tokenizer, null, maxLength: 24, maxPromptLength: 10);
-        string prompt = "Once upon a time, there was a little girl named Lily. She loved to play outside in the park.";
+        string prompt = "Once upon a time, there was a little girl named Lily.";
         var full = new PairEncoder(Tokenizer, null, 4096, 2048).EncodePrompt(prompt);
+        Assert.IsTrue(full.Count is > 10 and < 24, $"the prompt ({full.Count} tokens) is over MaxPromptLength but under MaxLength");
         var pair = encoder.Encode(prompt, "She saw a big red ball and a small blue bird in the tall green tree.", "No.", out var outcome)!;
         Assert.AreEqual(PairOutcome.Truncated, outcome);
         Assert.HasCount(10, pair.PromptIds);
@@ -52,5 +53,17 @@ public sealed class PairEncoderTests
         var tight = new PairEncoder(Tokenizer, null, 6, 3);
         Assert.IsNull(tight.Encode("p", "The cat sat on the mat.", "The cat sat on the rug.", out var dropped));
         Assert.AreEqual(PairOutcome.DroppedIdenticalAfterTruncation, dropped);
+    }
+
+    [TestMethod]
+    public void PromptLongerThanMaxLengthIsRefusedUnlessTruncationIsAsked()
+    {
+        string prompt = string.Join(" ", Enumerable.Repeat("Once upon a time", 10));
+        Assert.IsNull(new PairEncoder(Tokenizer, null, 16, 8).Encode(prompt, "Yes.", "No.", out var refused));
+        Assert.AreEqual(PairOutcome.PromptLongerThanMaxLength, refused);
+        var pair = new PairEncoder(Tokenizer, null, 16, 8, truncateLongPrompts: true).Encode(prompt, "Yes.", "No.", out var cut)!;
+        Assert.AreEqual(PairOutcome.Truncated, cut);
+        Assert.HasCount(8, pair.PromptIds);
+        Assert.AreEqual(1, pair.PromptIds[0]);
     }
 }
