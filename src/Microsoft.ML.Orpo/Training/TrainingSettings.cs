@@ -30,6 +30,16 @@ internal sealed record TrainingSettings
     public string? CheckpointDirectory { get; init; }
     public int CheckpointInterval { get; init; } = 50;
     public int CheckpointsToKeep { get; init; } = 2;
+    /// <summary>
+    /// Performance switch: pack each pair as [prompt | chosen | rejected] so the prompt is computed once
+    /// (<see cref="SharedPromptBatch"/>); equal loss and gradients to the concatenated layout up to float rounding.
+    /// </summary>
+    public bool SharedPromptForward { get; init; }
+    /// <summary>
+    /// Performance switch: rows of the LM head computed at once by <see cref="ChunkedLogProbs"/>, which never holds the
+    /// full (rows x vocabulary) logits; 0 computes them in one piece.
+    /// </summary>
+    public int LogitsChunkRows { get; init; }
 
     /// <summary>Checks every option and throws an <see cref="ArgumentException"/> naming the first invalid one.</summary>
     public static void Validate(OrpoOptions options)
