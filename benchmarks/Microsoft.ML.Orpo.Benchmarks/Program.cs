@@ -22,7 +22,10 @@ if (options.Scenario is not null)
     return 0;
 }
 
-var plans = Plan.All(options.Quick).Where(p => options.Only.Count == 0 || options.Only.Any(o => p.Name.Contains(o, StringComparison.Ordinal))).ToList();
+// Profiles run only when named.
+var plans = Plan.All(options.Quick).Where(p => options.Only.Count == 0
+    ? !p.Name.StartsWith("profile", StringComparison.Ordinal)
+    : options.Only.Any(o => p.Name.Contains(o, StringComparison.Ordinal))).ToList();
 if (options.List) { foreach (var p in plans) Console.WriteLine(p.Name); return 0; }
 var results = new List<JsonObject>();
 using var sink = options.Out is null ? null : new StreamWriter(options.Out, append: false);
@@ -93,6 +96,11 @@ internal sealed record Plan(string Name, Func<JsonObject> Run)
         yield return new("train.llama41m.shared.128+128", () => Scenarios.Train("llama41m", 128, 128, 4, w41, s41, true, 0));
         yield return new("train.llama41m.concat.170+86", () => Scenarios.Train("llama41m", 170, 86, 4, w41, s41, false, 0));
         yield return new("train.llama41m.shared.170+86", () => Scenarios.Train("llama41m", 170, 86, 4, w41, s41, true, 0));
+        yield return new("profile.stories260K", () => Profile.Step("stories260K", 64, 192, 4, 3, false, 0));
+        yield return new("profile.llama41m", () => Profile.Step("llama41m", 64, 192, 4, 1, false, 0));
+        yield return new("profile.attention.stories", () => AttentionProfile.Run(8, 8, 256, 8));
+        yield return new("profile.attention.llama41m", () => AttentionProfile.Run(8, 8, 256, 64));
+        yield return new("profile.pieces.stories260K", () => PieceProfile.Run("stories260K"));
         int n = quick ? 64 : 256;
         foreach (var model in new[] { "stories260K", "llama41m" })
             foreach (int batch in new[] { 1, 8 })

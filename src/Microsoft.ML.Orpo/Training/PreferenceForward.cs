@@ -48,11 +48,29 @@ internal static class PreferenceForward
         using var scope = NewDisposeScope();
         long b = batch.Pairs, steps = batch.Targets.shape[1];
         var hidden = network.HiddenStates(batch.InputIds).narrow(1, 0, steps);         // (2B, L-1, D)
-        var tokenLogp = TokenLogProbs(network, hidden, batch.Targets, logitsChunkRows); // (2B, L-1)
+        var tokenLogp = logitsChunkRows > 0
+            ? ScoredTokenLogProbs(network, hidden, batch, logitsChunkRows)
+            : TokenLogProbs(network, hidden, batch.Targets);                            // (2B, L-1)
         var meanLogp = (tokenLogp * batch.ResponseMask).sum(1) / batch.ResponseMask.sum(1);  // (2B)
         var nllSum = (tokenLogp.narrow(0, 0, b) * batch.NllMask).sum().neg();
         return (meanLogp.narrow(0, 0, b).MoveToOuterDisposeScope(), meanLogp.narrow(0, b, b).MoveToOuterDisposeScope(),
             nllSum.MoveToOuterDisposeScope());
+    }
+
+    /// <summary>
+    /// (2B, L-1) token log-probabilities where only the scored predictions (response, and the chosen prompt when it
+    /// counts in the NLL) go through the chunked LM head; unscored entries are 0 and are masked out by the caller.
+    /// </summary>
+    private static Tensor ScoredTokenLogProbs(LlamaForCausalLM network, Tensor hidden, PreferenceBatch batch, int logitsChunkRows)
+    {
+        using var scope = NewDisposeScope();
+        long b = batch.Pairs, rows = 2 * b, steps = batch.Targets.shape[1];
+        var scored = batch.ResponseMask.clone();
+        scored.narrow(0, 0, b).add_(batch.NllMask);
+        var index = scored.reshape(-1).nonzero().squeeze(1);                                  // (N)
+        var picked = hidden.reshape(rows * steps, hidden.shape[^1]).index_select(0, index);  // (N, D)
+        var logp = ChunkedLogProbs.Compute(picked, network.LmHeadWeight, batch.Targets.reshape(-1).index_select(0, index), logitsChunkRows);
+        return zeros(rows * steps, logp.dtype, logp.device).index_copy(0, index, logp).view(rows, steps).MoveToOuterDisposeScope();
     }
 
     /// <summary>
