@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.ML.Orpo.Benchmarks;
+using Microsoft.ML.Orpo.Training;
 using static TorchSharp.torch;
 
 // Usage: Microsoft.ML.Orpo.Benchmarks [--quick] [--threads N] [--interop N] [--only a,b] [--out results.jsonl] [--list]
@@ -86,18 +87,21 @@ internal sealed record Plan(string Name, Func<JsonObject> Run)
     public static IEnumerable<Plan> All(bool quick)
     {
         yield return new("matmul", () => Scenarios.Matmul(quick));
-        int w41 = 1, s41 = quick ? 1 : 3;
-        yield return new("train.stories260K.concat.64+192", () => Scenarios.Train("stories260K", 64, 192, 4, 2, quick ? 4 : 10, false, 0));
-        yield return new("train.llama41m.concat.64+192", () => Scenarios.Train("llama41m", 64, 192, 4, w41, s41, false, 0));
-        yield return new("train.llama41m.chunked.64+192", () => Scenarios.Train("llama41m", 64, 192, 4, w41, s41, false, 256));
-        yield return new("train.llama41m.shared.64+192", () => Scenarios.Train("llama41m", 64, 192, 4, w41, s41, true, 0));
-        yield return new("train.llama41m.shared+chunked.64+192", () => Scenarios.Train("llama41m", 64, 192, 4, w41, s41, true, 256));
-        yield return new("train.llama41m.concat.128+128", () => Scenarios.Train("llama41m", 128, 128, 4, w41, s41, false, 0));
-        yield return new("train.llama41m.shared.128+128", () => Scenarios.Train("llama41m", 128, 128, 4, w41, s41, true, 0));
-        yield return new("train.llama41m.concat.170+86", () => Scenarios.Train("llama41m", 170, 86, 4, w41, s41, false, 0));
-        yield return new("train.llama41m.shared.170+86", () => Scenarios.Train("llama41m", 170, 86, 4, w41, s41, true, 0));
+        // "concat" is the library's default path (concatenated chosen+rejected rows, chunked LM head over scored
+        // positions); "plain" is the same without chunking (full logits); "shared" adds prefix sharing.
+        int chunk = TrainingSettings.DefaultLogitsChunkRows, steps41 = quick ? 1 : 2;
+        yield return new("train.stories260K.concat.64+192", () => Scenarios.Train("stories260K", 64, 192, 4, 2, quick ? 4 : 10, false, chunk));
+        yield return new("train.stories260K.plain.64+192", () => Scenarios.Train("stories260K", 64, 192, 4, 2, quick ? 4 : 10, false, 0));
+        yield return new("train.llama41m.concat.64+192", () => Scenarios.Train("llama41m", 64, 192, 4, 1, steps41, false, chunk));
+        yield return new("train.llama41m.plain.64+192", () => Scenarios.Train("llama41m", 64, 192, 4, 1, steps41, false, 0));
+        yield return new("train.llama41m.shared.64+192", () => Scenarios.Train("llama41m", 64, 192, 4, 1, 1, true, chunk));
+        yield return new("train.llama41m.concat.128+128", () => Scenarios.Train("llama41m", 128, 128, 4, 1, 1, false, chunk));
+        yield return new("train.llama41m.shared.128+128", () => Scenarios.Train("llama41m", 128, 128, 4, 1, 1, true, chunk));
+        yield return new("train.llama41m.concat.170+86", () => Scenarios.Train("llama41m", 170, 86, 4, 1, 1, false, chunk));
+        yield return new("train.llama41m.shared.170+86", () => Scenarios.Train("llama41m", 170, 86, 4, 1, 1, true, chunk));
         yield return new("profile.stories260K", () => Profile.Step("stories260K", 64, 192, 4, 3, false, 0));
         yield return new("profile.llama41m", () => Profile.Step("llama41m", 64, 192, 4, 1, false, 0));
+        yield return new("profile.llama41m.chunked", () => Profile.Step("llama41m", 64, 192, 4, 1, false, chunk));
         yield return new("profile.attention.stories", () => AttentionProfile.Run(8, 8, 256, 8));
         yield return new("profile.attention.llama41m", () => AttentionProfile.Run(8, 8, 256, 64));
         yield return new("profile.pieces.stories260K", () => PieceProfile.Run("stories260K"));
@@ -131,7 +135,9 @@ internal static class Summary
             Console.WriteLine($"{r["scenario"],-42} {value,12:F1} {unit,-10} {model / peak,7:P1} {rss,13:F0}");
         }
         // Ratios inside this run.
-        Ratio(results, "train.llama41m.chunked.64+192", "train.llama41m.concat.64+192", "peak_rss_mib", "chunked / plain peak RSS");
+        Ratio(results, "train.llama41m.concat.64+192", "train.llama41m.plain.64+192", "peak_rss_mib", "chunked / plain peak RSS");
+        Ratio(results, "train.llama41m.concat.64+192", "train.llama41m.plain.64+192", "value", "chunked / plain tok/s");
+        Ratio(results, "train.stories260K.concat.64+192", "train.stories260K.plain.64+192", "value", "stories260K chunked / plain tok/s");
         foreach (var shape in new[] { "170+86", "128+128", "64+192" })
             Ratio(results, $"train.llama41m.shared.{shape}", $"train.llama41m.concat.{shape}", "value", $"shared / concat tok/s at {shape}");
         foreach (var model in new[] { "stories260K", "llama41m" })

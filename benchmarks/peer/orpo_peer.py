@@ -313,11 +313,11 @@ def matmul(quick):
 
 
 def plans(quick):
-    w, s = 1, (1 if quick else 3)
+    w, s = 1, (1 if quick else 2)
     yield "matmul", lambda: matmul(quick)
     yield "train.stories260K.concat.64+192", lambda: train("stories260K", 64, 192, 4, 2, 4 if quick else 10)
     for p, r in ((64, 192), (128, 128), (170, 86)):
-        yield "train.llama41m.concat.%d+%d" % (p, r), (lambda p=p, r=r: train("llama41m", p, r, 4, w, s))
+        yield "train.llama41m.concat.%d+%d" % (p, r), (lambda p=p, r=r: train("llama41m", p, r, 4, w, s if p == 64 else 1))
     n = 64 if quick else 256
     for model in ("stories260K", "llama41m"):
         for b in (1, 8):
