@@ -19,7 +19,7 @@ if (options.Scenario is not null)
     result["impl"] = "orpo-dotnet";
     result["scenario"] = plan.Name;
     result["threads"] = get_num_threads();
-    Console.WriteLine(result.ToJsonString());
+    Console.WriteLine(result.ToJsonString(new JsonSerializerOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }));
     return 0;
 }
 
@@ -150,6 +150,7 @@ internal static class Summary
         var x = results.FirstOrDefault(r => (string?)r["scenario"] == a)?[field]?.GetValue<double>();
         var y = results.FirstOrDefault(r => (string?)r["scenario"] == b)?[field]?.GetValue<double>();
         if (x is double p && y is double q && q > 0)
-            Console.WriteLine(JsonSerializer.Serialize(new { ratio = label, value = Math.Round(p / q, 3) }));
+            Console.WriteLine(JsonSerializer.Serialize(new { ratio = label, value = Math.Round(p / q, 3) },
+                new JsonSerializerOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }));
     }
 }

@@ -333,7 +333,12 @@ def main():
     ap.add_argument("--only", default="")
     ap.add_argument("--out")
     ap.add_argument("--scenario")
+    ap.add_argument("--list", action="store_true")
     a = ap.parse_args()
+    if a.list:
+        for name, _ in plans(a.quick):
+            print(name)
+        return
     if a.scenario:
         if a.threads > 0:
             torch.set_num_threads(a.threads)
