@@ -22,4 +22,16 @@ internal static class AttentionMasks
         var mask = zeros(allowed.shape, dtype, keep.device).masked_fill(allowed.logical_not(), float.NegativeInfinity);
         return mask.unsqueeze(1).MoveToOuterDisposeScope();
     }
+
+    /// <summary>
+    /// Additive (B, 1, 1, S) mask that hides padding keys: for one new token at the end of the sequence this equals
+    /// <see cref="Causal"/> (every earlier key is in its past, and a generated token is never padding), so a decode
+    /// loop can build it once and take a view of the first S columns per step instead of rebuilding it.
+    /// </summary>
+    public static Tensor KeyPadding(Tensor keep, ScalarType dtype) // (B, S) -> (B, 1, 1, S)
+    {
+        using var scope = NewDisposeScope();
+        var mask = zeros(keep.shape, dtype, keep.device).masked_fill(keep.logical_not(), float.NegativeInfinity);
+        return mask.view(keep.shape[0], 1, 1, keep.shape[1]).MoveToOuterDisposeScope();
+    }
 }

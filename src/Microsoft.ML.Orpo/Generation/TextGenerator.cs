@@ -57,6 +57,7 @@ internal static class TextGenerator
         var inputIds = tensor(ids, device: device).view(batch, promptLength);
         var logits = network.Forward(inputIds, positions, AttentionMasks.Causal(promptKeep, promptLength, dtype), cache)
             .select(1, promptLength - 1);                                                          // (B, V)
+        var decodeMask = AttentionMasks.KeyPadding(keep, dtype);                                  // (B, 1, 1, total)
         var finished = new bool[batch];
         for (int step = 0; step < maxNew; step++)
         {
@@ -75,7 +76,7 @@ internal static class TextGenerator
             }
             if (finished.All(f => f) || step == maxNew - 1) break;
 
-            var mask = AttentionMasks.Causal(keep.narrow(1, 0, promptLength + step + 1), 1, dtype);
+            var mask = decodeMask.narrow(3, 0, promptLength + step + 1);                           // a view: no per-token mask build
             var stepLogits = network.Forward(next.view(batch, 1), nextPosition, mask, cache).select(1, 0);
             nextPosition.add_(1);
             logits.Dispose();

@@ -110,11 +110,11 @@ internal sealed class OrpoTrainer
         {
             ThrowIfCanceled(step);
             using var scope = NewDisposeScope();
-            using var batch = PreferenceBatch.Create(indices.Select(i => train[i]).ToList(), settings.IncludePromptInNll, model.Device);
-            var terms = PreferenceForward.Loss(network, batch, settings.Lambda, stepNllTokens, stepPairs.Count);
+            var (terms, batchTokens) = PreferenceForward.Loss(network, indices.Select(i => train[i]).ToList(), settings,
+                model.Device, stepNllTokens, stepPairs.Count);
             terms.Loss.backward();
             statistics += terms.Statistics;
-            tokens += batch.RealTokens;
+            tokens += batchTokens;
         }
         double gradNorm = GradientNorm.ClipAndMeasure(network.NamedWeights(), settings.MaxGradNorm);
         return (statistics, gradNorm, tokens);

@@ -7,30 +7,100 @@ namespace Microsoft.ML.Orpo.Training;
 internal static class PreferenceForward
 {
     public static OrpoLossTerms Loss(LlamaForCausalLM network, PreferenceBatch batch, double lambda,
-        double stepNllTokens, double stepPairs)
+        double stepNllTokens, double stepPairs, int logitsChunkRows = 0)
     {
         using var scope = NewDisposeScope();
-        var (chosen, rejected, nllSum) = Score(network, batch);
+        var (chosen, rejected, nllSum) = Score(network, batch, logitsChunkRows);
         var terms = OrpoObjective.Loss(chosen, rejected, nllSum, batch.NllTokens, stepNllTokens, stepPairs, lambda);
         return terms with { Loss = terms.Loss.MoveToOuterDisposeScope() };
     }
 
+    /// <summary>The ORPO loss of a shared-prompt batch (same value and gradients as the concatenated layout).</summary>
+    public static OrpoLossTerms Loss(LlamaForCausalLM network, SharedPromptBatch batch, double lambda,
+        double stepNllTokens, double stepPairs, int logitsChunkRows = 0)
+    {
+        using var scope = NewDisposeScope();
+        var (chosen, rejected, nllSum) = Score(network, batch, logitsChunkRows);
+        var terms = OrpoObjective.Loss(chosen, rejected, nllSum, batch.NllTokens, stepNllTokens, stepPairs, lambda);
+        return terms with { Loss = terms.Loss.MoveToOuterDisposeScope() };
+    }
+
+    /// <summary>
+    /// The loss of one micro-batch of pairs in the layout <paramref name="settings"/> selects, and the tokens it
+    /// stands for (the concatenated layout's count, so throughput is comparable across layouts).
+    /// </summary>
+    public static (OrpoLossTerms Terms, long Tokens) Loss(LlamaForCausalLM network, IReadOnlyList<EncodedPair> pairs,
+        TrainingSettings settings, Device device, double stepNllTokens, double stepPairs)
+    {
+        if (settings.SharedPromptForward)
+        {
+            using var shared = SharedPromptBatch.Create(pairs, settings.IncludePromptInNll, device);
+            return (Loss(network, shared, settings.Lambda, stepNllTokens, stepPairs, settings.LogitsChunkRows), shared.EquivalentTokens);
+        }
+        using var batch = PreferenceBatch.Create(pairs, settings.IncludePromptInNll, device);
+        return (Loss(network, batch, settings.Lambda, stepNllTokens, stepPairs, settings.LogitsChunkRows), batch.RealTokens);
+    }
+
     /// <summary>Mean response log-probabilities of chosen (B) and rejected (B) rows, and the summed chosen NLL.</summary>
-    public static (Tensor ChosenLogp, Tensor RejectedLogp, Tensor NllSum) Score(LlamaForCausalLM network, PreferenceBatch batch)
+    public static (Tensor ChosenLogp, Tensor RejectedLogp, Tensor NllSum) Score(LlamaForCausalLM network, PreferenceBatch batch,
+        int logitsChunkRows = 0)
     {
         using var scope = NewDisposeScope();
         long b = batch.Pairs, steps = batch.Targets.shape[1];
         var hidden = network.HiddenStates(batch.InputIds).narrow(1, 0, steps);         // (2B, L-1, D)
-        var tokenLogp = TokenLogProbs(network, hidden, batch.Targets);                  // (2B, L-1)
+        var tokenLogp = logitsChunkRows > 0
+            ? ScoredTokenLogProbs(network, hidden, batch, logitsChunkRows)
+            : TokenLogProbs(network, hidden, batch.Targets);                            // (2B, L-1)
         var meanLogp = (tokenLogp * batch.ResponseMask).sum(1) / batch.ResponseMask.sum(1);  // (2B)
         var nllSum = (tokenLogp.narrow(0, 0, b) * batch.NllMask).sum().neg();
         return (meanLogp.narrow(0, 0, b).MoveToOuterDisposeScope(), meanLogp.narrow(0, b, b).MoveToOuterDisposeScope(),
             nllSum.MoveToOuterDisposeScope());
     }
 
-    /// <summary>log p(target) per position, without keeping a full-vocabulary log-softmax copy.</summary>
-    public static Tensor TokenLogProbs(LlamaForCausalLM network, Tensor hidden, Tensor targets) // (N, T, D), (N, T) -> (N, T)
+    /// <summary>
+    /// (2B, L-1) token log-probabilities where only the scored predictions (response, and the chosen prompt when it
+    /// counts in the NLL) go through the chunked LM head; unscored entries are 0 and are masked out by the caller.
+    /// </summary>
+    private static Tensor ScoredTokenLogProbs(LlamaForCausalLM network, Tensor hidden, PreferenceBatch batch, int logitsChunkRows)
     {
+        using var scope = NewDisposeScope();
+        long b = batch.Pairs, rows = 2 * b, steps = batch.Targets.shape[1];
+        var scored = batch.ResponseMask.clone();
+        scored.narrow(0, 0, b).add_(batch.NllMask);
+        var index = scored.reshape(-1).nonzero().squeeze(1);                                  // (N)
+        var picked = hidden.reshape(rows * steps, hidden.shape[^1]).index_select(0, index);  // (N, D)
+        var logp = ChunkedLogProbs.Compute(picked, network.LmHeadWeight, batch.Targets.reshape(-1).index_select(0, index), logitsChunkRows);
+        return zeros(rows * steps, logp.dtype, logp.device).index_copy(0, index, logp).view(rows, steps).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Mean response log-probabilities of chosen (B) and rejected (B) rows, and the summed chosen NLL, from a
+    /// shared-prompt batch: one prompt per pair, only scored predictions through the LM head.
+    /// </summary>
+    public static (Tensor ChosenLogp, Tensor RejectedLogp, Tensor NllSum) Score(LlamaForCausalLM network, SharedPromptBatch batch,
+        int logitsChunkRows = 0)
+    {
+        using var scope = NewDisposeScope();
+        long b = batch.Pairs;
+        var dtype = network.LmHeadWeight.dtype;
+        var mask = batch.Mask.dtype == dtype ? batch.Mask : batch.Mask.to_type(dtype);
+        var hidden = network.HiddenStates(batch.InputIds, batch.PositionIds, mask);            // (B, L, D)
+        var scored = hidden.reshape(-1, hidden.shape[^1]).index_select(0, batch.Sources);      // (N, D)
+        var tokenLogp = TokenLogProbs(network, scored, batch.Targets, logitsChunkRows);        // (N)
+        var rowSums = zeros(2 * b, tokenLogp.dtype, tokenLogp.device).index_add(0, batch.Rows, tokenLogp * batch.ResponseMask, 1);
+        var meanLogp = rowSums / batch.ResponseCounts;                                         // (2B)
+        var nllSum = (tokenLogp * batch.NllMask).sum().neg();
+        return (meanLogp.narrow(0, 0, b).MoveToOuterDisposeScope(), meanLogp.narrow(0, b, b).MoveToOuterDisposeScope(),
+            nllSum.MoveToOuterDisposeScope());
+    }
+
+    /// <summary>
+    /// log p(target) per position, without keeping a full-vocabulary log-softmax copy. With
+    /// <paramref name="logitsChunkRows"/> &gt; 0 the logits are never materialised whole (<see cref="ChunkedLogProbs"/>).
+    /// </summary>
+    public static Tensor TokenLogProbs(LlamaForCausalLM network, Tensor hidden, Tensor targets, int logitsChunkRows = 0) // (..., D), (...) -> (...)
+    {
+        if (logitsChunkRows > 0) return ChunkedLogProbs.Compute(hidden, network.LmHeadWeight, targets, logitsChunkRows);
         using var scope = NewDisposeScope();
         var logits = network.Logits(hidden);                                            // (N, T, V)
         var picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1);

@@ -1,0 +1,156 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Microsoft.ML.Orpo.Benchmarks;
+using Microsoft.ML.Orpo.Training;
+using static TorchSharp.torch;
+
+// Usage: Microsoft.ML.Orpo.Benchmarks [--quick] [--threads N] [--interop N] [--only a,b] [--out results.jsonl] [--list]
+// Every scenario runs in a child process of its own (peak RSS is per scenario); one JSON object per result line,
+// then a summary table with model FLOPs utilisation against the fp32 matmul peak measured in the same run.
+var options = BenchOptions.Parse(args);
+if (options.Scenario is not null)
+{
+    if (options.Threads > 0) set_num_threads(options.Threads);
+    if (options.Interop > 0) set_num_interop_threads(options.Interop);
+    var plan = Plan.All(options.Quick).Single(p => p.Name == options.Scenario);
+    var result = plan.Run();
+    result["impl"] = "orpo-dotnet";
+    result["scenario"] = plan.Name;
+    result["threads"] = get_num_threads();
+    Console.WriteLine(result.ToJsonString(new JsonSerializerOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }));
+    return 0;
+}
+
+// Profiles run only when named.
+var plans = Plan.All(options.Quick).Where(p => options.Only.Count == 0
+    ? !p.Name.StartsWith("profile", StringComparison.Ordinal)
+    : options.Only.Any(o => p.Name.Contains(o, StringComparison.Ordinal))).ToList();
+if (options.List) { foreach (var p in plans) Console.WriteLine(p.Name); return 0; }
+var results = new List<JsonObject>();
+using var sink = options.Out is null ? null : new StreamWriter(options.Out, append: false);
+foreach (var plan in plans)
+{
+    var child = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true, UseShellExecute = false };
+    foreach (var a in args) child.ArgumentList.Add(a);
+    child.ArgumentList.Add("--scenario");
+    child.ArgumentList.Add(plan.Name);
+    if (Path.GetFileNameWithoutExtension(Environment.ProcessPath!) == "dotnet")
+        child.ArgumentList.Insert(0, typeof(BenchOptions).Assembly.Location);
+    using var process = Process.Start(child)!;
+    string output = process.StandardOutput.ReadToEnd();
+    process.WaitForExit();
+    foreach (var line in output.Split('\n').Where(l => l.StartsWith('{')))
+    {
+        var json = JsonNode.Parse(line)!.AsObject();
+        results.Add(json);
+        Console.WriteLine(line);
+        sink?.WriteLine(line);
+        sink?.Flush();
+    }
+    if (process.ExitCode != 0) Console.Error.WriteLine($"scenario {plan.Name} failed with exit code {process.ExitCode}");
+}
+Summary.Print(results);
+return 0;
+
+/// <summary>Command-line options.</summary>
+internal sealed record BenchOptions(bool Quick, int Threads, int Interop, IReadOnlyList<string> Only, string? Out, string? Scenario, bool List)
+{
+    public static BenchOptions Parse(string[] args)
+    {
+        bool quick = false, list = false;
+        int threads = 0, interop = 0;
+        var only = new List<string>();
+        string? output = null, scenario = null;
+        for (int i = 0; i < args.Length; i++)
+        {
+            switch (args[i])
+            {
+                case "--quick": quick = true; break;
+                case "--list": list = true; break;
+                case "--threads": threads = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
+                case "--interop": interop = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
+                case "--only": only.AddRange(args[++i].Split(',', StringSplitOptions.RemoveEmptyEntries)); break;
+                case "--out": output = args[++i]; break;
+                case "--scenario": scenario = args[++i]; break;
+                default: throw new ArgumentException($"unknown argument '{args[i]}'");
+            }
+        }
+        return new BenchOptions(quick, threads, interop, only, output, scenario, list);
+    }
+}
+
+/// <summary>A named scenario.</summary>
+internal sealed record Plan(string Name, Func<JsonObject> Run)
+{
+    public static IEnumerable<Plan> All(bool quick)
+    {
+        yield return new("matmul", () => Scenarios.Matmul(quick));
+        // "concat" is the library's default path (concatenated chosen+rejected rows, chunked LM head over scored
+        // positions); "plain" is the same without chunking (full logits); "shared" adds prefix sharing.
+        int chunk = TrainingSettings.DefaultLogitsChunkRows, steps41 = quick ? 1 : 2;
+        yield return new("train.stories260K.concat.64+192", () => Scenarios.Train("stories260K", 64, 192, 4, 2, quick ? 4 : 10, false, chunk));
+        yield return new("train.stories260K.plain.64+192", () => Scenarios.Train("stories260K", 64, 192, 4, 2, quick ? 4 : 10, false, 0));
+        yield return new("train.llama41m.concat.64+192", () => Scenarios.Train("llama41m", 64, 192, 4, 1, steps41, false, chunk));
+        yield return new("train.llama41m.plain.64+192", () => Scenarios.Train("llama41m", 64, 192, 4, 1, steps41, false, 0));
+        yield return new("train.llama41m.shared.64+192", () => Scenarios.Train("llama41m", 64, 192, 4, 1, 1, true, chunk));
+        yield return new("train.llama41m.concat.128+128", () => Scenarios.Train("llama41m", 128, 128, 4, 1, 1, false, chunk));
+        yield return new("train.llama41m.shared.128+128", () => Scenarios.Train("llama41m", 128, 128, 4, 1, 1, true, chunk));
+        yield return new("train.llama41m.concat.170+86", () => Scenarios.Train("llama41m", 170, 86, 4, 1, 1, false, chunk));
+        yield return new("train.llama41m.shared.170+86", () => Scenarios.Train("llama41m", 170, 86, 4, 1, 1, true, chunk));
+        yield return new("profile.stories260K", () => Profile.Step("stories260K", 64, 192, 4, 3, false, 0));
+        yield return new("profile.llama41m", () => Profile.Step("llama41m", 64, 192, 4, 1, false, 0));
+        yield return new("profile.llama41m.chunked", () => Profile.Step("llama41m", 64, 192, 4, 1, false, chunk));
+        yield return new("profile.attention.stories", () => AttentionProfile.Run(8, 8, 256, 8));
+        yield return new("profile.attention.llama41m", () => AttentionProfile.Run(8, 8, 256, 64));
+        yield return new("profile.pieces.stories260K", () => PieceProfile.Run("stories260K"));
+        int n = quick ? 64 : 256;
+        foreach (var model in new[] { "stories260K", "llama41m" })
+            foreach (int batch in new[] { 1, 8 })
+            {
+                yield return new($"gen.{model}.cache.b{batch}", () => Scenarios.Generate(model, batch, 64, n, cache: true));
+                // Full recompute of the 41.7M model at batch 8 would take minutes on 2 cores; it is measured at batch 1.
+                if (model == "stories260K" || batch == 1)
+                    yield return new($"gen.{model}.recompute.b{batch}", () => Scenarios.Generate(model, batch, 64, n, cache: false));
+            }
+    }
+}
+
+/// <summary>The human-readable table after the JSON lines.</summary>
+internal static class Summary
+{
+    public static void Print(IReadOnlyList<JsonObject> results)
+    {
+        double peak = results.FirstOrDefault(r => (string?)r["scenario"] == "matmul")?["value"]?.GetValue<double>() ?? double.NaN;
+        Console.WriteLine();
+        Console.WriteLine($"fp32 matmul peak (this run): {peak:F1} GFLOP/s; MFU = model GFLOP/s / peak");
+        Console.WriteLine($"{"scenario",-42} {"value",12} {"unit",-10} {"MFU",7} {"peak RSS MiB",13}");
+        foreach (var r in results.Where(r => (string?)r["scenario"] != "matmul"))
+        {
+            double value = r["value"]!.GetValue<double>();
+            double model = r["model_gflops"]?.GetValue<double>() ?? double.NaN;
+            double rss = r["peak_rss_mib"]?.GetValue<double>() ?? double.NaN;
+            string unit = ((string?)r["metric"])?.StartsWith("train", StringComparison.Ordinal) == true ? "tok/s" : "new tok/s";
+            Console.WriteLine($"{r["scenario"],-42} {value,12:F1} {unit,-10} {model / peak,7:P1} {rss,13:F0}");
+        }
+        // Ratios inside this run.
+        Ratio(results, "train.llama41m.concat.64+192", "train.llama41m.plain.64+192", "peak_rss_mib", "chunked / plain peak RSS");
+        Ratio(results, "train.llama41m.concat.64+192", "train.llama41m.plain.64+192", "value", "chunked / plain tok/s");
+        Ratio(results, "train.stories260K.concat.64+192", "train.stories260K.plain.64+192", "value", "stories260K chunked / plain tok/s");
+        foreach (var shape in new[] { "170+86", "128+128", "64+192" })
+            Ratio(results, $"train.llama41m.shared.{shape}", $"train.llama41m.concat.{shape}", "value", $"shared / concat tok/s at {shape}");
+        foreach (var model in new[] { "stories260K", "llama41m" })
+            Ratio(results, $"gen.{model}.cache.b1", $"gen.{model}.recompute.b1", "value", $"{model} KV cache / recompute, batch 1");
+        Ratio(results, "gen.stories260K.cache.b8", "gen.stories260K.recompute.b8", "value", "stories260K KV cache / recompute, batch 8");
+    }
+
+    private static void Ratio(IReadOnlyList<JsonObject> results, string a, string b, string field, string label)
+    {
+        var x = results.FirstOrDefault(r => (string?)r["scenario"] == a)?[field]?.GetValue<double>();
+        var y = results.FirstOrDefault(r => (string?)r["scenario"] == b)?[field]?.GetValue<double>();
+        if (x is double p && y is double q && q > 0)
+            Console.WriteLine(JsonSerializer.Serialize(new { ratio = label, value = Math.Round(p / q, 3) },
+                new JsonSerializerOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }));
+    }
+}

@@ -1,0 +1,192 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json.Nodes;
+using Microsoft.ML.Orpo.Generation;
+using Microsoft.ML.Orpo.Modeling;
+using Microsoft.ML.Orpo.Tokenization;
+using Microsoft.ML.Orpo.Training;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Orpo.Benchmarks;
+
+/// <summary>The two benchmark models: the vendored stories260K and a randomly initialised 41.7M-parameter LLaMA.</summary>
+internal static class BenchModels
+{
+    public static string RepoRoot { get; } = FindRepoRoot();
+
+    /// <summary>dim 512, 8 layers, 8 heads, 8 KV heads, MLP 1376, vocab 32000, tied: 41.7M parameters.</summary>
+    public static LlamaConfig Llama41M => new()
+    {
+        HiddenSize = 512, IntermediateSize = 1376, NumHiddenLayers = 8, NumAttentionHeads = 8, NumKeyValueHeads = 8,
+        HeadDim = 64, VocabSize = 32000, MaxPositionEmbeddings = 1024, RmsNormEps = 1e-5, TieWordEmbeddings = true,
+        BosTokenId = 1, EosTokenId = 2,
+    };
+
+    public static CausalLanguageModel Load(string name)
+    {
+        string stories = Path.Combine(RepoRoot, "models", "stories260K", "hf");
+        if (name == "stories260K") return CausalLanguageModel.Load(stories, null, "cpu");
+        if (name != "llama41m") throw new ArgumentException($"unknown model '{name}'");
+        var config = Llama41M;
+        // Random N(0, 0.02) weights (HF's initializer_range), norms at 1; the tokenizer is only a placeholder here.
+        manual_seed(1234);
+        var weights = new Dictionary<string, Tensor>();
+        using (var probe = new LlamaForCausalLM(config))
+            foreach (var (n, p) in probe.NamedWeights())
+                weights[n] = p.dim() >= 2 ? normal(0, 0.02, p.shape) : ones(p.shape);
+        var tokenizer = OrpoTokenizer.Load(stories, null);
+        try { return CausalLanguageModel.Create(config, weights, tokenizer, CPU, "random llama41m"); }
+        finally { foreach (var t in weights.Values) t.Dispose(); }
+    }
+
+    public static long ParameterCount(CausalLanguageModel model) => model.Network.NamedWeights().Sum(p => p.Parameter.numel());
+
+    private static string FindRepoRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+            if (File.Exists(Path.Combine(dir.FullName, "Microsoft.ML.Orpo.sln"))) return dir.FullName;
+        return Directory.GetCurrentDirectory();
+    }
+}
+
+/// <summary>Peak resident memory of this process (Linux VmHWM), in MiB.</summary>
+internal static class Memory
+{
+    public static double PeakRssMiB() => ReadStatus("VmHWM:");
+    public static double RssMiB() => ReadStatus("VmRSS:");
+
+    private static double ReadStatus(string key)
+    {
+        foreach (var line in File.ReadLines("/proc/self/status"))
+            if (line.StartsWith(key, StringComparison.Ordinal))
+                return double.Parse(line[key.Length..].Trim().Split(' ')[0], CultureInfo.InvariantCulture) / 1024.0;
+        return double.NaN;
+    }
+}
+
+/// <summary>One measured scenario, run in its own process so that peak memory belongs to it alone.</summary>
+internal static class Scenarios
+{
+    /// <summary>fp32 matmul GFLOP/s: the best of square products of a few sizes (the MFU denominator).</summary>
+    public static JsonObject Matmul(bool quick)
+    {
+        double best = 0;
+        var detail = new JsonObject();
+        foreach (int n in new[] { 512, 1024, 2048 })
+        {
+            using var scope = NewDisposeScope();
+            var a = randn(n, n);
+            var b = randn(n, n);
+            for (int i = 0; i < 2; i++) a.matmul(b).Dispose();
+            int reps = 0;
+            var clock = Stopwatch.StartNew();
+            while (clock.Elapsed.TotalSeconds < (quick ? 0.5 : 1.5)) { a.matmul(b).Dispose(); reps++; }
+            double gflops = 2.0 * n * n * n * reps / clock.Elapsed.TotalSeconds / 1e9;
+            detail[$"n{n}"] = Math.Round(gflops, 2);
+            best = Math.Max(best, gflops);
+        }
+        return new JsonObject { ["metric"] = "matmul_gflops", ["value"] = Math.Round(best, 2), ["detail"] = detail };
+    }
+
+    /// <summary>Synthetic pairs: random ids, BOS-led prompt, EOS-ended responses, fixed lengths.</summary>
+    public static List<EncodedPair> Pairs(int count, int prompt, int response, int vocab, int seed)
+    {
+        var random = new Random(seed);
+        List<int> Ids(int n, int? first, int? last)
+        {
+            var ids = Enumerable.Range(0, n).Select(_ => random.Next(3, vocab)).ToList();
+            if (first is int f) ids[0] = f;
+            if (last is int l) ids[^1] = l;
+            return ids;
+        }
+        return Enumerable.Range(0, count).Select(_ => new EncodedPair(Ids(prompt, 1, null), Ids(response, null, 2), Ids(response, null, 2))).ToList();
+    }
+
+    /// <summary>ORPO training steps through <see cref="OrpoTrainer"/> (forward + backward + AdamW), timed after warm-up.</summary>
+    public static JsonObject Train(string modelName, int prompt, int response, int pairsPerStep, int warmup, int steps,
+        bool sharedPrompt, int chunkRows)
+    {
+        using var model = BenchModels.Load(modelName);
+        long parameters = BenchModels.ParameterCount(model);
+        var pairs = Pairs(pairsPerStep * (warmup + steps), prompt, response, Math.Min(model.Config.VocabSize, 32000), 42);
+        var settings = new TrainingSettings
+        {
+            Lambda = 0.1, LearningRate = 1e-4, BatchSize = pairsPerStep, Epochs = 1, Shuffle = false, GroupByLength = false,
+            MaxLength = prompt + response, MaxPromptLength = prompt, CheckpointDirectory = null,
+            SharedPromptForward = sharedPrompt, LogitsChunkRows = chunkRows,
+        };
+        double rssBefore = Memory.RssMiB();
+        var history = new OrpoTrainer(model, settings).Train(pairs);
+        double tokensPerStep = 2.0 * pairsPerStep * (prompt + response);
+        var measured = history.Skip(warmup).ToList();
+        double seconds = measured.Sum(m => tokensPerStep / m.TokensPerSecond);
+        double tokensPerSecond = tokensPerStep * measured.Count / seconds;
+        int layers = model.Config.NumHiddenLayers, dim = model.Config.HiddenSize;
+        // Model FLOPs per token (PaLM, Chowdhery et al. 2022, appendix B): 6N + 12 * layers * dim * sequence.
+        double flopsPerToken = 6.0 * parameters + 12.0 * layers * dim * (prompt + response);
+        return new JsonObject
+        {
+            ["metric"] = "train_tokens_per_s", ["value"] = Math.Round(tokensPerSecond, 2),
+            ["model_gflops"] = Math.Round(flopsPerToken * tokensPerSecond / 1e9, 2),
+            ["params"] = parameters, ["prompt"] = prompt, ["response"] = response, ["pairs"] = pairsPerStep,
+            ["steps"] = measured.Count, ["step_s"] = Math.Round(seconds / measured.Count, 3),
+            ["loss_first"] = Math.Round(history[0].Loss, 5), ["loss_last"] = Math.Round(history[^1].Loss, 5),
+            ["peak_rss_mib"] = Math.Round(Memory.PeakRssMiB(), 1), ["rss_before_mib"] = Math.Round(rssBefore, 1),
+            ["shared_prompt"] = sharedPrompt, ["logits_chunk_rows"] = chunkRows,
+        };
+    }
+
+    /// <summary>Greedy decoding of <paramref name="newTokens"/> tokens per row, with the KV cache or by full recompute.</summary>
+    public static JsonObject Generate(string modelName, int batch, int prompt, int newTokens, bool cache)
+    {
+        using var model = BenchModels.Load(modelName);
+        var network = model.Network;
+        long parameters = BenchModels.ParameterCount(model);
+        var prompts = Pairs(batch, prompt, 2, Math.Min(model.Config.VocabSize, 32000), 7).Select(p => (IReadOnlyList<int>)p.PromptIds).ToList();
+        var options = new GenerationOptions { MaxNewTokens = newTokens, Temperature = 0 };
+        var noStop = new HashSet<int>();
+        Func<List<int>[]> run = cache
+            ? () => TextGenerator.Generate(network, prompts, options, noStop)
+            : () => Recompute(network, prompts, newTokens);
+        // Warm-up on a short run, then the timed run.
+        if (cache) TextGenerator.Generate(network, prompts, new GenerationOptions { MaxNewTokens = 8, Temperature = 0 }, noStop);
+        else Recompute(network, prompts, 4);
+        var clock = Stopwatch.StartNew();
+        var output = run();
+        double seconds = clock.Elapsed.TotalSeconds;
+        long tokens = output.Sum(o => (long)o.Count);
+        int layers = model.Config.NumHiddenLayers, dim = model.Config.HiddenSize;
+        // Per generated token with a cache: 2N + 4 * layers * dim * (attended length), averaged over the decode.
+        double flopsPerToken = 2.0 * parameters + 4.0 * layers * dim * (prompt + newTokens / 2.0);
+        return new JsonObject
+        {
+            ["metric"] = "gen_tokens_per_s", ["value"] = Math.Round(tokens / seconds, 2),
+            ["model_gflops"] = Math.Round(flopsPerToken * tokens / seconds / 1e9, 3),
+            ["batch"] = batch, ["prompt"] = prompt, ["new_tokens"] = newTokens, ["cache"] = cache,
+            ["seconds"] = Math.Round(seconds, 3), ["peak_rss_mib"] = Math.Round(Memory.PeakRssMiB(), 1),
+            ["first_ids"] = string.Join(",", output[0].Take(8)),
+        };
+    }
+
+    /// <summary>Greedy decoding without a cache: the whole sequence is run through the network for every new token.</summary>
+    public static List<int>[] Recompute(LlamaForCausalLM network, IReadOnlyList<IReadOnlyList<int>> prompts, int newTokens)
+    {
+        using var noGrad = no_grad();
+        int batch = prompts.Count, length = prompts[0].Count;
+        var ids = tensor(prompts.SelectMany(p => p.Select(x => (long)x)).ToArray()).view(batch, length);
+        var output = Enumerable.Range(0, batch).Select(_ => new List<int>()).ToArray();
+        for (int step = 0; step < newTokens; step++)
+        {
+            using var scope = NewDisposeScope();
+            var hidden = network.HiddenStates(ids);
+            var next = network.Logits(hidden.narrow(1, hidden.shape[1] - 1, 1)).squeeze(1).argmax(-1);   // (B)
+            var host = next.data<long>().ToArray();
+            for (int row = 0; row < batch; row++) output[row].Add((int)host[row]);
+            var grown = cat(new[] { ids, next.unsqueeze(1) }, 1).DetachFromDisposeScope();
+            ids.Dispose();
+            ids = grown;
+        }
+        ids.Dispose();
+        return output;
+    }
+}
