@@ -92,6 +92,14 @@ public sealed class OrpoOptions
     /// </summary>
     public bool TruncateLongPrompts { get; set; }
 
+    /// <summary>
+    /// Compute each pair's prompt once and let both responses attend to it (one packed row per pair instead of two
+    /// rows that repeat the prompt). Same loss and gradients as the default layout up to float rounding; faster when
+    /// prompts are long relative to responses (measured 1.16x to 1.31x at prompt:response 2:1), slower when they are
+    /// short (0.81x at 1:3). Default false.
+    /// </summary>
+    public bool SharedPromptForward { get; set; }
+
     /// <summary>Held-out pairs (same columns) evaluated every <see cref="ValidationInterval"/> steps. Default null.</summary>
     public IDataView? ValidationSet { get; set; }
 

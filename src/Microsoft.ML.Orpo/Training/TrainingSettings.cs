@@ -123,6 +123,7 @@ internal sealed record TrainingSettings
             MaxPromptLength = maxPromptLength,
             PromptTemplate = options.PromptTemplate,
             TruncateLongPrompts = options.TruncateLongPrompts,
+            SharedPromptForward = options.SharedPromptForward,
             ValidationInterval = options.ValidationInterval,
             CheckpointDirectory = options.CheckpointDirectory,
             CheckpointInterval = options.CheckpointInterval,

@@ -198,6 +198,22 @@ public sealed class OrpoPipelineTests
     private static SchemaShape ShapeOf(DataViewSchema schema) => (SchemaShape)typeof(SchemaShape)
         .GetMethod("Create", System.Reflection.BindingFlags.Static | System.Reflection.BindingFlags.NonPublic)!.Invoke(null, new object[] { schema })!;
 
+    [TestMethod]
+    public void SharedPromptForwardOptionTrainsLikeTheDefaultLayout()
+    {
+        var ml = new MLContext(seed: 1);
+        var plain = Options();
+        plain.Seed = 4;
+        var shared = Options();
+        shared.Seed = 4;
+        shared.SharedPromptForward = true;
+        using var a = ml.Transforms.OrpoFineTune(plain).Fit(Pairs(ml));
+        using var b = ml.Transforms.OrpoFineTune(shared).Fit(Pairs(ml));
+        Assert.AreEqual(a.TrainingHistory[0].Loss, b.TrainingHistory[0].Loss, 1e-5);
+        Assert.AreEqual(a.TrainingHistory[0].RewardsMargin, b.TrainingHistory[0].RewardsMargin, 1e-6);
+        Assert.AreEqual(a.TrainingHistory[^1].Loss, b.TrainingHistory[^1].Loss, 1e-3 * a.TrainingHistory[^1].Loss);
+    }
+
     /// <summary>Progress&lt;T&gt; posts to the thread pool; tests want the callback inline.</summary>
     private sealed class SynchronousProgress<T>(Action<T> report) : IProgress<T>
     {
