@@ -69,7 +69,8 @@ internal static class HfPipelineJson
 
         Regex Compile(string pattern, string where)
         {
-            try { return new Regex(pattern, RegexOptions.Compiled | RegexOptions.CultureInvariant); }
+            // A pattern from a file is untrusted: a match timeout bounds catastrophic backtracking.
+            try { return new Regex(pattern, RegexOptions.Compiled | RegexOptions.CultureInvariant, SplitPreTokenizer.MatchTimeout); }
             catch (ArgumentException e)
             {
                 throw new NotSupportedException($"{source}: '{where}' pattern is not a valid .NET regular expression ({e.Message}).", e);

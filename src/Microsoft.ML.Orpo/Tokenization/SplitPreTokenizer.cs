@@ -11,6 +11,9 @@ namespace Microsoft.ML.Orpo.Tokenization;
 /// </summary>
 internal sealed class SplitPreTokenizer : PreTokenizer
 {
+    /// <summary>Longest time one split pattern may take on one piece of text.</summary>
+    public static readonly TimeSpan MatchTimeout = TimeSpan.FromSeconds(2);
+
     private readonly IReadOnlyList<Regex> _splits;
     private readonly Regex? _addedTokens;
 
@@ -32,6 +35,20 @@ internal sealed class SplitPreTokenizer : PreTokenizer
     public override IEnumerable<(int Offset, int Length)> PreTokenize(ReadOnlySpan<char> text) => Split(text);
 
     private List<(int Offset, int Length)> Split(ReadOnlySpan<char> text)
+    {
+        try
+        {
+            return SplitUnchecked(text);
+        }
+        catch (RegexMatchTimeoutException e)
+        {
+            throw new InvalidOperationException(
+                $"A tokenizer.json split pattern took longer than {MatchTimeout.TotalSeconds} s on a text of {text.Length} characters " +
+                $"(catastrophic backtracking in '{e.Pattern}'); the tokenizer file is unusable.", e);
+        }
+    }
+
+    private List<(int Offset, int Length)> SplitUnchecked(ReadOnlySpan<char> text)
     {
         var result = new List<(int, int)>();
         int start = 0;

@@ -69,6 +69,24 @@ public sealed class ByteLevelBpeTokenizerTests
     }
 
     [TestMethod]
+    public void CatastrophicSplitPatternTimesOutWithAClearError()
+    {
+        // (a+)+$ backtracks exponentially on "aaa...a!": a hostile tokenizer.json must not hang encoding.
+        var split = new JsonObject
+        {
+            ["type"] = "Sequence",
+            ["pretokenizers"] = new JsonArray(
+                new JsonObject { ["type"] = "Split", ["pattern"] = new JsonObject { ["Regex"] = "(a+)+$" }, ["behavior"] = "Isolated" },
+                new JsonObject { ["type"] = "ByteLevel", ["use_regex"] = false }),
+        };
+        var tokenizer = OrpoTokenizer.FromFiles(new Dictionary<string, byte[]> { ["tokenizer.json"] = Bytes(Json(split)) });
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var e = Assert.ThrowsExactly<InvalidOperationException>(() => tokenizer.Encode(new string('a', 40) + "!"));
+        StringAssert.Contains(e.Message, "catastrophic backtracking");
+        Assert.IsLessThan(30.0, clock.Elapsed.TotalSeconds);
+    }
+
+    [TestMethod]
     public void NfcNormalizerComposesBeforeEncoding()
     {
         JsonObject json = Json();
