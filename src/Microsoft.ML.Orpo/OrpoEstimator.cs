@@ -58,8 +58,15 @@ public sealed class OrpoEstimator : IEstimator<OrpoTransformer>
                 throw new InvalidOperationException(
                     $"OrpoFineTune has nothing to train on: all {train.Rows} rows of the training data were skipped or dropped. " +
                     string.Join("; ", train.Describe()));
-            var validation = options.ValidationSet is null ? null
-                : PreferenceDataReader.Read(options.ValidationSet, options, encoder, "validation set", IsCanceled).Pairs;
+            IReadOnlyList<EncodedPair>? validation = null;
+            if (options.ValidationSet is not null)
+            {
+                var read = PreferenceDataReader.Read(options.ValidationSet, options, encoder, "validation set", IsCanceled);
+                foreach (string line in read.Describe()) channel.Warning(MessageSensitivity.None, "validation set: " + line);
+                if (read.Pairs.Count == 0)
+                    channel.Warning(MessageSensitivity.None, $"validation set: none of its {read.Rows} rows can be scored; validation is off.");
+                validation = read.Pairs;
+            }
 
             var callbacks = new TrainingCallbacks
             {

@@ -75,7 +75,10 @@ public sealed class OrpoOptions
     /// <summary>Group pairs of similar length into batches to cut padding. Default true.</summary>
     public bool GroupByLength { get; set; } = true;
 
-    /// <summary>Seed for data order and sampling; null takes one from the MLContext's seed. Default null.</summary>
+    /// <summary>
+    /// Seed of the per-epoch data order; null draws one from the MLContext (a resumed run then reuses the seed its
+    /// checkpoint recorded). Sampling during generation uses <see cref="GenerationOptions.Seed"/>. Default null.
+    /// </summary>
     public int? Seed { get; set; }
 
     /// <summary>Maximum tokens of prompt + response; null: min(1024, the model's context). Default null.</summary>
@@ -87,8 +90,8 @@ public sealed class OrpoOptions
     /// <summary>
     /// What to do with a prompt that alone is MaxLength tokens or longer: false (default) refuses the row with an error
     /// naming it; true keeps the prompt's last MaxPromptLength tokens (and BOS), counted in the log like every
-    /// truncation, and generation cuts such prompts the same way. Prompts shorter than MaxLength are always cut to
-    /// MaxPromptLength when the pair is too long.
+    /// truncation, and the fitted transformer's generation cuts prompts that fill the model's whole context the same
+    /// way. Prompts shorter than MaxLength are always cut to MaxPromptLength when the pair is too long.
     /// </summary>
     public bool TruncateLongPrompts { get; set; }
 

@@ -103,6 +103,7 @@ public sealed partial class OrpoTransformer : IDisposable
         {
             PairOutcome.SkippedEmptyResponse => "The chosen or rejected response is empty; ORPO skips such pairs.",
             PairOutcome.SkippedIdenticalResponses => "The chosen and rejected responses are identical; ORPO skips such pairs.",
+            PairOutcome.SkippedEmptyPrompt => "The prompt is empty and the tokenizer has no BOS token; ORPO skips such pairs.",
             PairOutcome.PromptLongerThanMaxLength => $"The prompt alone is longer than MaxLength ({settings.MaxLength} tokens); training refuses such rows unless OrpoOptions.TruncateLongPrompts is set.",
             _ => "The chosen and rejected responses become identical after truncation to MaxLength; ORPO drops such pairs.",
         });

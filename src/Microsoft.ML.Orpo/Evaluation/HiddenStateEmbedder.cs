@@ -31,37 +31,30 @@ internal static class HiddenStateEmbedder
         }
 
         var result = new float[texts.Count][];
-        bool wasTraining = network.training;
-        network.eval();
-        try
+        // The module's train/eval flag is left alone: these decoders have no dropout, and flipping shared state
+        // would race with generation on other threads.
+        using var noGrad = no_grad();
+        var device = network.LmHeadWeight.device;
+        for (int start = 0; start < encoded.Count; start += BatchSize)
         {
-            using var noGrad = no_grad();
-            var device = network.LmHeadWeight.device;
-            for (int start = 0; start < encoded.Count; start += BatchSize)
+            using var scope = NewDisposeScope();
+            var chunk = encoded.Skip(start).Take(BatchSize).ToList();
+            int length = chunk.Max(c => c.Ids.Length);
+            var ids = new long[chunk.Count * length];
+            var weights = new float[chunk.Count * length];
+            for (int row = 0; row < chunk.Count; row++)
             {
-                using var scope = NewDisposeScope();
-                var chunk = encoded.Skip(start).Take(BatchSize).ToList();
-                int length = chunk.Max(c => c.Ids.Length);
-                var ids = new long[chunk.Count * length];
-                var weights = new float[chunk.Count * length];
-                for (int row = 0; row < chunk.Count; row++)
-                {
-                    var (rowIds, first) = chunk[row];
-                    for (int j = 0; j < rowIds.Length; j++) ids[row * length + j] = rowIds[j];
-                    for (int j = first; j < rowIds.Length; j++) weights[row * length + j] = 1f / (rowIds.Length - first);
-                }
-                var hidden = network.HiddenStates(tensor(ids, device: device).view(chunk.Count, length))
-                    .to_type(ScalarType.Float32);                                                       // (B, T, D)
-                var mask = tensor(weights, device: device).view(chunk.Count, length, 1);
-                var pooled = (hidden * mask).sum(1).cpu();                                              // (B, D)
-                float[] flat = pooled.data<float>().ToArray();
-                int dim = (int)pooled.shape[1];
-                for (int row = 0; row < chunk.Count; row++) result[start + row] = flat.AsSpan(row * dim, dim).ToArray();
+                var (rowIds, first) = chunk[row];
+                for (int j = 0; j < rowIds.Length; j++) ids[row * length + j] = rowIds[j];
+                for (int j = first; j < rowIds.Length; j++) weights[row * length + j] = 1f / (rowIds.Length - first);
             }
-        }
-        finally
-        {
-            if (wasTraining) network.train();
+            var hidden = network.HiddenStates(tensor(ids, device: device).view(chunk.Count, length))
+                .to_type(ScalarType.Float32);                                                       // (B, T, D)
+            var mask = tensor(weights, device: device).view(chunk.Count, length, 1);
+            var pooled = (hidden * mask).sum(1).cpu();                                              // (B, D)
+            float[] flat = pooled.data<float>().ToArray();
+            int dim = (int)pooled.shape[1];
+            for (int row = 0; row < chunk.Count; row++) result[start + row] = flat.AsSpan(row * dim, dim).ToArray();
         }
         return result;
     }

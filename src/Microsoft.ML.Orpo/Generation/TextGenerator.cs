@@ -55,8 +55,10 @@ internal static class TextGenerator
         var nextPosition = positions.narrow(1, promptLength - 1, 1) + 1;                          // (B, 1)
 
         var inputIds = tensor(ids, device: device).view(batch, promptLength);
-        var logits = network.Forward(inputIds, positions, AttentionMasks.Causal(promptKeep, promptLength, dtype), cache)
-            .select(1, promptLength - 1);                                                          // (B, V)
+        // Only the last prompt position's logits are needed: the LM head skips the others.
+        var lastHidden = network.HiddenStates(inputIds, positions, AttentionMasks.Causal(promptKeep, promptLength, dtype), cache)
+            .narrow(1, promptLength - 1, 1);                                                       // (B, 1, D)
+        var logits = network.Logits(lastHidden).select(1, 0);                                       // (B, V)
         var decodeMask = AttentionMasks.KeyPadding(keep, dtype);                                  // (B, 1, 1, total)
         var finished = new bool[batch];
         for (int step = 0; step < maxNew; step++)
@@ -65,7 +67,7 @@ internal static class TextGenerator
             if (vocabularyLimit is int limit && limit < logits.shape[1])
                 logits.narrow(1, limit, logits.shape[1] - limit).fill_(float.NegativeInfinity);
             var next = TokenSampler.Next(logits, options, generator);                              // (B)
-            long[] nextHost = next.data<long>().ToArray();
+            long[] nextHost = next.cpu().data<long>().ToArray();   // the one host copy per token (a no-op on CPU)
             for (int row = 0; row < batch; row++)
             {
                 if (finished[row]) continue;

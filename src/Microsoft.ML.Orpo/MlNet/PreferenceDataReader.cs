@@ -17,6 +17,7 @@ internal sealed record PreferenceData(IReadOnlyList<EncodedPair> Pairs, long Row
                 PairOutcome.Truncated => "truncated to MaxLength",
                 PairOutcome.SkippedEmptyResponse => "skipped: empty chosen or rejected response",
                 PairOutcome.SkippedIdenticalResponses => "skipped: chosen and rejected are identical",
+                PairOutcome.SkippedEmptyPrompt => "skipped: empty prompt and the tokenizer has no BOS token to start from",
                 _ => "dropped: chosen and rejected identical after truncation",
             };
             yield return $"{count} of {Rows} pairs {what} (first at row {first})";

@@ -19,7 +19,8 @@ internal sealed class RMSNorm : nn.Module<Tensor, Tensor>
 
     public RMSNorm(long dim, double eps) : base(nameof(RMSNorm))
     {
-        weight = nn.Parameter(ones(dim));
+        using var initial = ones(dim); // the Parameter holds its own reference to the storage
+        weight = nn.Parameter(initial);
         this.eps = eps;
         RegisterComponents();
     }

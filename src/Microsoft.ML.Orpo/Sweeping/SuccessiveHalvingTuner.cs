@@ -73,8 +73,10 @@ internal sealed class SuccessiveHalvingTuner : OrpoSweepTuner
         private void Promote()
         {
             rung++;
-            int keep = Math.Min(rungs[rung].Configurations, scores.Count);
-            foreach (var (configuration, _) in scores.OrderByDescending(s => s.Score).ThenBy(s => s.Configuration).Take(keep).OrderBy(s => s.Configuration))
+            // Failed configurations (score -infinity) are never promoted.
+            var survivors = scores.Where(s => s.Score > double.NegativeInfinity).ToList();
+            int keep = Math.Min(rungs[rung].Configurations, survivors.Count);
+            foreach (var (configuration, _) in survivors.OrderByDescending(s => s.Score).ThenBy(s => s.Configuration).Take(keep).OrderBy(s => s.Configuration))
                 pending.Enqueue(configuration);
             scores.Clear();
             issued = 0;

@@ -110,6 +110,11 @@ internal sealed class SweepRun(MLContext mlContext, OrpoOptions baseOptions, IDa
     /// <summary>Keeps the model of the best completed trial among those with the most epochs; disposes every other.</summary>
     private void KeepIfBest(OrpoSweepTrial trial, OrpoTransformer model)
     {
+        if (!double.IsFinite(trial.Metric) && bestTrial is not null)
+        {
+            model.Dispose();
+            return;
+        }
         bool better = bestTrial is null
             || trial.Epochs > bestTrial.Epochs
             || (trial.Epochs == bestTrial.Epochs && Oriented(trial.Metric) > Oriented(bestTrial.Metric));

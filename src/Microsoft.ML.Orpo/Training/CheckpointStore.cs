@@ -34,15 +34,20 @@ internal sealed class CheckpointStore
         this.keep = keep;
     }
 
-    public sealed record Resumed(int Step, IReadOnlyList<OrpoStepMetrics> History);
+    public sealed record Resumed(int Step, int Seed, IReadOnlyList<OrpoStepMetrics> History);
 
-    private sealed record State(int FormatVersion, int Step, int OptimizerSteps, string Fingerprint,
+    private sealed record State(int FormatVersion, int Step, int OptimizerSteps, int Seed, string Fingerprint,
         Dictionary<string, string> Sha256, List<OrpoStepMetrics> History);
 
     /// <summary>A hash of everything that decides the training trajectory: settings and the encoded data.</summary>
     public static string Fingerprint(TrainingSettings settings, IReadOnlyList<EncodedPair> pairs)
     {
-        var relevant = settings with { CheckpointDirectory = null, CheckpointInterval = 0, CheckpointsToKeep = 0, ValidationInterval = 0 };
+        // A seed drawn from the MLContext is not part of the run's identity: the checkpoint records the one used.
+        var relevant = settings with
+        {
+            CheckpointDirectory = null, CheckpointInterval = 0, CheckpointsToKeep = 0, ValidationInterval = 0,
+            Seed = settings.SeedIsExplicit ? settings.Seed : 0,
+        };
         using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         hash.AppendData(Encoding.UTF8.GetBytes(JsonSerializer.Serialize(relevant, Json)));
         foreach (var pair in pairs)
@@ -54,7 +59,7 @@ internal sealed class CheckpointStore
         return Convert.ToHexString(hash.GetHashAndReset());
     }
 
-    public void Save(int step, LlamaForCausalLM network, AdamW optimizer, IReadOnlyList<OrpoStepMetrics> history, string fingerprint)
+    public void Save(int step, LlamaForCausalLM network, AdamW optimizer, IReadOnlyList<OrpoStepMetrics> history, string fingerprint, int seed)
     {
         string final = Path.Combine(directory, Prefix + step.ToString("D6", CultureInfo.InvariantCulture));
         string temp = Path.Combine(directory, $".tmp-{Prefix}{step:D6}-{Guid.NewGuid():N}");
@@ -68,7 +73,7 @@ internal sealed class CheckpointStore
                 hashes["model.safetensors"] = WriteTensors(Path.Combine(temp, "model.safetensors"), weights);
                 hashes["optimizer.safetensors"] = WriteTensors(Path.Combine(temp, "optimizer.safetensors"), optimizer.StateTensors());
             }
-            var state = new State(FormatVersion, step, optimizer.StepCount, fingerprint, hashes, history.ToList());
+            var state = new State(FormatVersion, step, optimizer.StepCount, seed, fingerprint, hashes, history.ToList());
             WriteDurably(Path.Combine(temp, "trainer_state.json"), JsonSerializer.SerializeToUtf8Bytes(state, Json));
             if (Directory.Exists(final)) Directory.Delete(final, recursive: true);
             Directory.Move(temp, final);
@@ -107,7 +112,7 @@ internal sealed class CheckpointStore
             var moments = SafeTensorsReader.Read(Path.Combine(path, "optimizer.safetensors"));
             CausalLanguageModel.LoadWeights(network, weights, path);
             optimizer.LoadState(moments, state.OptimizerSteps, path);
-            return new Resumed(state.Step, state.History);
+            return new Resumed(state.Step, state.Seed, state.History);
         }
         return null;
     }

@@ -43,7 +43,10 @@ public sealed record OrpoStepMetrics
     public TimeSpan EstimatedTimeRemaining { get; init; }
     /// <summary>Total optimiser steps planned.</summary>
     public int TotalSteps { get; init; }
-    /// <summary>Validation-set metrics when validation ran after this step, else null.</summary>
+    /// <summary>
+    /// Validation-set metrics when validation ran after this step, else null. Unlike the other metrics of the step,
+    /// they are computed on the weights after this step's update.
+    /// </summary>
     public OrpoPreferenceMetrics? Validation { get; init; }
 
     internal static OrpoStepMetrics From(OrpoPreferenceMetrics m) => new()

@@ -36,9 +36,6 @@ internal sealed class OrpoTrainer
     /// <summary>Trains in place and returns one metrics entry per optimiser step (resumed steps included).</summary>
     public IReadOnlyList<OrpoStepMetrics> Train(IReadOnlyList<EncodedPair> train, IReadOnlyList<EncodedPair>? validation = null)
     {
-        var planner = new BatchPlanner(train, settings);
-        int totalSteps = planner.TotalSteps;
-        int warmupSteps = (int)Math.Ceiling(settings.WarmupRatio * totalSteps);
         var parameters = model.Network.NamedWeights();
         using var optimizer = new AdamW(parameters, settings.AdamBeta1, settings.AdamBeta2, settings.AdamEpsilon, settings.WeightDecay);
         var store = settings.CheckpointDirectory is null ? null : new CheckpointStore(settings.CheckpointDirectory, settings.CheckpointsToKeep);
@@ -46,16 +43,21 @@ internal sealed class OrpoTrainer
 
         var history = new List<OrpoStepMetrics>();
         int startStep = 0;
+        var run = settings;
         if (store?.TryResume(model.Network, optimizer, fingerprint, callbacks.Log) is { } resumed)
         {
             history.AddRange(resumed.History);
             startStep = resumed.Step;
-            callbacks.Log?.Invoke($"Resumed from checkpoint at step {startStep} of {totalSteps}.");
+            // A seed taken from the MLContext differs between runs; the interrupted run's seed decides the data order.
+            if (!settings.SeedIsExplicit) run = settings with { Seed = resumed.Seed };
+            callbacks.Log?.Invoke($"Resumed from checkpoint at step {startStep}.");
         }
+        var planner = new BatchPlanner(train, run);
+        int totalSteps = planner.TotalSteps;
+        int warmupSteps = (int)Math.Ceiling(settings.WarmupRatio * totalSteps);
         callbacks.Log?.Invoke($"ORPO: {train.Count} pairs, {totalSteps} optimiser steps of {planner.PairsPerStep} pairs, lambda {settings.Lambda}, learning rate {settings.LearningRate}.");
 
         var clock = Stopwatch.StartNew();
-        double tokensSeen = 0;
         for (int step = startStep; step < totalSteps; step++)
         {
             ThrowIfCanceled(step);
@@ -69,7 +71,6 @@ internal sealed class OrpoTrainer
                     "The weights were not updated with it; lower LearningRate or set MaxGradNorm.");
             optimizer.Step(learningRate);
 
-            tokensSeen += tokens;
             var stepTime = clock.Elapsed - stepStart;
             int done = step + 1 - startStep;
             var metrics = OrpoStepMetrics.From(statistics.ToMetrics(settings.Lambda)) with
@@ -89,7 +90,7 @@ internal sealed class OrpoTrainer
             history.Add(metrics);
             Report(metrics);
             if (store is not null && (lastStep || (settings.CheckpointInterval > 0 && (step + 1) % settings.CheckpointInterval == 0)))
-                store.Save(step + 1, model.Network, optimizer, history, fingerprint);
+                store.Save(step + 1, model.Network, optimizer, history, fingerprint, run.Seed);
             callbacks.AfterStep?.Invoke(step + 1);
         }
         model.Network.eval();

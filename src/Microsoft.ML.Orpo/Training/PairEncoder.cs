@@ -22,6 +22,8 @@ internal enum PairOutcome
     DroppedIdenticalAfterTruncation,
     /// <summary>The prompt alone (template, BOS) is at least MaxLength tokens: nothing of a response would fit.</summary>
     PromptLongerThanMaxLength,
+    /// <summary>The prompt gives no token at all (empty text and a tokenizer without BOS): nothing predicts the response's first token.</summary>
+    SkippedEmptyPrompt,
 }
 
 /// <summary>
@@ -84,6 +86,11 @@ internal sealed class PairEncoder
             return null;
         }
         var promptIds = EncodePrompt(prompt);
+        if (promptIds.Count == 0)
+        {
+            outcome = PairOutcome.SkippedEmptyPrompt;
+            return null;
+        }
         if (promptIds.Count >= MaxLength && !TruncateLongPrompts)
         {
             // Checked before truncation, which would otherwise keep only the prompt's end without being asked to.

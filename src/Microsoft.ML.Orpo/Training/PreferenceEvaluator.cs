@@ -8,25 +8,17 @@ internal static class PreferenceEvaluator
 {
     public static OrpoPreferenceMetrics Evaluate(LlamaForCausalLM network, IReadOnlyList<EncodedPair> pairs, TrainingSettings settings)
     {
-        bool wasTraining = network.training;
-        network.eval();
-        try
+        // No train/eval switch: the decoder has no dropout, and the flag is shared with concurrent generation.
+        using var noGrad = no_grad();
+        var device = network.LmHeadWeight.device;
+        double nllTokens = pairs.Sum(p => settings.IncludePromptInNll ? p.PromptIds.Count + p.ChosenIds.Count - 1.0 : p.ChosenIds.Count);
+        var statistics = new OrpoBatchStatistics();
+        foreach (var chunk in pairs.Chunk(Math.Max(1, settings.BatchSize)))
         {
-            using var noGrad = no_grad();
-            var device = network.LmHeadWeight.device;
-            double nllTokens = pairs.Sum(p => settings.IncludePromptInNll ? p.PromptIds.Count + p.ChosenIds.Count - 1.0 : p.ChosenIds.Count);
-            var statistics = new OrpoBatchStatistics();
-            foreach (var chunk in pairs.Chunk(Math.Max(1, settings.BatchSize)))
-            {
-                using var scope = NewDisposeScope();
-                using var batch = PreferenceBatch.Create(chunk, settings.IncludePromptInNll, device);
-                statistics += PreferenceForward.Loss(network, batch, settings.Lambda, nllTokens, pairs.Count).Statistics;
-            }
-            return statistics.ToMetrics(settings.Lambda);
+            using var scope = NewDisposeScope();
+            // The training layout and chunked LM head, so validation never needs more memory than a training step.
+            statistics += PreferenceForward.Loss(network, chunk, settings, device, nllTokens, pairs.Count).Terms.Statistics;
         }
-        finally
-        {
-            if (wasTraining) network.train();
-        }
+        return statistics.ToMetrics(settings.Lambda);
     }
 }

@@ -23,6 +23,8 @@ internal sealed record TrainingSettings
     public bool Shuffle { get; init; } = true;
     public bool GroupByLength { get; init; } = true;
     public int Seed { get; init; }
+    /// <summary>False when <see cref="Seed"/> was drawn from the MLContext (OrpoOptions.Seed was null).</summary>
+    public bool SeedIsExplicit { get; init; } = true;
     public int MaxLength { get; init; } = 512;
     public int MaxPromptLength { get; init; } = 256;
     public string? PromptTemplate { get; init; }
@@ -119,6 +121,7 @@ internal sealed record TrainingSettings
             Shuffle = options.Shuffle,
             GroupByLength = options.GroupByLength,
             Seed = options.Seed ?? fallbackSeed,
+            SeedIsExplicit = options.Seed is not null,
             MaxLength = maxLength,
             MaxPromptLength = maxPromptLength,
             PromptTemplate = options.PromptTemplate,

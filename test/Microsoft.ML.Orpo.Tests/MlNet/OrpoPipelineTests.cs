@@ -214,6 +214,40 @@ public sealed class OrpoPipelineTests
         Assert.AreEqual(a.TrainingHistory[^1].Loss, b.TrainingHistory[^1].Loss, 1e-3 * a.TrainingHistory[^1].Loss);
     }
 
+    [TestMethod]
+    public void CanceledFitWithoutAnExplicitSeedResumesInAnotherContext()
+    {
+        string directory = TestAssets.NewTempDirectory("orpo-resume");
+        IReadOnlyList<OrpoStepMetrics> Run(MLContext ml, int? stopAfter)
+        {
+            using var source = new CancellationTokenSource();
+            var options = Options();
+            options.Seed = null; // drawn from each MLContext: different in the two runs
+            options.CheckpointDirectory = directory;
+            options.CheckpointInterval = 2;
+            options.CancellationToken = source.Token;
+            var seen = new List<OrpoStepMetrics>();
+            options.Progress = new SynchronousProgress<OrpoStepMetrics>(m => { seen.Add(m); if (m.Step == stopAfter) source.Cancel(); });
+            try
+            {
+                using var model = ml.Transforms.OrpoFineTune(options).Fit(Pairs(ml));
+                return model.TrainingHistory;
+            }
+            catch (OperationCanceledException)
+            {
+                return seen;
+            }
+        }
+        var interrupted = Run(new MLContext(seed: 11), stopAfter: 5);
+        Assert.HasCount(5, interrupted);
+        var resumed = Run(new MLContext(seed: 99), stopAfter: null);
+        Assert.HasCount(10, resumed);
+        for (int i = 0; i < 4; i++)
+            Assert.AreEqual(interrupted[i].Loss, resumed[i].Loss, $"step {i + 1} comes from the checkpoint");
+        Assert.AreEqual(interrupted[4].Loss, resumed[4].Loss, 1e-12, "step 5 is replayed with the interrupted run's data order");
+        Directory.Delete(directory, recursive: true);
+    }
+
     /// <summary>Progress&lt;T&gt; posts to the thread pool; tests want the callback inline.</summary>
     private sealed class SynchronousProgress<T>(Action<T> report) : IProgress<T>
     {

@@ -76,7 +76,9 @@ public sealed class OrpoTrainerTests
 
         string directory = TestAssets.NewTempDirectory();
         var checkpointed = settings with { CheckpointDirectory = directory };
-        int stopAfter = new Random().Next(5, 8); // a random step after the checkpoints at 2 and 4
+        int seed = Environment.TickCount;
+        int stopAfter = new Random(seed).Next(5, 8); // a random step after the checkpoints at 2 and 4
+        Console.WriteLine($"kill-and-resume: random seed {seed}, stopping after step {stopAfter}");
         using (var model = TrainingFixtures.LoadModel())
         {
             var pairs = TrainingFixtures.TrainPairs(model, 16);
@@ -140,6 +142,7 @@ public sealed class OrpoTrainerTests
         Assert.IsGreaterThanOrEqualTo(0.9, after.RewardsAccuracy);
         StringAssert.Contains(textBefore, ProtagonistPairs.Habitual);
         StringAssert.StartsWith(textAfter.TrimStart(), ProtagonistPairs.Preferred);
+        Assert.IsLessThan(120.0, (DateTime.UtcNow - started).TotalSeconds, "the experiment runs in under two minutes");
     }
 
     [TestMethod]
