@@ -50,10 +50,10 @@ internal sealed class OrpoTrainer
             startStep = resumed.Step;
             // A seed taken from the MLContext differs between runs; the interrupted run's seed decides the data order.
             if (!settings.SeedIsExplicit) run = settings with { Seed = resumed.Seed };
-            callbacks.Log?.Invoke($"Resumed from checkpoint at step {startStep}.");
         }
         var planner = new BatchPlanner(train, run);
         int totalSteps = planner.TotalSteps;
+        if (startStep > 0) callbacks.Log?.Invoke($"Resumed from checkpoint at step {startStep} of {totalSteps}.");
         int warmupSteps = (int)Math.Ceiling(settings.WarmupRatio * totalSteps);
         callbacks.Log?.Invoke($"ORPO: {train.Count} pairs, {totalSteps} optimiser steps of {planner.PairsPerStep} pairs, lambda {settings.Lambda}, learning rate {settings.LearningRate}.");
 
