@@ -87,6 +87,8 @@ internal sealed class CausalLanguageModel : IDisposable
         string? unexpected = weights.Keys.Where(k => !expected.Contains(k)).Order(StringComparer.Ordinal).FirstOrDefault();
         if (unexpected is not null) throw new InvalidDataException($"{source}: unexpected tensor '{unexpected}' for this model config.");
         using var noGrad = no_grad();
+        // copy_ returns a new handle on the parameter's storage; the scope releases those so Dispose can free it.
+        using var scope = NewDisposeScope();
         foreach (var (name, parameter) in parameters)
         {
             if (!weights.TryGetValue(name, out var value))
@@ -102,8 +104,9 @@ internal sealed class CausalLanguageModel : IDisposable
     public Dictionary<string, Tensor> ExportWeights()
     {
         using var noGrad = no_grad();
+        using var scope = NewDisposeScope();
         return Network.NamedWeights().ToDictionary(p => p.Name,
-            p => p.Parameter.detach().to(ScalarType.Float32, CPU).clone(), StringComparer.Ordinal);
+            p => p.Parameter.detach().to(ScalarType.Float32, CPU).clone().MoveToOuterDisposeScope(), StringComparer.Ordinal);
     }
 
     public void Dispose()
