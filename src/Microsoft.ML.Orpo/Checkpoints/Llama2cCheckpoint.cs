@@ -57,6 +57,10 @@ internal static class Llama2cCheckpoint
     /// <summary>Parses and bounds-checks the header.</summary>
     internal static Header ParseHeader(ReadOnlySpan<byte> raw, string source)
     {
+        // llama2.c's newer exports (export.py --version 1/2) start with the magic "ak42".
+        if (raw.Length >= 4 && BinaryPrimitives.ReadUInt32LittleEndian(raw) == 0x616b3432)
+            throw Invalid(source, $"this is a llama2.c export of version {(raw.Length >= 8 ? BinaryPrimitives.ReadInt32LittleEndian(raw[4..]) : -1)}; " +
+                "only the legacy v0 format (export.py --version 0) is supported. Convert it, or use a Hugging Face folder.");
         var f = new int[7];
         for (int i = 0; i < f.Length; i++) f[i] = BinaryPrimitives.ReadInt32LittleEndian(raw[(i * 4)..]);
         int dim = f[0], hidden = f[1], layers = f[2], heads = f[3], kvHeads = f[4], vocab = f[5], seq = f[6];

@@ -49,6 +49,9 @@ internal static class PreferenceJsonlReader
         return records;
     }
 
+    /// <summary>Longest accepted line.</summary>
+    internal const int MaxLineBytes = 64 << 20;
+
     /// <summary>Reads the bytes up to the next '\n' (dropping a '\r' before it) into <paramref name="line"/>; false at the end.</summary>
     private static bool ReadLine(Stream stream, MemoryStream line, string path, long lineNumber)
     {
@@ -56,7 +59,13 @@ internal static class PreferenceJsonlReader
         int b;
         try
         {
-            while ((b = stream.ReadByte()) >= 0 && b != '\n') line.WriteByte((byte)b);
+            while ((b = stream.ReadByte()) >= 0 && b != '\n')
+            {
+                // A file (or a gzip bomb) without line breaks must not grow one line until memory runs out.
+                if (line.Length >= MaxLineBytes)
+                    throw new InvalidDataException($"{path}, line {lineNumber}: the line is longer than {MaxLineBytes >> 20} MiB.");
+                line.WriteByte((byte)b);
+            }
         }
         catch (InvalidDataException e)
         {

@@ -146,4 +146,17 @@ public sealed class Llama2cCheckpointTests
         StringAssert.Contains(e.Message, path);
         foreach (string f in fragments) StringAssert.Contains(e.Message, f);
     }
+
+    [TestMethod]
+    public void NewerLlama2cExportFormatIsNamed()
+    {
+        string path = Path.Combine(TestAssets.NewTempDirectory("llama2c"), "v1.bin");
+        var bytes = new byte[256];
+        BitConverter.GetBytes(0x616b3432u).CopyTo(bytes, 0);
+        BitConverter.GetBytes(1).CopyTo(bytes, 4);
+        File.WriteAllBytes(path, bytes);
+        var e = Assert.ThrowsExactly<InvalidDataException>(() => Llama2cCheckpoint.Load(path));
+        StringAssert.Contains(e.Message, "version 1");
+        StringAssert.Contains(e.Message, "legacy v0");
+    }
 }

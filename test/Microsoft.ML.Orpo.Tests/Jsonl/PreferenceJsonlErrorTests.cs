@@ -69,4 +69,21 @@ public sealed class PreferenceJsonlErrorTests
     [TestMethod]
     public void MissingFileIsAFileNotFoundException() =>
         Assert.ThrowsExactly<FileNotFoundException>(() => Load(Path.Combine(TestAssets.NewTempDirectory("orpo-jsonl"), "none.jsonl")));
+
+    [TestMethod]
+    public void GzipBombWithoutLineBreaksIsRefusedWithoutExhaustingMemory()
+    {
+        string path = Path.Combine(Infrastructure.TestAssets.NewTempDirectory("jsonl"), "bomb.jsonl.gz");
+        using (var file = File.Create(path))
+        using (var gzip = new System.IO.Compression.GZipStream(file, System.IO.Compression.CompressionLevel.SmallestSize))
+        {
+            var block = new byte[1 << 20];
+            Array.Fill(block, (byte)'a');
+            for (int i = 0; i < 65; i++) gzip.Write(block);
+        }
+        Assert.IsLessThan(1L << 20, new FileInfo(path).Length, "a small file that expands to 65 MiB");
+        var e = Assert.ThrowsExactly<InvalidDataException>(() => new MLContext().Data.LoadPreferenceJsonl(path));
+        StringAssert.Contains(e.Message, "line 1");
+        StringAssert.Contains(e.Message, "longer than 64 MiB");
+    }
 }
