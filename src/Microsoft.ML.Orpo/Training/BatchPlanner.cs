@@ -10,7 +10,7 @@ internal sealed class BatchPlanner
 {
     private readonly IReadOnlyList<EncodedPair> pairs;
     private readonly TrainingSettings settings;
-    private readonly Dictionary<int, int[][]> epochSteps = new();
+    private (int Epoch, int[][] Steps)? planned;
 
     public BatchPlanner(IReadOnlyList<EncodedPair> pairs, TrainingSettings settings)
     {
@@ -29,12 +29,8 @@ internal sealed class BatchPlanner
     public IReadOnlyList<int[]> MicroBatches(int step)
     {
         int epoch = step / StepsPerEpoch;
-        if (!epochSteps.TryGetValue(epoch, out var steps))
-        {
-            epochSteps.Clear();
-            steps = epochSteps[epoch] = PlanEpoch(epoch);
-        }
-        return steps[step % StepsPerEpoch].Chunk(settings.BatchSize).ToArray();
+        if (planned?.Epoch != epoch) planned = (epoch, PlanEpoch(epoch));
+        return planned.Value.Steps[step % StepsPerEpoch].Chunk(settings.BatchSize).ToArray();
     }
 
     private int[][] PlanEpoch(int epoch)

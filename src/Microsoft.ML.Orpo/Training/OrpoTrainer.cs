@@ -104,7 +104,7 @@ internal sealed class OrpoTrainer
         network.train();
         network.zero_grad();
         var stepPairs = microBatches.SelectMany(b => b).Select(i => train[i]).ToList();
-        double stepNllTokens = stepPairs.Sum(p => (double)NllTokenCount(p));
+        double stepNllTokens = stepPairs.Sum(p => (double)p.NllTokenCount(settings.IncludePromptInNll));
         var statistics = new OrpoBatchStatistics();
         double tokens = 0;
         foreach (var indices in microBatches)
@@ -120,10 +120,6 @@ internal sealed class OrpoTrainer
         double gradNorm = GradientNorm.ClipAndMeasure(network.NamedWeights(), settings.MaxGradNorm);
         return (statistics, gradNorm, tokens);
     }
-
-    /// <summary>Chosen tokens scored by the NLL term: the response, plus the prompt after BOS when requested.</summary>
-    internal int NllTokenCount(EncodedPair pair) =>
-        settings.IncludePromptInNll ? pair.PromptIds.Count + pair.ChosenIds.Count - 1 : pair.ChosenIds.Count;
 
     private void ThrowIfCanceled(int step)
     {

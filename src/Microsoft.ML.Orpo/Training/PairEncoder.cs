@@ -10,6 +10,9 @@ public sealed record EncodedPair(IReadOnlyList<int> PromptIds, IReadOnlyList<int
 {
     /// <summary>Tokens of the longer of the two full sequences.</summary>
     public int LongestLength => PromptIds.Count + Math.Max(ChosenIds.Count, RejectedIds.Count);
+
+    /// <summary>Chosen-sequence predictions the NLL term scores: the response, plus the prompt after its first token.</summary>
+    internal int NllTokenCount(bool includePrompt) => includePrompt ? PromptIds.Count + ChosenIds.Count - 1 : ChosenIds.Count;
 }
 
 /// <summary>What happened to a pair during encoding.</summary>

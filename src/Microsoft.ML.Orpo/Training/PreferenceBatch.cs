@@ -10,8 +10,9 @@ namespace Microsoft.ML.Orpo.Training;
 /// </summary>
 internal sealed class PreferenceBatch : IDisposable
 {
-    private PreferenceBatch(Tensor inputIds, Tensor targets, Tensor responseMask, Tensor nllMask, int pairs, long realTokens)
+    private PreferenceBatch(Tensor inputIds, Tensor targets, Tensor responseMask, Tensor nllMask, int pairs, long realTokens, double nllTokens)
     {
+        NllTokens = nllTokens;
         InputIds = inputIds;
         Targets = targets;
         ResponseMask = responseMask;
@@ -32,7 +33,7 @@ internal sealed class PreferenceBatch : IDisposable
     /// <summary>Non-padding tokens over all 2B rows.</summary>
     public long RealTokens { get; }
     /// <summary>Scored tokens of the NLL term.</summary>
-    public double NllTokens => NllMask.sum().ToDouble();
+    public double NllTokens { get; }
 
     public static PreferenceBatch Create(IReadOnlyList<EncodedPair> pairs, bool includePromptInNll, Device device)
     {
@@ -66,7 +67,7 @@ internal sealed class PreferenceBatch : IDisposable
             tensor(targets, device: device).view(2 * b, length - 1),
             tensor(response, device: device).view(2 * b, length - 1),
             tensor(nll, device: device).view(b, length - 1),
-            b, realTokens);
+            b, realTokens, pairs.Sum(p => (double)p.NllTokenCount(includePromptInNll)));
     }
 
     public void Dispose()

@@ -11,7 +11,7 @@ internal static class PreferenceEvaluator
         // No train/eval switch: the decoder has no dropout, and the flag is shared with concurrent generation.
         using var noGrad = no_grad();
         var device = network.LmHeadWeight.device;
-        double nllTokens = pairs.Sum(p => settings.IncludePromptInNll ? p.PromptIds.Count + p.ChosenIds.Count - 1.0 : p.ChosenIds.Count);
+        double nllTokens = pairs.Sum(p => (double)p.NllTokenCount(settings.IncludePromptInNll));
         var statistics = new OrpoBatchStatistics();
         foreach (var chunk in pairs.Chunk(Math.Max(1, settings.BatchSize)))
         {

@@ -90,6 +90,9 @@ public sealed class ResourceSafetyTests
                 if (step % 20 == 0) rss.Add(Rss());
             },
         };
+        // Tensor.TotalCount is process-wide: let earlier tests' unreachable tensors finalize before measuring.
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
         var clock = Stopwatch.StartNew();
         var history = new OrpoTrainer(model, settings, callbacks).Train(pairs);
         Assert.HasCount(200, history);
