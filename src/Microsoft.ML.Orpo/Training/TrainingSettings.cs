@@ -45,6 +45,11 @@ internal sealed record TrainingSettings
     /// (tested), less peak memory and faster (benchmarks/README.md).
     /// </summary>
     public int LogitsChunkRows { get; init; } = DefaultLogitsChunkRows;
+    /// <summary>
+    /// Memory switch: each decoder layer's activations are recomputed in the backward pass instead of kept
+    /// (<see cref="RecomputedLayer"/>); same loss and gradients, about one more forward pass of compute.
+    /// </summary>
+    public bool RecomputeActivations { get; init; }
 
     /// <summary>256 rows x 32000 vocabulary = 33 MB of float32 logits per chunk.</summary>
     public const int DefaultLogitsChunkRows = 256;
@@ -127,6 +132,7 @@ internal sealed record TrainingSettings
             PromptTemplate = options.PromptTemplate,
             TruncateLongPrompts = options.TruncateLongPrompts,
             SharedPromptForward = options.SharedPromptForward,
+            RecomputeActivations = options.RecomputeActivations,
             ValidationInterval = options.ValidationInterval,
             CheckpointDirectory = options.CheckpointDirectory,
             CheckpointInterval = options.CheckpointInterval,
