@@ -106,6 +106,7 @@ internal sealed record Plan(string Name, Func<JsonObject> Run)
         yield return new("profile.llama41m.chunked", () => Profile.Step("llama41m", 64, 192, 4, 1, false, chunk));
         yield return new("profile.attention.stories", () => AttentionProfile.Run(8, 8, 256, 8));
         yield return new("profile.attention.llama41m", () => AttentionProfile.Run(8, 8, 256, 64));
+        yield return new("profile.losshead.llama41m", () => LossHeadProfile.Run(quick ? 2 : 5));
         yield return new("profile.pieces.stories260K", () => PieceProfile.Run("stories260K"));
         int n = quick ? 64 : 256;
         foreach (var model in new[] { "stories260K", "llama41m" })

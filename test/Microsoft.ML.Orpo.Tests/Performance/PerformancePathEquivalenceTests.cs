@@ -57,6 +57,21 @@ public sealed class PerformancePathEquivalenceTests
         AssertSameAsPlain(new TrainingSettings { Lambda = 0.5, RecomputeActivations = true, SharedPromptForward = sharedPrompt, LogitsChunkRows = chunkRows });
 
     [TestMethod]
+    public void RecomputedActivationsTrainBitIdenticalWeights()
+    {
+        // The recomputed layer runs the same operations on the same inputs, so training is not merely close but
+        // identical; that is why a checkpoint may be resumed with the switch changed (it is not in the fingerprint).
+        using var storedModel = TrainingFixtures.LoadModel();
+        using var recomputedModel = TrainingFixtures.LoadModel();
+        var pairs = TrainingFixtures.TrainPairs(storedModel, 8);
+        var settings = TrainingFixtures.Plain(batchSize: 4, learningRate: 1e-3);
+        new OrpoTrainer(storedModel, settings).Train(pairs);
+        new OrpoTrainer(recomputedModel, settings with { RecomputeActivations = true }).Train(pairs);
+        Assert.AreEqual(0.0, TrainingFixtures.MaxDifference(TrainingFixtures.Snapshot(storedModel), TrainingFixtures.Snapshot(recomputedModel)));
+        Assert.AreEqual(CheckpointStore.Fingerprint(settings, pairs), CheckpointStore.Fingerprint(settings with { RecomputeActivations = true }, pairs));
+    }
+
+    [TestMethod]
     public void RecomputedForwardEqualsStoredForwardAndIsOffWithoutGradients()
     {
         using var model = TrainingFixtures.LoadModel();
