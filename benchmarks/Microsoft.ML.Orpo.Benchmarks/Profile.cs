@@ -115,3 +115,50 @@ internal static class PieceProfile
         };
     }
 }
+
+/// <summary>
+/// The LM head + loss of one 41.7M-shaped micro-batch (4 pairs x 192 response rows each side, vocabulary 32000),
+/// forward + backward, alternating the fused path and the chunked log-prob path in one process.
+/// </summary>
+internal static class LossHeadProfile
+{
+    public static JsonObject Run(int rounds)
+    {
+        const int pairs = 4, response = 192, width = 512, vocabulary = 32000;
+        manual_seed(3);
+        var hidden = (randn(2 * pairs * response, width) * 0.5).requires_grad_(true);
+        var weight = (randn(vocabulary, width) * 0.02).requires_grad_(true);
+        var targets = randint(0, vocabulary, new long[] { 2 * pairs * response }, dtype: ScalarType.Int64);
+        var sequence = arange(2 * pairs, dtype: ScalarType.Int64).repeat_interleave(response);
+        var isResponse = ones(2 * pairs * response, ScalarType.Bool);
+        using var rows = ScoredRows.Create(arange(2 * pairs * response, dtype: ScalarType.Int64), targets, sequence, isResponse, pairs);
+        var scale = new OrpoLossScale(pairs * response, pairs, 0.1);
+
+        double Fused()
+        {
+            using var scope = NewDisposeScope();
+            var clock = Stopwatch.StartNew();
+            FusedOrpoLoss.Compute(hidden, weight, rows, scale, TrainingSettings.DefaultLogitsChunkRows).Loss.backward();
+            return clock.Elapsed.TotalSeconds;
+        }
+        double Chunked()
+        {
+            using var scope = NewDisposeScope();
+            var clock = Stopwatch.StartNew();
+            var logp = ChunkedLogProbs.Compute(hidden, weight, targets, TrainingSettings.DefaultLogitsChunkRows).view(2 * pairs, response);
+            var means = logp.mean(new long[] { 1 });
+            var nll = logp.narrow(0, 0, pairs).sum().neg();
+            OrpoObjective.LossValue(means.narrow(0, 0, pairs), means.narrow(0, pairs, pairs), nll, scale.StepNllTokens, scale.StepPairs, scale.Lambda).backward();
+            return clock.Elapsed.TotalSeconds;
+        }
+        Fused(); Chunked();
+        double fused = 0, chunked = 0;
+        for (int i = 0; i < rounds; i++) { fused += Fused(); chunked += Chunked(); }
+        return new JsonObject
+        {
+            ["metric"] = "losshead_seconds", ["value"] = Math.Round(fused / rounds, 4),
+            ["fused_s"] = Math.Round(fused / rounds, 4), ["chunked_s"] = Math.Round(chunked / rounds, 4),
+            ["chunked_over_fused"] = Math.Round(chunked / fused, 3),
+        };
+    }
+}

@@ -94,6 +94,8 @@ internal sealed record Plan(string Name, Func<JsonObject> Run)
         yield return new("train.stories260K.plain.64+192", () => Scenarios.Train("stories260K", 64, 192, 4, 2, quick ? 4 : 10, false, 0));
         yield return new("train.llama41m.concat.64+192", () => Scenarios.Train("llama41m", 64, 192, 4, 1, steps41, false, chunk));
         yield return new("train.llama41m.plain.64+192", () => Scenarios.Train("llama41m", 64, 192, 4, 1, steps41, false, 0));
+        yield return new("train.llama41m.concat-recompute.64+192", () => Scenarios.Train("llama41m", 64, 192, 4, 1, steps41, false, chunk, recompute: true));
+        yield return new("train.llama41m.plain-recompute.64+192", () => Scenarios.Train("llama41m", 64, 192, 4, 1, steps41, false, 0, recompute: true));
         yield return new("train.llama41m.shared.64+192", () => Scenarios.Train("llama41m", 64, 192, 4, 1, 1, true, chunk));
         yield return new("train.llama41m.concat.128+128", () => Scenarios.Train("llama41m", 128, 128, 4, 1, 1, false, chunk));
         yield return new("train.llama41m.shared.128+128", () => Scenarios.Train("llama41m", 128, 128, 4, 1, 1, true, chunk));
@@ -104,6 +106,7 @@ internal sealed record Plan(string Name, Func<JsonObject> Run)
         yield return new("profile.llama41m.chunked", () => Profile.Step("llama41m", 64, 192, 4, 1, false, chunk));
         yield return new("profile.attention.stories", () => AttentionProfile.Run(8, 8, 256, 8));
         yield return new("profile.attention.llama41m", () => AttentionProfile.Run(8, 8, 256, 64));
+        yield return new("profile.losshead.llama41m", () => LossHeadProfile.Run(quick ? 2 : 5));
         yield return new("profile.pieces.stories260K", () => PieceProfile.Run("stories260K"));
         int n = quick ? 64 : 256;
         foreach (var model in new[] { "stories260K", "llama41m" })
@@ -137,6 +140,9 @@ internal static class Summary
         // Ratios inside this run.
         Ratio(results, "train.llama41m.concat.64+192", "train.llama41m.plain.64+192", "peak_rss_mib", "chunked / plain peak RSS");
         Ratio(results, "train.llama41m.concat.64+192", "train.llama41m.plain.64+192", "value", "chunked / plain tok/s");
+        Ratio(results, "train.llama41m.concat-recompute.64+192", "train.llama41m.plain-recompute.64+192", "peak_rss_mib", "chunked / plain peak RSS, recomputed activations");
+        Ratio(results, "train.llama41m.concat-recompute.64+192", "train.llama41m.concat.64+192", "peak_rss_mib", "recomputed / stored activations peak RSS (chunked)");
+        Ratio(results, "train.llama41m.concat-recompute.64+192", "train.llama41m.concat.64+192", "value", "recomputed / stored activations tok/s (chunked)");
         Ratio(results, "train.stories260K.concat.64+192", "train.stories260K.plain.64+192", "value", "stories260K chunked / plain tok/s");
         foreach (var shape in new[] { "170+86", "128+128", "64+192" })
             Ratio(results, $"train.llama41m.shared.{shape}", $"train.llama41m.concat.{shape}", "value", $"shared / concat tok/s at {shape}");

@@ -104,7 +104,7 @@ internal static class Scenarios
 
     /// <summary>ORPO training steps through <see cref="OrpoTrainer"/> (forward + backward + AdamW), timed after warm-up.</summary>
     public static JsonObject Train(string modelName, int prompt, int response, int pairsPerStep, int warmup, int steps,
-        bool sharedPrompt, int chunkRows)
+        bool sharedPrompt, int chunkRows, bool recompute = false)
     {
         using var model = BenchModels.Load(modelName);
         long parameters = BenchModels.ParameterCount(model);
@@ -113,7 +113,7 @@ internal static class Scenarios
         {
             Lambda = 0.1, LearningRate = 1e-4, BatchSize = pairsPerStep, Epochs = 1, Shuffle = false, GroupByLength = false,
             MaxLength = prompt + response, MaxPromptLength = prompt, CheckpointDirectory = null,
-            SharedPromptForward = sharedPrompt, LogitsChunkRows = chunkRows,
+            SharedPromptForward = sharedPrompt, LogitsChunkRows = chunkRows, RecomputeActivations = recompute,
         };
         double rssBefore = Memory.RssMiB();
         var history = new OrpoTrainer(model, settings).Train(pairs);
@@ -132,7 +132,7 @@ internal static class Scenarios
             ["steps"] = measured.Count, ["step_s"] = Math.Round(seconds / measured.Count, 3),
             ["loss_first"] = Math.Round(history[0].Loss, 5), ["loss_last"] = Math.Round(history[^1].Loss, 5),
             ["peak_rss_mib"] = Math.Round(Memory.PeakRssMiB(), 1), ["rss_before_mib"] = Math.Round(rssBefore, 1),
-            ["shared_prompt"] = sharedPrompt, ["logits_chunk_rows"] = chunkRows,
+            ["shared_prompt"] = sharedPrompt, ["logits_chunk_rows"] = chunkRows, ["recompute_activations"] = recompute,
         };
     }
 

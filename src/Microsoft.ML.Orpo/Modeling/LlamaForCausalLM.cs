@@ -214,8 +214,11 @@ internal sealed class LlamaDecoderLayer : nn.Module
 
     public Tensor Forward(Tensor x, Tensor cos, Tensor sin, Tensor? mask, KeyValueCache? cache) // (B, T, D)
     {
+        // Autograd keeps what the backward pass needs; the layer's other temporaries are released here, not at the
+        // end of the whole forward pass (lower peak training memory).
+        using var scope = NewDisposeScope();
         var h = x + self_attn.Forward(input_layernorm.forward(x), cos, sin, mask, cache);
-        return h + mlp.forward(post_attention_layernorm.forward(h));
+        return (h + mlp.forward(post_attention_layernorm.forward(h))).MoveToOuterDisposeScope();
     }
 }
 
@@ -237,10 +240,11 @@ internal sealed class LlamaModel : nn.Module
     public Parameter EmbeddingWeight => embed_tokens.weight!;
 
     /// <summary>(B, T) ids -> (B, T, D) final hidden states.</summary>
-    public Tensor Forward(Tensor inputIds, Tensor cos, Tensor sin, Tensor? mask, KeyValueCache? cache)
+    public Tensor Forward(Tensor inputIds, Tensor cos, Tensor sin, Tensor? mask, KeyValueCache? cache, bool recompute)
     {
         var h = embed_tokens.forward(inputIds);
-        foreach (var layer in layers) h = layer.Forward(h, cos, sin, mask, cache);
+        foreach (var layer in layers)
+            h = recompute ? RecomputedLayer.Apply(layer, h, cos, sin, mask) : layer.Forward(h, cos, sin, mask, cache);
         return norm.forward(h);
     }
 }
@@ -269,8 +273,11 @@ internal sealed class LlamaForCausalLM : nn.Module
     /// <summary>
     /// Final hidden states (B, T, D). <paramref name="positionIds"/> (B, T) defaults to 0..T-1 after the cache;
     /// <paramref name="mask"/> is an additive (B, 1, T, S) mask, null meaning causal over the T new tokens.
+    /// <paramref name="recomputeActivations"/> trades compute for training memory: while gradients are recorded (and
+    /// no cache is used) each layer keeps only its input and recomputes the rest in the backward pass (<see cref="RecomputedLayer"/>).
     /// </summary>
-    public Tensor HiddenStates(Tensor inputIds, Tensor? positionIds = null, Tensor? mask = null, KeyValueCache? cache = null)
+    public Tensor HiddenStates(Tensor inputIds, Tensor? positionIds = null, Tensor? mask = null, KeyValueCache? cache = null,
+        bool recomputeActivations = false)
     {
         long b = inputIds.shape[0], t = inputIds.shape[1];
         long start = cache?.Length ?? 0;
@@ -281,7 +288,8 @@ internal sealed class LlamaForCausalLM : nn.Module
         using var scope = NewDisposeScope();
         positionIds ??= arange(start, start + t, dtype: ScalarType.Int64, device: inputIds.device).unsqueeze(0).expand(b, t);
         var (cos, sin) = rotary.CosSin(positionIds, LmHeadWeight.dtype);
-        var hidden = model.Forward(inputIds, cos, sin, mask, cache);
+        bool recompute = recomputeActivations && cache is null && is_grad_enabled();
+        var hidden = model.Forward(inputIds, cos, sin, mask, cache, recompute);
         if (cache is not null) cache.Length = start + t;
         return hidden.MoveToOuterDisposeScope();
     }

@@ -47,13 +47,11 @@ internal static class OrpoObjective
         double stepNllTokens, double stepPairs, double lambda)
     {
         using var scope = NewDisposeScope();
-        var logOdds = LogOddsRatio(chosenLogp, rejectedLogp);                  // (B)
-        var logSigmoid = F.logsigmoid(logOdds);                                 // (B)
-        var nll = nllSum / stepNllTokens;
-        var oddsRatioLoss = logSigmoid.sum().neg() / stepPairs;
-        var loss = nll + oddsRatioLoss * lambda;
+        var loss = LossValue(chosenLogp, rejectedLogp, nllSum, stepNllTokens, stepPairs, lambda);
 
         using var noGrad = no_grad();
+        var logOdds = LogOddsRatio(chosenLogp, rejectedLogp);                  // (B)
+        var logSigmoid = F.logsigmoid(logOdds);                                 // (B)
         var statistics = new OrpoBatchStatistics
         {
             Pairs = chosenLogp.shape[0],
@@ -66,6 +64,18 @@ internal static class OrpoObjective
             CorrectCount = (chosenLogp > rejectedLogp).sum().ToDouble(),
         };
         return new OrpoLossTerms(loss.MoveToOuterDisposeScope(), statistics);
+    }
+
+    /// <summary>
+    /// Eq. 6-7's value alone: sum(token NLL) / stepNllTokens + lambda * sum(-log sigmoid(log odds)) / stepPairs.
+    /// A sum of per-pair terms, so any subset of pairs can be evaluated on its own (<see cref="FusedOrpoLoss"/>).
+    /// </summary>
+    public static Tensor LossValue(Tensor chosenLogp, Tensor rejectedLogp, Tensor nllSum, double stepNllTokens,
+        double stepPairs, double lambda)
+    {
+        using var scope = NewDisposeScope();
+        var oddsRatioLoss = F.logsigmoid(LogOddsRatio(chosenLogp, rejectedLogp)).sum().neg() / stepPairs;
+        return (nllSum / stepNllTokens + oddsRatioLoss * lambda).MoveToOuterDisposeScope();
     }
 }
 

@@ -7,20 +7,55 @@ namespace Microsoft.ML.Orpo.Training;
 internal static class PreferenceForward
 {
     public static OrpoLossTerms Loss(LlamaForCausalLM network, PreferenceBatch batch, double lambda,
-        double stepNllTokens, double stepPairs, int logitsChunkRows = 0)
+        double stepNllTokens, double stepPairs, int logitsChunkRows = 0, bool recomputeActivations = false)
     {
         using var scope = NewDisposeScope();
-        var (chosen, rejected, nllSum) = Score(network, batch, logitsChunkRows);
+        if (logitsChunkRows > 0 && is_grad_enabled() && network.LmHeadWeight.requires_grad)
+        {
+            long steps = batch.Targets.shape[1];
+            var hidden = network.HiddenStates(batch.InputIds, recomputeActivations: recomputeActivations).narrow(1, 0, steps); // (2B, L-1, D)
+            var scored = batch.ResponseMask.clone();
+            scored.narrow(0, 0, batch.Pairs).add_(batch.NllMask);
+            var index = scored.reshape(-1).nonzero().squeeze(1);                                   // (N)
+            using var rows = ScoredRows.Create(index, batch.Targets.reshape(-1).index_select(0, index),
+                index.div(steps, rounding_mode: RoundingMode.floor), batch.ResponseMask.reshape(-1).index_select(0, index) > 0, batch.Pairs);
+            return Fused(network, hidden.reshape(-1, hidden.shape[^1]), rows, batch.ResponseMask.sum(1), batch.NllTokens,
+                new OrpoLossScale(stepNllTokens, stepPairs, lambda), logitsChunkRows);
+        }
+        var (chosen, rejected, nllSum) = Score(network, batch, logitsChunkRows, recomputeActivations);
         var terms = OrpoObjective.Loss(chosen, rejected, nllSum, batch.NllTokens, stepNllTokens, stepPairs, lambda);
         return terms with { Loss = terms.Loss.MoveToOuterDisposeScope() };
     }
 
+    /// <summary>
+    /// The loss through <see cref="FusedOrpoLoss"/> (training with the chunked LM head), with the same statistics as
+    /// <see cref="OrpoObjective.Loss"/>. <paramref name="responseCounts"/> is (2B): chosen rows, then rejected.
+    /// </summary>
+    private static OrpoLossTerms Fused(LlamaForCausalLM network, Tensor hidden, ScoredRows rows, Tensor responseCounts,
+        double nllTokens, OrpoLossScale scale, int logitsChunkRows)
+    {
+        long b = rows.Pairs;
+        var (loss, sums) = FusedOrpoLoss.Compute(hidden, network.LmHeadWeight, rows, scale, logitsChunkRows); // sums (B, 3)
+        var chosen = sums.select(1, ScoredRows.ChosenResponse) / responseCounts.narrow(0, 0, b);
+        var rejected = sums.select(1, ScoredRows.RejectedResponse) / responseCounts.narrow(0, b, b);
+        var nllSum = (sums.select(1, ScoredRows.ChosenResponse).sum() + sums.select(1, ScoredRows.PromptNll).sum()).neg();
+        var statistics = OrpoObjective.Loss(chosen, rejected, nllSum, nllTokens, scale.StepNllTokens, scale.StepPairs, scale.Lambda).Statistics;
+        return new OrpoLossTerms(loss.MoveToOuterDisposeScope(), statistics);
+    }
+
     /// <summary>The ORPO loss of a shared-prompt batch (same value and gradients as the concatenated layout).</summary>
     public static OrpoLossTerms Loss(LlamaForCausalLM network, SharedPromptBatch batch, double lambda,
-        double stepNllTokens, double stepPairs, int logitsChunkRows = 0)
+        double stepNllTokens, double stepPairs, int logitsChunkRows = 0, bool recomputeActivations = false)
     {
         using var scope = NewDisposeScope();
-        var (chosen, rejected, nllSum) = Score(network, batch, logitsChunkRows);
+        if (logitsChunkRows > 0 && is_grad_enabled() && network.LmHeadWeight.requires_grad)
+        {
+            var hidden = SharedHiddenStates(network, batch, recomputeActivations);                      // (B, L, D)
+            using var rows = ScoredRows.Create(batch.Sources, batch.Targets, batch.Rows, batch.ResponseMask > 0, batch.Pairs);
+            return Fused(network, hidden.reshape(-1, hidden.shape[^1]), rows, batch.ResponseCounts, batch.NllTokens,
+                new OrpoLossScale(stepNllTokens, stepPairs, lambda), logitsChunkRows);
+        }
+        var (chosen, rejected, nllSum) = Score(network, batch, logitsChunkRows, recomputeActivations);
         var terms = OrpoObjective.Loss(chosen, rejected, nllSum, batch.NllTokens, stepNllTokens, stepPairs, lambda);
         return terms with { Loss = terms.Loss.MoveToOuterDisposeScope() };
     }
@@ -35,19 +70,21 @@ internal static class PreferenceForward
         if (settings.SharedPromptForward)
         {
             using var shared = SharedPromptBatch.Create(pairs, settings.IncludePromptInNll, device);
-            return (Loss(network, shared, settings.Lambda, stepNllTokens, stepPairs, settings.LogitsChunkRows), shared.EquivalentTokens);
+            return (Loss(network, shared, settings.Lambda, stepNllTokens, stepPairs, settings.LogitsChunkRows,
+                settings.RecomputeActivations), shared.EquivalentTokens);
         }
         using var batch = PreferenceBatch.Create(pairs, settings.IncludePromptInNll, device);
-        return (Loss(network, batch, settings.Lambda, stepNllTokens, stepPairs, settings.LogitsChunkRows), batch.RealTokens);
+        return (Loss(network, batch, settings.Lambda, stepNllTokens, stepPairs, settings.LogitsChunkRows,
+            settings.RecomputeActivations), batch.RealTokens);
     }
 
     /// <summary>Mean response log-probabilities of chosen (B) and rejected (B) rows, and the summed chosen NLL.</summary>
     public static (Tensor ChosenLogp, Tensor RejectedLogp, Tensor NllSum) Score(LlamaForCausalLM network, PreferenceBatch batch,
-        int logitsChunkRows = 0)
+        int logitsChunkRows = 0, bool recomputeActivations = false)
     {
         using var scope = NewDisposeScope();
         long b = batch.Pairs, steps = batch.Targets.shape[1];
-        var hidden = network.HiddenStates(batch.InputIds).narrow(1, 0, steps);         // (2B, L-1, D)
+        var hidden = network.HiddenStates(batch.InputIds, recomputeActivations: recomputeActivations).narrow(1, 0, steps);        // (2B, L-1, D)
         var tokenLogp = logitsChunkRows > 0
             ? ScoredTokenLogProbs(network, hidden, batch, logitsChunkRows)
             : TokenLogProbs(network, hidden, batch.Targets);                            // (2B, L-1)
@@ -78,13 +115,11 @@ internal static class PreferenceForward
     /// shared-prompt batch: one prompt per pair, only scored predictions through the LM head.
     /// </summary>
     public static (Tensor ChosenLogp, Tensor RejectedLogp, Tensor NllSum) Score(LlamaForCausalLM network, SharedPromptBatch batch,
-        int logitsChunkRows = 0)
+        int logitsChunkRows = 0, bool recomputeActivations = false)
     {
         using var scope = NewDisposeScope();
         long b = batch.Pairs;
-        var dtype = network.LmHeadWeight.dtype;
-        var mask = batch.Mask.dtype == dtype ? batch.Mask : batch.Mask.to_type(dtype);
-        var hidden = network.HiddenStates(batch.InputIds, batch.PositionIds, mask);            // (B, L, D)
+        var hidden = SharedHiddenStates(network, batch, recomputeActivations);                 // (B, L, D)
         var scored = hidden.reshape(-1, hidden.shape[^1]).index_select(0, batch.Sources);      // (N, D)
         var tokenLogp = TokenLogProbs(network, scored, batch.Targets, logitsChunkRows);        // (N)
         var rowSums = zeros(2 * b, tokenLogp.dtype, tokenLogp.device).index_add(0, batch.Rows, tokenLogp * batch.ResponseMask, 1);
@@ -92,6 +127,13 @@ internal static class PreferenceForward
         var nllSum = (tokenLogp * batch.NllMask).sum().neg();
         return (meanLogp.narrow(0, 0, b).MoveToOuterDisposeScope(), meanLogp.narrow(0, b, b).MoveToOuterDisposeScope(),
             nllSum.MoveToOuterDisposeScope());
+    }
+
+    private static Tensor SharedHiddenStates(LlamaForCausalLM network, SharedPromptBatch batch, bool recomputeActivations)
+    {
+        var dtype = network.LmHeadWeight.dtype;
+        var mask = batch.Mask.dtype == dtype ? batch.Mask : batch.Mask.to_type(dtype);
+        return network.HiddenStates(batch.InputIds, batch.PositionIds, mask, recomputeActivations: recomputeActivations); // (B, L, D)
     }
 
     /// <summary>

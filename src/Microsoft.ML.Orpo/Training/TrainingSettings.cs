@@ -39,12 +39,18 @@ internal sealed record TrainingSettings
     /// </summary>
     public bool SharedPromptForward { get; init; }
     /// <summary>
-    /// Performance switch: rows of the LM head computed at once by <see cref="ChunkedLogProbs"/>, which never holds the
-    /// full (rows x vocabulary) logits and sends only scored predictions through the LM head; 0 computes the logits
-    /// of every position in one piece (the plain path). On by default: same loss and gradients up to float rounding
-    /// (tested), less peak memory and faster (benchmarks/README.md).
+    /// Performance switch: rows of the LM head computed at once. Training uses <see cref="FusedOrpoLoss"/> (LM head and
+    /// loss together, gradients produced in the forward pass, chunks of whole pairs), evaluation
+    /// <see cref="ChunkedLogProbs"/>; neither holds the full (rows x vocabulary) logits, and only scored predictions go
+    /// through the LM head. 0 computes the logits of every position in one piece (the plain path). On by default: same
+    /// loss and gradients up to float rounding (tested), less peak memory and faster (benchmarks/README.md).
     /// </summary>
     public int LogitsChunkRows { get; init; } = DefaultLogitsChunkRows;
+    /// <summary>
+    /// Memory switch: each decoder layer's activations are recomputed in the backward pass instead of kept
+    /// (<see cref="RecomputedLayer"/>); same loss and gradients, about one more forward pass of compute.
+    /// </summary>
+    public bool RecomputeActivations { get; init; }
 
     /// <summary>256 rows x 32000 vocabulary = 33 MB of float32 logits per chunk.</summary>
     public const int DefaultLogitsChunkRows = 256;
@@ -127,6 +133,7 @@ internal sealed record TrainingSettings
             PromptTemplate = options.PromptTemplate,
             TruncateLongPrompts = options.TruncateLongPrompts,
             SharedPromptForward = options.SharedPromptForward,
+            RecomputeActivations = options.RecomputeActivations,
             ValidationInterval = options.ValidationInterval,
             CheckpointDirectory = options.CheckpointDirectory,
             CheckpointInterval = options.CheckpointInterval,

@@ -7,7 +7,7 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Orpo.Tests.Performance;
 
 /// <summary>
-/// Each performance switch (chunked LM head + log-probs, shared-prompt packing) must give the plain concatenated
+/// Each performance switch (chunked LM head + log-probs, shared-prompt packing, recomputed activations) must give the plain concatenated
 /// path's loss and gradients: these are correctness guards, not timings.
 /// </summary>
 [TestClass]
@@ -51,6 +51,45 @@ public sealed class PerformancePathEquivalenceTests
         AssertSameAsPlain(new TrainingSettings { Lambda = 0.5, IncludePromptInNll = includePromptInNll, LogitsChunkRows = chunkRows });
 
     [TestMethod]
+    [DataRow(false, 0, DisplayName = "recomputed activations")]
+    [DataRow(true, 64, DisplayName = "recomputed activations, shared prompt + chunked logits")]
+    public void RecomputedActivationsEqualStoredLossAndGradients(bool sharedPrompt, int chunkRows) =>
+        AssertSameAsPlain(new TrainingSettings { Lambda = 0.5, RecomputeActivations = true, SharedPromptForward = sharedPrompt, LogitsChunkRows = chunkRows });
+
+    [TestMethod]
+    public void RecomputedActivationsTrainBitIdenticalWeights()
+    {
+        // The recomputed layer runs the same operations on the same inputs, so training is not merely close but
+        // identical; that is why a checkpoint may be resumed with the switch changed (it is not in the fingerprint).
+        using var storedModel = TrainingFixtures.LoadModel();
+        using var recomputedModel = TrainingFixtures.LoadModel();
+        var pairs = TrainingFixtures.TrainPairs(storedModel, 8);
+        var settings = TrainingFixtures.Plain(batchSize: 4, learningRate: 1e-3);
+        new OrpoTrainer(storedModel, settings).Train(pairs);
+        new OrpoTrainer(recomputedModel, settings with { RecomputeActivations = true }).Train(pairs);
+        Assert.AreEqual(0.0, TrainingFixtures.MaxDifference(TrainingFixtures.Snapshot(storedModel), TrainingFixtures.Snapshot(recomputedModel)));
+        Assert.AreEqual(CheckpointStore.Fingerprint(settings, pairs), CheckpointStore.Fingerprint(settings with { RecomputeActivations = true }, pairs));
+    }
+
+    [TestMethod]
+    public void RecomputedForwardEqualsStoredForwardAndIsOffWithoutGradients()
+    {
+        using var model = TrainingFixtures.LoadModel();
+        model.Network.train();
+        using var scope = NewDisposeScope();
+        var ids = tensor(new long[] { 1, 5, 6, 7, 8 }).view(1, 5);
+        var stored = model.Network.HiddenStates(ids);
+        var recomputed = model.Network.HiddenStates(ids, recomputeActivations: true);
+        Assert.AreEqual(0, (stored - recomputed).abs().max().ToDouble(), 0.0, "same forward values");
+        using (no_grad())
+        {
+            var noGraph = model.Network.HiddenStates(ids, recomputeActivations: true);
+            Assert.IsFalse(noGraph.requires_grad, "without gradients the plain forward runs");
+        }
+        Assert.IsTrue(recomputed.requires_grad);
+    }
+
+    [TestMethod]
     public void SharedPromptBatchRestartsRejectedPositionsAndHidesChosenTokens()
     {
         var pair = new EncodedPair(new[] { 1, 5, 6 }, new[] { 7, 8, 2 }, new[] { 9, 2 });
@@ -76,7 +115,7 @@ public sealed class PerformancePathEquivalenceTests
         var pairs = TrainingFixtures.TrainPairs(plainModel, 8);
         var settings = TrainingFixtures.Plain(batchSize: 4, learningRate: 1e-4);
         var plain = new OrpoTrainer(plainModel, settings).Train(pairs);
-        var fast = new OrpoTrainer(fastModel, settings with { SharedPromptForward = true, LogitsChunkRows = 100 }).Train(pairs);
+        var fast = new OrpoTrainer(fastModel, settings with { SharedPromptForward = true, LogitsChunkRows = 100, RecomputeActivations = true }).Train(pairs);
         for (int i = 0; i < plain.Count; i++)
         {
             Assert.AreEqual(plain[i].Loss, fast[i].Loss, Tolerance, $"loss of step {i + 1}");
@@ -100,7 +139,7 @@ public sealed class PerformancePathEquivalenceTests
     {
         using var model = TrainingFixtures.LoadModel();
         var pairs = TrainingFixtures.TrainPairs(model, 5); // different lengths: padding in both layouts
-        var plain = fast with { SharedPromptForward = false, LogitsChunkRows = 0 };
+        var plain = fast with { SharedPromptForward = false, LogitsChunkRows = 0, RecomputeActivations = false };
         double nllTokens = pairs.Sum(p => fast.IncludePromptInNll ? p.PromptIds.Count + p.ChosenIds.Count - 1.0 : p.ChosenIds.Count);
         var (plainLoss, plainStats, plainGrads) = LossAndGradients(model, pairs, plain, nllTokens);
         var (fastLoss, fastStats, fastGrads) = LossAndGradients(model, pairs, fast, nllTokens);

@@ -1,0 +1,56 @@
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Orpo.Modeling;
+
+/// <summary>
+/// Activation recomputation ("gradient checkpointing"): a decoder layer runs its forward without recording a graph
+/// and keeps only its input; the backward pass runs the layer again with gradients on and backpropagates through that
+/// one-layer graph, which also accumulates the layer's parameter gradients. Peak training memory then holds one
+/// layer's activations instead of all of them, for one extra layer forward per layer. The layers are deterministic
+/// (no dropout), so the recomputed graph is the original one.
+/// </summary>
+internal static class RecomputedLayer
+{
+    /// <summary>(B, T, D) -> (B, T, D), the same values and gradients as <c>layer.Forward(x, cos, sin, mask, null)</c>.</summary>
+    public static Tensor Apply(LlamaDecoderLayer layer, Tensor x, Tensor cos, Tensor sin, Tensor? mask) =>
+        RecomputedLayerFunction.apply(x, layer, cos, sin, mask!);
+}
+
+/// <summary>The autograd node behind <see cref="RecomputedLayer.Apply"/>.</summary>
+internal sealed class RecomputedLayerFunction : autograd.SingleTensorFunction<RecomputedLayerFunction>
+{
+    public override string Name => "RecomputedLayer";
+
+    public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+    {
+        var x = (Tensor)vars[0];
+        var mask = (Tensor?)vars[4];
+        // Saved through autograd, not as managed references: the caller disposes its cos/sin/mask handles when the
+        // forward's dispose scope ends, long before the backward pass.
+        var saved = new List<Tensor> { x, (Tensor)vars[2], (Tensor)vars[3] };
+        if (mask is not null) saved.Add(mask);
+        ctx.save_for_backward(saved);
+        ctx.save_data("layer", vars[1]);
+        // Without a graph nothing keeps the layer's intermediates alive except their managed handles: release them now.
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        return ((LlamaDecoderLayer)vars[1]).Forward(x, (Tensor)vars[2], (Tensor)vars[3], (Tensor?)vars[4], null).MoveToOuterDisposeScope();
+    }
+
+    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad_output)
+    {
+        var saved = ctx.get_saved_variables();
+        var layer = (LlamaDecoderLayer)ctx.get_data("layer");
+        Tensor gradInput;
+        using (var scope = NewDisposeScope())
+        using (enable_grad())
+        {
+            var input = saved[0].detach().requires_grad_(true);
+            var output = layer.Forward(input, saved[1], saved[2], saved.Count > 3 ? saved[3] : null, null);
+            output.backward(new[] { grad_output });
+            gradInput = input.grad!.MoveToOuterDisposeScope();
+        }
+        foreach (var t in saved) t.Dispose();
+        return new List<Tensor> { gradInput, null!, null!, null!, null! };
+    }
+}
