@@ -82,9 +82,7 @@ internal static class PreferenceForward
     {
         using var scope = NewDisposeScope();
         long b = batch.Pairs;
-        var dtype = network.LmHeadWeight.dtype;
-        var mask = batch.Mask.dtype == dtype ? batch.Mask : batch.Mask.to_type(dtype);
-        var hidden = network.HiddenStates(batch.InputIds, batch.PositionIds, mask);            // (B, L, D)
+        var hidden = network.HiddenStates(batch.InputIds, batch.PositionIds, sharedPrefix: batch.Attention); // (B, L, D)
         var scored = hidden.reshape(-1, hidden.shape[^1]).index_select(0, batch.Sources);      // (N, D)
         var tokenLogp = TokenLogProbs(network, scored, batch.Targets, logitsChunkRows);        // (N)
         var rowSums = zeros(2 * b, tokenLogp.dtype, tokenLogp.device).index_add(0, batch.Rows, tokenLogp * batch.ResponseMask, 1);
