@@ -23,9 +23,9 @@ if (options.Scenario is not null)
     return 0;
 }
 
-// Profiles run only when named.
+// Profiles and interleaved A/B runs run only when named.
 var plans = Plan.All(options.Quick).Where(p => options.Only.Count == 0
-    ? !p.Name.StartsWith("profile", StringComparison.Ordinal)
+    ? !p.Name.StartsWith("profile", StringComparison.Ordinal) && !p.Name.StartsWith("ab.", StringComparison.Ordinal)
     : options.Only.Any(o => p.Name.Contains(o, StringComparison.Ordinal))).ToList();
 if (options.List) { foreach (var p in plans) Console.WriteLine(p.Name); return 0; }
 var results = new List<JsonObject>();
@@ -101,12 +101,17 @@ internal sealed record Plan(string Name, Func<JsonObject> Run)
         yield return new("train.llama41m.shared.128+128", () => Scenarios.Train("llama41m", 128, 128, 4, 1, 1, true, chunk));
         yield return new("train.llama41m.concat.170+86", () => Scenarios.Train("llama41m", 170, 86, 4, 1, 1, false, chunk));
         yield return new("train.llama41m.shared.170+86", () => Scenarios.Train("llama41m", 170, 86, 4, 1, 1, true, chunk));
+        // Interleaved A/B in one process: shared-prompt over concatenated tok/s (median of per-round ratios).
+        foreach (var (p, r) in new[] { (170, 86), (128, 128), (64, 192) })
+            yield return new($"ab.llama41m.shared-vs-concat.{p}+{r}", () => Interleaved.SharedVersusConcat("llama41m", p, r, 4, quick ? 3 : 6));
         yield return new("profile.stories260K", () => Profile.Step("stories260K", 64, 192, 4, 3, false, 0));
         yield return new("profile.llama41m", () => Profile.Step("llama41m", 64, 192, 4, 1, false, 0));
         yield return new("profile.llama41m.chunked", () => Profile.Step("llama41m", 64, 192, 4, 1, false, chunk));
         yield return new("profile.attention.stories", () => AttentionProfile.Run(8, 8, 256, 8));
         yield return new("profile.attention.llama41m", () => AttentionProfile.Run(8, 8, 256, 64));
         yield return new("profile.losshead.llama41m", () => LossHeadProfile.Run(quick ? 2 : 5));
+        foreach (var (p, r) in new[] { (170, 86), (128, 128), (64, 192) })
+            yield return new($"profile.attention.shared.{p}+{r}", () => SharedAttentionProfile.Run(p, r, 4, 8, 64, quick ? 5 : 11));
         yield return new("profile.pieces.stories260K", () => PieceProfile.Run("stories260K"));
         int n = quick ? 64 : 256;
         foreach (var model in new[] { "stories260K", "llama41m" })
@@ -134,7 +139,9 @@ internal static class Summary
             double value = r["value"]!.GetValue<double>();
             double model = r["model_gflops"]?.GetValue<double>() ?? double.NaN;
             double rss = r["peak_rss_mib"]?.GetValue<double>() ?? double.NaN;
-            string unit = ((string?)r["metric"])?.StartsWith("train", StringComparison.Ordinal) == true ? "tok/s" : "new tok/s";
+            string metric = (string?)r["metric"] ?? "";
+            string unit = metric.StartsWith("train", StringComparison.Ordinal) ? "tok/s"
+                : metric.StartsWith("gen", StringComparison.Ordinal) ? "new tok/s" : metric.Contains("_over_", StringComparison.Ordinal) ? "ratio" : "";
             Console.WriteLine($"{r["scenario"],-42} {value,12:F1} {unit,-10} {model / peak,7:P1} {rss,13:F0}");
         }
         // Ratios inside this run.

@@ -159,7 +159,8 @@ internal sealed class LlamaAttention : nn.Module
     /// <param name="sin">(B, 1, T, d)</param>
     /// <param name="mask">Additive (B, 1, T, S) mask, or null for plain causal attention over T = S.</param>
     /// <param name="cache">Key/value cache, or null.</param>
-    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, Tensor? mask, KeyValueCache? cache)
+    /// <param name="sharedPrefix">Rows packed as [prefix | continuations]: each continuation attends [prefix | itself], or null.</param>
+    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, Tensor? mask, KeyValueCache? cache, SharedPrefixAttention? sharedPrefix)
     {
         long b = x.shape[0], t = x.shape[1];
         var q = q_proj.forward(x).view(b, t, heads, headDim).transpose(1, 2);     // (B, H, T, d)
@@ -173,6 +174,7 @@ internal sealed class LlamaAttention : nn.Module
             k = k.repeat_interleave(heads / kvHeads, dim: 1);                      // (B, H, S, d)
             v = v.repeat_interleave(heads / kvHeads, dim: 1);
         }
+        if (sharedPrefix is not null) return o_proj.forward(sharedPrefix.Attend(q, k, v)); // (B, T, D)
         var y = mask is null
             ? F.scaled_dot_product_attention(q, k, v, is_casual: true)
             : F.scaled_dot_product_attention(q, k, v, attn_mask: mask);          // (B, H, T, d)
@@ -212,12 +214,12 @@ internal sealed class LlamaDecoderLayer : nn.Module
         RegisterComponents();
     }
 
-    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, Tensor? mask, KeyValueCache? cache) // (B, T, D)
+    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, Tensor? mask, KeyValueCache? cache, SharedPrefixAttention? sharedPrefix) // (B, T, D)
     {
         // Autograd keeps what the backward pass needs; the layer's other temporaries are released here, not at the
         // end of the whole forward pass (lower peak training memory).
         using var scope = NewDisposeScope();
-        var h = x + self_attn.Forward(input_layernorm.forward(x), cos, sin, mask, cache);
+        var h = x + self_attn.Forward(input_layernorm.forward(x), cos, sin, mask, cache, sharedPrefix);
         return (h + mlp.forward(post_attention_layernorm.forward(h))).MoveToOuterDisposeScope();
     }
 }
@@ -240,11 +242,12 @@ internal sealed class LlamaModel : nn.Module
     public Parameter EmbeddingWeight => embed_tokens.weight!;
 
     /// <summary>(B, T) ids -> (B, T, D) final hidden states.</summary>
-    public Tensor Forward(Tensor inputIds, Tensor cos, Tensor sin, Tensor? mask, KeyValueCache? cache, bool recompute)
+    public Tensor Forward(Tensor inputIds, Tensor cos, Tensor sin, Tensor? mask, KeyValueCache? cache,
+        SharedPrefixAttention? sharedPrefix, bool recompute)
     {
         var h = embed_tokens.forward(inputIds);
         foreach (var layer in layers)
-            h = recompute ? RecomputedLayer.Apply(layer, h, cos, sin, mask) : layer.Forward(h, cos, sin, mask, cache);
+            h = recompute ? RecomputedLayer.Apply(layer, h, cos, sin, mask, sharedPrefix) : layer.Forward(h, cos, sin, mask, cache, sharedPrefix);
         return norm.forward(h);
     }
 }
@@ -272,24 +275,28 @@ internal sealed class LlamaForCausalLM : nn.Module
 
     /// <summary>
     /// Final hidden states (B, T, D). <paramref name="positionIds"/> (B, T) defaults to 0..T-1 after the cache;
-    /// <paramref name="mask"/> is an additive (B, 1, T, S) mask, null meaning causal over the T new tokens.
+    /// <paramref name="mask"/> is an additive (B, 1, T, S) mask, null meaning causal over the T new tokens;
+    /// <paramref name="sharedPrefix"/> (no mask, no cache) runs attention per [prefix | continuation] of packed rows.
     /// <paramref name="recomputeActivations"/> trades compute for training memory: while gradients are recorded (and
     /// no cache is used) each layer keeps only its input and recomputes the rest in the backward pass (<see cref="RecomputedLayer"/>).
     /// </summary>
     public Tensor HiddenStates(Tensor inputIds, Tensor? positionIds = null, Tensor? mask = null, KeyValueCache? cache = null,
-        bool recomputeActivations = false)
+        SharedPrefixAttention? sharedPrefix = null, bool recomputeActivations = false)
     {
         long b = inputIds.shape[0], t = inputIds.shape[1];
         long start = cache?.Length ?? 0;
-        if (Config.SlidingWindow is int window && start + t > window)
-            throw new NotSupportedException($"Sequence length {start + t} exceeds the model's sliding window {window}; sliding-window attention is not implemented.");
+        long attended = sharedPrefix?.VirtualLength ?? start + t; // the longest sequence any token attends over
+        if (Config.SlidingWindow is int window && attended > window)
+            throw new NotSupportedException($"Sequence length {attended} exceeds the model's sliding window {window}; sliding-window attention is not implemented.");
         if (cache is not null && cache.Length > 0 && mask is null)
             throw new ArgumentException("Decoding with a non-empty cache needs an explicit attention mask.", nameof(mask));
+        if (sharedPrefix is not null && (mask is not null || cache is not null))
+            throw new ArgumentException("Shared-prefix attention takes neither a mask nor a cache.", nameof(sharedPrefix));
         using var scope = NewDisposeScope();
         positionIds ??= arange(start, start + t, dtype: ScalarType.Int64, device: inputIds.device).unsqueeze(0).expand(b, t);
         var (cos, sin) = rotary.CosSin(positionIds, LmHeadWeight.dtype);
         bool recompute = recomputeActivations && cache is null && is_grad_enabled();
-        var hidden = model.Forward(inputIds, cos, sin, mask, cache, recompute);
+        var hidden = model.Forward(inputIds, cos, sin, mask, cache, sharedPrefix, recompute);
         if (cache is not null) cache.Length = start + t;
         return hidden.MoveToOuterDisposeScope();
     }

@@ -11,9 +11,9 @@ namespace Microsoft.ML.Orpo.Modeling;
 /// </summary>
 internal static class RecomputedLayer
 {
-    /// <summary>(B, T, D) -> (B, T, D), the same values and gradients as <c>layer.Forward(x, cos, sin, mask, null)</c>.</summary>
-    public static Tensor Apply(LlamaDecoderLayer layer, Tensor x, Tensor cos, Tensor sin, Tensor? mask) =>
-        RecomputedLayerFunction.apply(x, layer, cos, sin, mask!);
+    /// <summary>(B, T, D) -> (B, T, D), the same values and gradients as <c>layer.Forward(x, cos, sin, mask, null, sharedPrefix)</c>.</summary>
+    public static Tensor Apply(LlamaDecoderLayer layer, Tensor x, Tensor cos, Tensor sin, Tensor? mask, SharedPrefixAttention? sharedPrefix) =>
+        RecomputedLayerFunction.apply(x, layer, cos, sin, mask!, sharedPrefix!);
 }
 
 /// <summary>The autograd node behind <see cref="RecomputedLayer.Apply"/>.</summary>
@@ -31,26 +31,30 @@ internal sealed class RecomputedLayerFunction : autograd.SingleTensorFunction<Re
         if (mask is not null) saved.Add(mask);
         ctx.save_for_backward(saved);
         ctx.save_data("layer", vars[1]);
+        // The caller disposes its SharedPrefixAttention with its batch, before the backward pass: keep an alias.
+        var sharedPrefix = (SharedPrefixAttention?)vars[5];
+        ctx.save_data("sharedPrefix", sharedPrefix?.Retain()!);
         // Without a graph nothing keeps the layer's intermediates alive except their managed handles: release them now.
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
-        return ((LlamaDecoderLayer)vars[1]).Forward(x, (Tensor)vars[2], (Tensor)vars[3], (Tensor?)vars[4], null).MoveToOuterDisposeScope();
+        return ((LlamaDecoderLayer)vars[1]).Forward(x, (Tensor)vars[2], (Tensor)vars[3], mask, null, sharedPrefix).MoveToOuterDisposeScope();
     }
 
     public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad_output)
     {
         var saved = ctx.get_saved_variables();
         var layer = (LlamaDecoderLayer)ctx.get_data("layer");
+        using var sharedPrefix = (SharedPrefixAttention?)ctx.get_data("sharedPrefix");
         Tensor gradInput;
         using (var scope = NewDisposeScope())
         using (enable_grad())
         {
             var input = saved[0].detach().requires_grad_(true);
-            var output = layer.Forward(input, saved[1], saved[2], saved.Count > 3 ? saved[3] : null, null);
+            var output = layer.Forward(input, saved[1], saved[2], saved.Count > 3 ? saved[3] : null, null, sharedPrefix);
             output.backward(new[] { grad_output });
             gradInput = input.grad!.MoveToOuterDisposeScope();
         }
         foreach (var t in saved) t.Dispose();
-        return new List<Tensor> { gradInput, null!, null!, null!, null! };
+        return new List<Tensor> { gradInput, null!, null!, null!, null!, null! };
     }
 }

@@ -129,12 +129,8 @@ internal static class PreferenceForward
             nllSum.MoveToOuterDisposeScope());
     }
 
-    private static Tensor SharedHiddenStates(LlamaForCausalLM network, SharedPromptBatch batch, bool recomputeActivations)
-    {
-        var dtype = network.LmHeadWeight.dtype;
-        var mask = batch.Mask.dtype == dtype ? batch.Mask : batch.Mask.to_type(dtype);
-        return network.HiddenStates(batch.InputIds, batch.PositionIds, mask, recomputeActivations: recomputeActivations); // (B, L, D)
-    }
+    private static Tensor SharedHiddenStates(LlamaForCausalLM network, SharedPromptBatch batch, bool recomputeActivations) =>
+        network.HiddenStates(batch.InputIds, batch.PositionIds, sharedPrefix: batch.Attention, recomputeActivations: recomputeActivations); // (B, L, D)
 
     /// <summary>
     /// log p(target) per position, without keeping a full-vocabulary log-softmax copy. With

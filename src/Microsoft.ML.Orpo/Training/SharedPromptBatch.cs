@@ -1,24 +1,26 @@
 using TorchSharp;
+using Microsoft.ML.Orpo.Modeling;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Orpo.Training;
 
 /// <summary>
-/// B pairs packed as B rows [prompt | chosen | rejected] (right-padded with id 0), so the prompt is computed once per
-/// pair. The attention mask lets each response see the prompt and its own earlier tokens only (rejected tokens never
-/// see chosen ones), and the rejected segment's positions restart right after the prompt, so every response token
-/// gets exactly the keys, values and rotary positions it has in the concatenated layout of <see cref="PreferenceBatch"/>.
+/// B pairs packed as B rows [prompt | chosen | rejected] (right-padded with id 0), so the projections, MLP and norms
+/// process each prompt once. <see cref="SharedPrefixAttention"/> lets each response attend to the prompt and its own
+/// earlier tokens only (rejected tokens never see chosen ones), and the rejected segment's positions restart right
+/// after the prompt: every token gets exactly the keys, values and rotary positions it has in the concatenated layout
+/// of <see cref="PreferenceBatch"/>.
 /// Only scored predictions go through the LM head: they are listed flat, with the output row (chosen i, rejected B+i)
 /// they belong to.
 /// </summary>
 internal sealed class SharedPromptBatch : IDisposable
 {
-    private SharedPromptBatch(Tensor inputIds, Tensor positionIds, Tensor mask, Tensor sources, Tensor targets, Tensor rows,
+    private SharedPromptBatch(Tensor inputIds, Tensor positionIds, SharedPrefixAttention attention, Tensor sources, Tensor targets, Tensor rows,
         Tensor responseMask, Tensor nllMask, Tensor responseCounts, int pairs, long equivalentTokens, double nllTokens)
     {
         InputIds = inputIds;
         PositionIds = positionIds;
-        Mask = mask;
+        Attention = attention;
         Sources = sources;
         Targets = targets;
         Rows = rows;
@@ -34,8 +36,8 @@ internal sealed class SharedPromptBatch : IDisposable
     public Tensor InputIds { get; }
     /// <summary>(B, L) rotary positions: the rejected segment restarts at the prompt length.</summary>
     public Tensor PositionIds { get; }
-    /// <summary>(B, 1, L, L) additive attention mask.</summary>
-    public Tensor Mask { get; }
+    /// <summary>Attention of [prompt | chosen] (continuation rows 0..B-1) and [prompt | rejected] (B..2B-1).</summary>
+    public SharedPrefixAttention Attention { get; }
     /// <summary>(N) flat index into the (B * L) hidden states of each scored prediction.</summary>
     public Tensor Sources { get; }
     /// <summary>(N) the token each scored prediction predicts.</summary>
@@ -60,7 +62,7 @@ internal sealed class SharedPromptBatch : IDisposable
         int length = pairs.Max(p => p.PromptIds.Count + p.ChosenIds.Count + p.RejectedIds.Count);
         var ids = new long[b * length];
         var positions = new long[b * length];
-        var segment = new byte[b * length]; // 0 padding, 1 prompt, 2 chosen, 3 rejected
+        var segments = new List<(int Prefix, int[] Continuations)>(b);
         var sources = new List<long>();
         var targets = new List<long>();
         var rows = new List<long>();
@@ -86,9 +88,10 @@ internal sealed class SharedPromptBatch : IDisposable
             var (prompt, chosen, rejected) = (pairs[i].PromptIds, pairs[i].ChosenIds, pairs[i].RejectedIds);
             int p = prompt.Count, c = chosen.Count, r = rejected.Count, at = i * length;
             equivalent += 2L * p + c + r;
-            for (int t = 0; t < p; t++) (ids[at + t], positions[at + t], segment[at + t]) = (prompt[t], t, 1);
-            for (int t = 0; t < c; t++) (ids[at + p + t], positions[at + p + t], segment[at + p + t]) = (chosen[t], p + t, 2);
-            for (int t = 0; t < r; t++) (ids[at + p + c + t], positions[at + p + c + t], segment[at + p + c + t]) = (rejected[t], p + t, 3);
+            segments.Add((p, new[] { c, r }));
+            for (int t = 0; t < p; t++) (ids[at + t], positions[at + t]) = (prompt[t], t);
+            for (int t = 0; t < c; t++) (ids[at + p + t], positions[at + p + t]) = (chosen[t], p + t);
+            for (int t = 0; t < r; t++) (ids[at + p + c + t], positions[at + p + c + t]) = (rejected[t], p + t);
             for (int t = p + c + r; t < length; t++) positions[at + t] = t;
 
             // The same predictions as PreferenceBatch, in the same order: prompt (NLL only when asked), then the response.
@@ -98,20 +101,10 @@ internal sealed class SharedPromptBatch : IDisposable
             for (int j = 0; j < r; j++) Score(j == 0 ? at + p - 1 : at + p + c + j - 1, rejected[j], b + i, true, false);
         }
 
-        var seg = tensor(segment, device: device).view(b, length);
-        var query = seg.unsqueeze(2);                                                      // (B, L, 1)
-        var key = seg.unsqueeze(1);                                                        // (B, 1, L)
-        var index = arange(length, device: device);
-        var causal = (index.unsqueeze(0) <= index.unsqueeze(1)).unsqueeze(0);              // (1, L, L): key <= query
-        var allowed = causal & ((key == 1) | (key == query));
-        allowed = allowed | eye(length, dtype: ScalarType.Bool, device: device).unsqueeze(0); // padding sees itself
-        var mask = zeros(allowed.shape, ScalarType.Float32, device).masked_fill(allowed.logical_not(), float.NegativeInfinity).unsqueeze(1);
-        foreach (var t in new[] { seg, query, key, index, causal, allowed }) t.Dispose();
-
         return new SharedPromptBatch(
-            tensor(ids, device: device).view(b, length),
-            tensor(positions, device: device).view(b, length),
-            mask,
+            tensor(ids, new long[] { b, length }, device: device),
+            tensor(positions, new long[] { b, length }, device: device),
+            SharedPrefixAttention.Create(length, segments, device),
             tensor(sources.ToArray(), device: device),
             tensor(targets.ToArray(), device: device),
             tensor(rows.ToArray(), device: device),
@@ -123,7 +116,8 @@ internal sealed class SharedPromptBatch : IDisposable
 
     public void Dispose()
     {
-        foreach (var t in new[] { InputIds, PositionIds, Mask, Sources, Targets, Rows, ResponseMask, NllMask, ResponseCounts })
+        foreach (var t in new[] { InputIds, PositionIds, Sources, Targets, Rows, ResponseMask, NllMask, ResponseCounts })
             t.Dispose();
+        Attention.Dispose();
     }
 }

@@ -35,7 +35,8 @@ internal sealed record TrainingSettings
     public int CheckpointsToKeep { get; init; } = 2;
     /// <summary>
     /// Performance switch: pack each pair as [prompt | chosen | rejected] so the prompt is computed once
-    /// (<see cref="SharedPromptBatch"/>); equal loss and gradients to the concatenated layout up to float rounding.
+    /// (<see cref="SharedPromptBatch"/>, attention by <see cref="Modeling.SharedPrefixAttention"/>); equal loss and
+    /// gradients to the concatenated layout up to float rounding.
     /// </summary>
     public bool SharedPromptForward { get; init; }
     /// <summary>
