@@ -3,54 +3,59 @@ using static TorchSharp.torch;
 
 namespace Microsoft.ML.Orpo.Training;
 
-/// <summary>The ORPO loss of a <see cref="PreferenceBatch"/>: one forward pass over chosen and rejected rows together.</summary>
+/// <summary>
+/// The ORPO loss of a <see cref="PreferenceBatch"/>: one forward pass over chosen and rejected rows together.
+/// <c>matmulType</c> (null: the weights' own type) is the mixed-precision switch: the decoder's Linear layers and
+/// the LM head multiply in it, while log-probabilities and the objective are computed in the weights' type (float32).
+/// </summary>
 internal static class PreferenceForward
 {
     public static OrpoLossTerms Loss(LlamaForCausalLM network, PreferenceBatch batch, double lambda,
-        double stepNllTokens, double stepPairs, int logitsChunkRows = 0)
+        double stepNllTokens, double stepPairs, int logitsChunkRows = 0, ScalarType? matmulType = null)
     {
         using var scope = NewDisposeScope();
-        var (chosen, rejected, nllSum) = Score(network, batch, logitsChunkRows);
+        var (chosen, rejected, nllSum) = Score(network, batch, logitsChunkRows, matmulType);
         var terms = OrpoObjective.Loss(chosen, rejected, nllSum, batch.NllTokens, stepNllTokens, stepPairs, lambda);
         return terms with { Loss = terms.Loss.MoveToOuterDisposeScope() };
     }
 
     /// <summary>The ORPO loss of a shared-prompt batch (same value and gradients as the concatenated layout).</summary>
     public static OrpoLossTerms Loss(LlamaForCausalLM network, SharedPromptBatch batch, double lambda,
-        double stepNllTokens, double stepPairs, int logitsChunkRows = 0)
+        double stepNllTokens, double stepPairs, int logitsChunkRows = 0, ScalarType? matmulType = null)
     {
         using var scope = NewDisposeScope();
-        var (chosen, rejected, nllSum) = Score(network, batch, logitsChunkRows);
+        var (chosen, rejected, nllSum) = Score(network, batch, logitsChunkRows, matmulType);
         var terms = OrpoObjective.Loss(chosen, rejected, nllSum, batch.NllTokens, stepNllTokens, stepPairs, lambda);
         return terms with { Loss = terms.Loss.MoveToOuterDisposeScope() };
     }
 
     /// <summary>
-    /// The loss of one micro-batch of pairs in the layout <paramref name="settings"/> selects, and the tokens it
-    /// stands for (the concatenated layout's count, so throughput is comparable across layouts).
+    /// The loss of one micro-batch of pairs in the layout and precision <paramref name="settings"/> select, and the
+    /// tokens it stands for (the concatenated layout's count, so throughput is comparable across layouts).
     /// </summary>
     public static (OrpoLossTerms Terms, long Tokens) Loss(LlamaForCausalLM network, IReadOnlyList<EncodedPair> pairs,
         TrainingSettings settings, Device device, double stepNllTokens, double stepPairs)
     {
+        var matmulType = settings.Precision.MatmulType();
         if (settings.SharedPromptForward)
         {
             using var shared = SharedPromptBatch.Create(pairs, settings.IncludePromptInNll, device);
-            return (Loss(network, shared, settings.Lambda, stepNllTokens, stepPairs, settings.LogitsChunkRows), shared.EquivalentTokens);
+            return (Loss(network, shared, settings.Lambda, stepNllTokens, stepPairs, settings.LogitsChunkRows, matmulType), shared.EquivalentTokens);
         }
         using var batch = PreferenceBatch.Create(pairs, settings.IncludePromptInNll, device);
-        return (Loss(network, batch, settings.Lambda, stepNllTokens, stepPairs, settings.LogitsChunkRows), batch.RealTokens);
+        return (Loss(network, batch, settings.Lambda, stepNllTokens, stepPairs, settings.LogitsChunkRows, matmulType), batch.RealTokens);
     }
 
     /// <summary>Mean response log-probabilities of chosen (B) and rejected (B) rows, and the summed chosen NLL.</summary>
     public static (Tensor ChosenLogp, Tensor RejectedLogp, Tensor NllSum) Score(LlamaForCausalLM network, PreferenceBatch batch,
-        int logitsChunkRows = 0)
+        int logitsChunkRows = 0, ScalarType? matmulType = null)
     {
         using var scope = NewDisposeScope();
         long b = batch.Pairs, steps = batch.Targets.shape[1];
-        var hidden = network.HiddenStates(batch.InputIds).narrow(1, 0, steps);         // (2B, L-1, D)
+        var hidden = network.HiddenStates(batch.InputIds, matmulType: matmulType).narrow(1, 0, steps);   // (2B, L-1, D)
         var tokenLogp = logitsChunkRows > 0
-            ? ScoredTokenLogProbs(network, hidden, batch, logitsChunkRows)
-            : TokenLogProbs(network, hidden, batch.Targets);                            // (2B, L-1)
+            ? ScoredTokenLogProbs(network, hidden, batch, logitsChunkRows, matmulType)
+            : TokenLogProbs(network, hidden, batch.Targets, 0, matmulType);            // (2B, L-1)
         var meanLogp = (tokenLogp * batch.ResponseMask).sum(1) / batch.ResponseMask.sum(1);  // (2B)
         var nllSum = (tokenLogp.narrow(0, 0, b) * batch.NllMask).sum().neg();
         return (meanLogp.narrow(0, 0, b).MoveToOuterDisposeScope(), meanLogp.narrow(0, b, b).MoveToOuterDisposeScope(),
@@ -61,7 +66,8 @@ internal static class PreferenceForward
     /// (2B, L-1) token log-probabilities where only the scored predictions (response, and the chosen prompt when it
     /// counts in the NLL) go through the chunked LM head; unscored entries are 0 and are masked out by the caller.
     /// </summary>
-    private static Tensor ScoredTokenLogProbs(LlamaForCausalLM network, Tensor hidden, PreferenceBatch batch, int logitsChunkRows)
+    private static Tensor ScoredTokenLogProbs(LlamaForCausalLM network, Tensor hidden, PreferenceBatch batch, int logitsChunkRows,
+        ScalarType? matmulType)
     {
         using var scope = NewDisposeScope();
         long b = batch.Pairs, rows = 2 * b, steps = batch.Targets.shape[1];
@@ -69,7 +75,7 @@ internal static class PreferenceForward
         scored.narrow(0, 0, b).add_(batch.NllMask);
         var index = scored.reshape(-1).nonzero().squeeze(1);                                  // (N)
         var picked = hidden.reshape(rows * steps, hidden.shape[^1]).index_select(0, index);  // (N, D)
-        var logp = ChunkedLogProbs.Compute(picked, network.LmHeadWeight, batch.Targets.reshape(-1).index_select(0, index), logitsChunkRows);
+        var logp = ChunkedLogProbs.Compute(picked, network.LmHeadWeight, batch.Targets.reshape(-1).index_select(0, index), logitsChunkRows, matmulType);
         return zeros(rows * steps, logp.dtype, logp.device).index_copy(0, index, logp).view(rows, steps).MoveToOuterDisposeScope();
     }
 
@@ -78,15 +84,16 @@ internal static class PreferenceForward
     /// shared-prompt batch: one prompt per pair, only scored predictions through the LM head.
     /// </summary>
     public static (Tensor ChosenLogp, Tensor RejectedLogp, Tensor NllSum) Score(LlamaForCausalLM network, SharedPromptBatch batch,
-        int logitsChunkRows = 0)
+        int logitsChunkRows = 0, ScalarType? matmulType = null)
     {
         using var scope = NewDisposeScope();
         long b = batch.Pairs;
+        // The mask joins the attention scores, which stay in the weights' type under mixed precision too.
         var dtype = network.LmHeadWeight.dtype;
         var mask = batch.Mask.dtype == dtype ? batch.Mask : batch.Mask.to_type(dtype);
-        var hidden = network.HiddenStates(batch.InputIds, batch.PositionIds, mask);            // (B, L, D)
-        var scored = hidden.reshape(-1, hidden.shape[^1]).index_select(0, batch.Sources);      // (N, D)
-        var tokenLogp = TokenLogProbs(network, scored, batch.Targets, logitsChunkRows);        // (N)
+        var hidden = network.HiddenStates(batch.InputIds, batch.PositionIds, mask, matmulType: matmulType);   // (B, L, D)
+        var scored = hidden.reshape(-1, hidden.shape[^1]).index_select(0, batch.Sources);                    // (N, D)
+        var tokenLogp = TokenLogProbs(network, scored, batch.Targets, logitsChunkRows, matmulType);          // (N)
         var rowSums = zeros(2 * b, tokenLogp.dtype, tokenLogp.device).index_add(0, batch.Rows, tokenLogp * batch.ResponseMask, 1);
         var meanLogp = rowSums / batch.ResponseCounts;                                         // (2B)
         var nllSum = (tokenLogp * batch.NllMask).sum().neg();
@@ -97,12 +104,14 @@ internal static class PreferenceForward
     /// <summary>
     /// log p(target) per position, without keeping a full-vocabulary log-softmax copy. With
     /// <paramref name="logitsChunkRows"/> &gt; 0 the logits are never materialised whole (<see cref="ChunkedLogProbs"/>).
+    /// The LM head multiplies in <paramref name="matmulType"/> when given; logsumexp runs in the hidden states' type.
     /// </summary>
-    public static Tensor TokenLogProbs(LlamaForCausalLM network, Tensor hidden, Tensor targets, int logitsChunkRows = 0) // (..., D), (...) -> (...)
+    public static Tensor TokenLogProbs(LlamaForCausalLM network, Tensor hidden, Tensor targets, int logitsChunkRows = 0,
+        ScalarType? matmulType = null) // (..., D), (...) -> (...)
     {
-        if (logitsChunkRows > 0) return ChunkedLogProbs.Compute(hidden, network.LmHeadWeight, targets, logitsChunkRows);
+        if (logitsChunkRows > 0) return ChunkedLogProbs.Compute(hidden, network.LmHeadWeight, targets, logitsChunkRows, matmulType);
         using var scope = NewDisposeScope();
-        var logits = network.Logits(hidden);                                            // (N, T, V)
+        var logits = network.Logits(hidden, matmulType);                               // (N, T, V)
         var picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1);
         return (picked - logits.logsumexp(-1)).MoveToOuterDisposeScope();
     }
