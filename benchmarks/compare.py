@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Prints our/their ratios per scenario from two JSON-lines result files (ours first), with MFU against each side's
-own matmul peak measured in the same run."""
+own matmul peak measured in the same run: the fp32 peak for fp32 scenarios, the bf16 peak for bf16 ones."""
 import json, sys
 
 
@@ -10,27 +10,40 @@ def read(path):
 
 
 ours, peer = read(sys.argv[1]), read(sys.argv[2])
-peak_o = ours.get("matmul", {}).get("value", float("nan"))
-peak_p = peer.get("matmul", {}).get("value", float("nan"))
+nan = float("nan")
+peak_o = ours.get("matmul", {}).get("value", nan)
+peak_p = peer.get("matmul", {}).get("value", nan)
+bf16_o = ours.get("matmul", {}).get("bf16_value", nan)
+bf16_p = peer.get("matmul", {}).get("bf16_value", nan)
 print("matmul GFLOP/s: ours %.1f  peer %.1f  ratio %.2f" % (peak_o, peak_p, peak_o / peak_p))
+print("bf16 matmul GFLOP/s: ours %.1f  peer %.1f  ratio %.2f" % (bf16_o, bf16_p, bf16_o / bf16_p))
+
+
+def peak(r, side):
+    """The MFU denominator of a result: its side's bf16 peak for bf16 scenarios, else the fp32 peak."""
+    bf16 = r.get("precision") == "bf16"
+    return (bf16_o if bf16 else peak_o) if side == "ours" else (bf16_p if bf16 else peak_p)
+
+
 print("%-40s %12s %12s %7s %8s %8s %9s %9s" % ("scenario", "ours", "peer", "ratio", "MFU us", "MFU peer", "RSS us", "RSS peer"))
 for name, o in ours.items():
     if name not in peer or name == "matmul":
         if name != "matmul":
             print("%-40s %12.1f %12s %7s %7.1f%% %8s %9.0f" % (name, o["value"], "-", "-",
-                  100 * o.get("model_gflops", float("nan")) / peak_o, "-", o.get("peak_rss_mib", float("nan"))))
+                  100 * o.get("model_gflops", nan) / peak(o, "ours"), "-", o.get("peak_rss_mib", nan)))
         continue
     p = peer[name]
-    mfu = lambda r, peak: r.get("model_gflops", float("nan")) / peak
+    mfu = lambda r, side: r.get("model_gflops", nan) / peak(r, side)
     print("%-40s %12.1f %12.1f %7.2f %7.1f%% %7.1f%% %9.0f %9.0f" % (
-        name, o["value"], p["value"], o["value"] / p["value"], 100 * mfu(o, peak_o), 100 * mfu(p, peak_p),
+        name, o["value"], p["value"], o["value"] / p["value"], 100 * mfu(o, "ours"), 100 * mfu(p, "peer"),
         o.get("peak_rss_mib", float("nan")), p.get("peak_rss_mib", float("nan"))))
 
 
-def ratio(a, b, field="value"):
-    if a in ours and b in ours:
-        return ours[a][field] / ours[b][field]
-    return float("nan")
+def ratio(a, b, field="value", side=None):
+    side = ours if side is None else side
+    if a in side and b in side:
+        return side[a][field] / side[b][field]
+    return nan
 
 
 print("\nwithin ours (neighbouring runs):")
@@ -38,5 +51,12 @@ print("  chunked / plain peak RSS (41.7M, 64+192): %.3f" % ratio("train.llama41m
 print("  chunked / plain tok/s    (41.7M, 64+192): %.3f" % ratio("train.llama41m.concat.64+192", "train.llama41m.plain.64+192"))
 for shape in ("170+86", "128+128", "64+192"):
     print("  shared / concat tok/s    (41.7M, %s): %.3f" % (shape, ratio("train.llama41m.shared." + shape, "train.llama41m.concat." + shape)))
+for model in ("stories260K", "llama41m"):
+    print("  bf16 / fp32 tok/s        (%s, 64+192): %.3f" % (model, ratio("train.%s.bf16.64+192" % model, "train.%s.concat.64+192" % model)))
+    print("  bf16 / fp32 peak RSS     (%s, 64+192): %.3f" % (model, ratio("train.%s.bf16.64+192" % model, "train.%s.concat.64+192" % model, "peak_rss_mib")))
 for model, b in (("stories260K", 1), ("stories260K", 8), ("llama41m", 1)):
     print("  KV cache / recompute     (%s, batch %d): %.2f" % (model, b, ratio("gen.%s.cache.b%d" % (model, b), "gen.%s.recompute.b%d" % (model, b))))
+
+print("\nwithin the peer (neighbouring runs):")
+for model in ("stories260K", "llama41m"):
+    print("  bf16 / fp32 tok/s        (%s, 64+192): %.3f" % (model, ratio("train.%s.bf16.64+192" % model, "train.%s.concat.64+192" % model, side=peer)))

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using TorchSharp;
 using System.Text.Json.Nodes;
 using Microsoft.ML.Orpo.Training;
 using static TorchSharp.torch;
@@ -8,13 +9,17 @@ namespace Microsoft.ML.Orpo.Benchmarks;
 /// <summary>Where one ORPO step spends its time: batch build, forward, backward, gradient norm, AdamW.</summary>
 internal static class Profile
 {
-    public static JsonObject Step(string modelName, int prompt, int response, int pairsPerStep, int steps, bool shared, int chunkRows)
+    public static JsonObject Step(string modelName, int prompt, int response, int pairsPerStep, int steps, bool shared, int chunkRows,
+        OrpoPrecision precision = OrpoPrecision.Float32)
     {
         using var model = BenchModels.Load(modelName);
         var network = model.Network;
         network.train();
         var pairs = Scenarios.Pairs(pairsPerStep, prompt, response, Math.Min(model.Config.VocabSize, 32000), 42);
-        var settings = new TrainingSettings { Lambda = 0.1, BatchSize = pairsPerStep, SharedPromptForward = shared, LogitsChunkRows = chunkRows };
+        var settings = new TrainingSettings
+        {
+            Lambda = 0.1, BatchSize = pairsPerStep, SharedPromptForward = shared, LogitsChunkRows = chunkRows, Precision = precision,
+        };
         var parameters = network.NamedWeights();
         using var optimizer = new AdamW(parameters, 0.9, 0.999, 1e-8, 0);
         var parts = new Dictionary<string, double> { ["forward"] = 0, ["backward"] = 0, ["gradnorm"] = 0, ["adamw"] = 0, ["hidden_only"] = 0 };
@@ -37,7 +42,7 @@ internal static class Profile
             {
                 using var batch = PreferenceBatch.Create(pairs, false, CPU);
                 var c2 = Stopwatch.StartNew();
-                network.HiddenStates(batch.InputIds).Dispose();
+                network.HiddenStates(batch.InputIds, matmulType: precision.MatmulType()).Dispose();
                 hiddenOnly = c2.Elapsed.TotalSeconds;
             }
             if (s == 0) continue;
@@ -53,6 +58,60 @@ internal static class Profile
     }
 }
 
+/// <summary>
+/// fp32 against bf16 mixed precision, interleaved in one process on one network and batch: each round times one full
+/// step (forward, backward, gradient norm, AdamW at learning rate 0, so every round does the same work) per
+/// precision, back to back, so machine load drifting over minutes hits both alike. Reports the medians and the
+/// median of the per-round fp32/bf16 ratios.
+/// </summary>
+internal static class PrecisionProfile
+{
+    public static JsonObject Run(string modelName, int prompt, int response, int pairsPerStep, int rounds)
+    {
+        using var model = BenchModels.Load(modelName);
+        var network = model.Network;
+        network.train();
+        var pairs = Scenarios.Pairs(pairsPerStep, prompt, response, Math.Min(model.Config.VocabSize, 32000), 42);
+        var parameters = network.NamedWeights();
+        using var optimizer = new AdamW(parameters, 0.9, 0.999, 1e-8, 0);
+        double nllTokens = pairs.Sum(p => (double)p.ChosenIds.Count);
+        var precisions = new[] { OrpoPrecision.Float32, OrpoPrecision.BFloat16 };
+        var seconds = precisions.ToDictionary(p => p, _ => new List<double>());
+        var loss = new Dictionary<OrpoPrecision, double>();
+        for (int round = 0; round <= rounds; round++)   // round 0 warms up
+            foreach (var precision in round % 2 == 0 ? precisions : precisions.Reverse())
+            {
+                var settings = new TrainingSettings { Lambda = 0.1, BatchSize = pairsPerStep, Precision = precision };
+                var clock = Stopwatch.StartNew();
+                network.zero_grad();
+                using var scope = NewDisposeScope();
+                var (terms, _) = PreferenceForward.Loss(network, pairs, settings, CPU, nllTokens, pairs.Count);
+                terms.Loss.backward();
+                GradientNorm.ClipAndMeasure(parameters, 0);
+                optimizer.Step(0);
+                if (round == 0) loss[precision] = terms.Loss.ToDouble();
+                else seconds[precision].Add(clock.Elapsed.TotalSeconds);
+            }
+        static double Median(IEnumerable<double> values)
+        {
+            var sorted = values.Order().ToArray();
+            return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
+        }
+        var fp32 = seconds[OrpoPrecision.Float32];
+        var bf16 = seconds[OrpoPrecision.BFloat16];
+        double ratio = Median(fp32.Zip(bf16, (a, b) => a / b));
+        return new JsonObject
+        {
+            ["metric"] = "bf16_speedup", ["value"] = Math.Round(ratio, 3),
+            ["fp32_step_s"] = Math.Round(Median(fp32), 3), ["bf16_step_s"] = Math.Round(Median(bf16), 3),
+            ["fp32_rounds"] = string.Join(",", fp32.Select(s => s.ToString("F3", System.Globalization.CultureInfo.InvariantCulture))),
+            ["bf16_rounds"] = string.Join(",", bf16.Select(s => s.ToString("F3", System.Globalization.CultureInfo.InvariantCulture))),
+            ["fp32_loss"] = Math.Round(loss[OrpoPrecision.Float32], 5), ["bf16_loss"] = Math.Round(loss[OrpoPrecision.BFloat16], 5),
+            ["tokens_per_step"] = 2 * pairsPerStep * (prompt + response),
+        };
+    }
+}
+
 /// <summary>Micro-timings of attention variants.</summary>
 internal static class AttentionProfile
 {
@@ -63,6 +122,10 @@ internal static class AttentionProfile
         var k = randn(b, h, t, d).requires_grad_(true);
         var v = randn(b, h, t, d).requires_grad_(true);
         var causalMask = full(t, t, float.NegativeInfinity).triu(1);
+        var qh = randn(b, h, t, d).to_type(ScalarType.BFloat16).requires_grad_(true);
+        var kh = randn(b, h, t, d).to_type(ScalarType.BFloat16).requires_grad_(true);
+        var vh = randn(b, h, t, d).to_type(ScalarType.BFloat16).requires_grad_(true);
+        var causalMaskH = causalMask.to_type(ScalarType.BFloat16);
         double Time(Func<Tensor> f, bool backward)
         {
             for (int i = 0; i < 2; i++) { var y = f(); if (backward) y.sum().backward(); }
@@ -73,12 +136,15 @@ internal static class AttentionProfile
         Tensor Manual() => (q.matmul(k.transpose(-1, -2)) / Math.Sqrt(d) + causalMask).softmax(-1).matmul(v);
         Tensor Sdpa() => nn.functional.scaled_dot_product_attention(q, k, v, is_casual: true);
         Tensor SdpaMask() => nn.functional.scaled_dot_product_attention(q, k, v, attn_mask: causalMask);
+        Tensor SdpaBf16() => nn.functional.scaled_dot_product_attention(qh, kh, vh, is_casual: true);
+        Tensor SdpaMaskBf16() => nn.functional.scaled_dot_product_attention(qh, kh, vh, attn_mask: causalMaskH);
         return new JsonObject
         {
             ["metric"] = "attention_seconds", ["value"] = 0,
             ["sdpa_causal_fwd"] = Time(Sdpa, false), ["sdpa_causal_fwdbwd"] = Time(Sdpa, true),
             ["sdpa_mask_fwd"] = Time(SdpaMask, false), ["sdpa_mask_fwdbwd"] = Time(SdpaMask, true),
             ["manual_fwd"] = Time(Manual, false), ["manual_fwdbwd"] = Time(Manual, true),
+            ["sdpa_causal_bf16_fwdbwd"] = Time(SdpaBf16, true), ["sdpa_mask_bf16_fwdbwd"] = Time(SdpaMaskBf16, true),
         };
     }
 }

@@ -2,13 +2,15 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Microsoft.ML.Orpo;
 using Microsoft.ML.Orpo.Benchmarks;
 using Microsoft.ML.Orpo.Training;
 using static TorchSharp.torch;
 
 // Usage: Microsoft.ML.Orpo.Benchmarks [--quick] [--threads N] [--interop N] [--only a,b] [--out results.jsonl] [--list]
 // Every scenario runs in a child process of its own (peak RSS is per scenario); one JSON object per result line,
-// then a summary table with model FLOPs utilisation against the fp32 matmul peak measured in the same run.
+// then a summary table with model FLOPs utilisation against the matmul peak measured in the same run (the bf16 peak
+// for bf16 mixed-precision scenarios).
 var options = BenchOptions.Parse(args);
 if (options.Scenario is not null)
 {
@@ -88,11 +90,15 @@ internal sealed record Plan(string Name, Func<JsonObject> Run)
     {
         yield return new("matmul", () => Scenarios.Matmul(quick));
         // "concat" is the library's default path (concatenated chosen+rejected rows, chunked LM head over scored
-        // positions); "plain" is the same without chunking (full logits); "shared" adds prefix sharing.
+        // positions); "plain" is the same without chunking (full logits); "shared" adds prefix sharing; "bf16" is
+        // "concat" with OrpoPrecision.BFloat16 (bf16 matmuls, fp32 weights, gradients and AdamW state).
         int chunk = TrainingSettings.DefaultLogitsChunkRows, steps41 = quick ? 1 : 2;
+        const OrpoPrecision bf16 = OrpoPrecision.BFloat16;
         yield return new("train.stories260K.concat.64+192", () => Scenarios.Train("stories260K", 64, 192, 4, 2, quick ? 4 : 10, false, chunk));
+        yield return new("train.stories260K.bf16.64+192", () => Scenarios.Train("stories260K", 64, 192, 4, 2, quick ? 4 : 10, false, chunk, precision: bf16));
         yield return new("train.stories260K.plain.64+192", () => Scenarios.Train("stories260K", 64, 192, 4, 2, quick ? 4 : 10, false, 0));
         yield return new("train.llama41m.concat.64+192", () => Scenarios.Train("llama41m", 64, 192, 4, 1, steps41, false, chunk));
+        yield return new("train.llama41m.bf16.64+192", () => Scenarios.Train("llama41m", 64, 192, 4, 1, steps41, false, chunk, precision: bf16));
         yield return new("train.llama41m.plain.64+192", () => Scenarios.Train("llama41m", 64, 192, 4, 1, steps41, false, 0));
         yield return new("train.llama41m.concat-recompute.64+192", () => Scenarios.Train("llama41m", 64, 192, 4, 1, steps41, false, chunk, recompute: true));
         yield return new("train.llama41m.plain-recompute.64+192", () => Scenarios.Train("llama41m", 64, 192, 4, 1, steps41, false, 0, recompute: true));
@@ -107,6 +113,9 @@ internal sealed record Plan(string Name, Func<JsonObject> Run)
         yield return new("profile.stories260K", () => Profile.Step("stories260K", 64, 192, 4, 3, false, 0));
         yield return new("profile.llama41m", () => Profile.Step("llama41m", 64, 192, 4, 1, false, 0));
         yield return new("profile.llama41m.chunked", () => Profile.Step("llama41m", 64, 192, 4, 1, false, chunk));
+        yield return new("profile.precision.stories260K", () => PrecisionProfile.Run("stories260K", 64, 192, 4, quick ? 4 : 10));
+        yield return new("profile.precision.llama41m", () => PrecisionProfile.Run("llama41m", 64, 192, 4, quick ? 2 : 4));
+        yield return new("profile.llama41m.bf16", () => Profile.Step("llama41m", 64, 192, 4, 1, false, chunk, bf16));
         yield return new("profile.attention.stories", () => AttentionProfile.Run(8, 8, 256, 8));
         yield return new("profile.attention.llama41m", () => AttentionProfile.Run(8, 8, 256, 64));
         yield return new("profile.losshead.llama41m", () => LossHeadProfile.Run(quick ? 2 : 5));
@@ -130,9 +139,11 @@ internal static class Summary
 {
     public static void Print(IReadOnlyList<JsonObject> results)
     {
-        double peak = results.FirstOrDefault(r => (string?)r["scenario"] == "matmul")?["value"]?.GetValue<double>() ?? double.NaN;
+        var matmul = results.FirstOrDefault(r => (string?)r["scenario"] == "matmul");
+        double peak = matmul?["value"]?.GetValue<double>() ?? double.NaN;
+        double bf16Peak = matmul?["bf16_value"]?.GetValue<double>() ?? double.NaN;
         Console.WriteLine();
-        Console.WriteLine($"fp32 matmul peak (this run): {peak:F1} GFLOP/s; MFU = model GFLOP/s / peak");
+        Console.WriteLine($"matmul peak (this run): fp32 {peak:F1}, bf16 {bf16Peak:F1} GFLOP/s; MFU = model GFLOP/s / the peak of the scenario's precision");
         Console.WriteLine($"{"scenario",-42} {"value",12} {"unit",-10} {"MFU",7} {"peak RSS MiB",13}");
         foreach (var r in results.Where(r => (string?)r["scenario"] != "matmul"))
         {
@@ -142,7 +153,8 @@ internal static class Summary
             string metric = (string?)r["metric"] ?? "";
             string unit = metric.StartsWith("train", StringComparison.Ordinal) ? "tok/s"
                 : metric.StartsWith("gen", StringComparison.Ordinal) ? "new tok/s" : metric.Contains("_over_", StringComparison.Ordinal) ? "ratio" : "";
-            Console.WriteLine($"{r["scenario"],-42} {value,12:F1} {unit,-10} {model / peak,7:P1} {rss,13:F0}");
+            double denominator = (string?)r["precision"] == "bf16" ? bf16Peak : peak;
+            Console.WriteLine($"{r["scenario"],-42} {value,12:F1} {unit,-10} {model / denominator,7:P1} {rss,13:F0}");
         }
         // Ratios inside this run.
         Ratio(results, "train.llama41m.concat.64+192", "train.llama41m.plain.64+192", "peak_rss_mib", "chunked / plain peak RSS");
@@ -151,6 +163,12 @@ internal static class Summary
         Ratio(results, "train.llama41m.concat-recompute.64+192", "train.llama41m.concat.64+192", "peak_rss_mib", "recomputed / stored activations peak RSS (chunked)");
         Ratio(results, "train.llama41m.concat-recompute.64+192", "train.llama41m.concat.64+192", "value", "recomputed / stored activations tok/s (chunked)");
         Ratio(results, "train.stories260K.concat.64+192", "train.stories260K.plain.64+192", "value", "stories260K chunked / plain tok/s");
+        foreach (var model in new[] { "stories260K", "llama41m" })
+        {
+            Ratio(results, $"train.{model}.bf16.64+192", $"train.{model}.concat.64+192", "value", $"{model} bf16 / fp32 tok/s");
+            Ratio(results, $"train.{model}.bf16.64+192", $"train.{model}.concat.64+192", "peak_rss_mib", $"{model} bf16 / fp32 peak RSS");
+        }
+        Ratio(results, "matmul", "matmul", "bf16_value", "value", "bf16 / fp32 matmul peak");
         foreach (var shape in new[] { "170+86", "128+128", "64+192" })
             Ratio(results, $"train.llama41m.shared.{shape}", $"train.llama41m.concat.{shape}", "value", $"shared / concat tok/s at {shape}");
         foreach (var model in new[] { "stories260K", "llama41m" })
@@ -158,10 +176,13 @@ internal static class Summary
         Ratio(results, "gen.stories260K.cache.b8", "gen.stories260K.recompute.b8", "value", "stories260K KV cache / recompute, batch 8");
     }
 
-    private static void Ratio(IReadOnlyList<JsonObject> results, string a, string b, string field, string label)
+    private static void Ratio(IReadOnlyList<JsonObject> results, string a, string b, string field, string label) =>
+        Ratio(results, a, b, field, field, label);
+
+    private static void Ratio(IReadOnlyList<JsonObject> results, string a, string b, string fieldA, string fieldB, string label)
     {
-        var x = results.FirstOrDefault(r => (string?)r["scenario"] == a)?[field]?.GetValue<double>();
-        var y = results.FirstOrDefault(r => (string?)r["scenario"] == b)?[field]?.GetValue<double>();
+        var x = results.FirstOrDefault(r => (string?)r["scenario"] == a)?[fieldA]?.GetValue<double>();
+        var y = results.FirstOrDefault(r => (string?)r["scenario"] == b)?[fieldB]?.GetValue<double>();
         if (x is double p && y is double q && q > 0)
             Console.WriteLine(JsonSerializer.Serialize(new { ratio = label, value = Math.Round(p / q, 3) },
                 new JsonSerializerOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }));

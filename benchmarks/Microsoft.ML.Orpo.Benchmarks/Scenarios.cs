@@ -67,16 +67,29 @@ internal static class Memory
 /// <summary>One measured scenario, run in its own process so that peak memory belongs to it alone.</summary>
 internal static class Scenarios
 {
-    /// <summary>fp32 matmul GFLOP/s: the best of square products of a few sizes (the MFU denominator).</summary>
+    /// <summary>
+    /// Matmul GFLOP/s: the best of square products of a few sizes, in fp32 (<c>value</c>, the MFU denominator of fp32
+    /// scenarios) and in bf16 (<c>bf16_value</c>, the denominator of bf16 mixed-precision scenarios).
+    /// </summary>
     public static JsonObject Matmul(bool quick)
+    {
+        var (fp32, fp32Detail) = MatmulPeak(ScalarType.Float32, quick);
+        var (bf16, bf16Detail) = MatmulPeak(ScalarType.BFloat16, quick);
+        return new JsonObject
+        {
+            ["metric"] = "matmul_gflops", ["value"] = fp32, ["detail"] = fp32Detail, ["bf16_value"] = bf16, ["bf16_detail"] = bf16Detail,
+        };
+    }
+
+    private static (double Best, JsonObject Detail) MatmulPeak(ScalarType type, bool quick)
     {
         double best = 0;
         var detail = new JsonObject();
         foreach (int n in new[] { 512, 1024, 2048 })
         {
             using var scope = NewDisposeScope();
-            var a = randn(n, n);
-            var b = randn(n, n);
+            var a = randn(n, n).to_type(type);
+            var b = randn(n, n).to_type(type);
             for (int i = 0; i < 2; i++) a.matmul(b).Dispose();
             int reps = 0;
             var clock = Stopwatch.StartNew();
@@ -85,7 +98,7 @@ internal static class Scenarios
             detail[$"n{n}"] = Math.Round(gflops, 2);
             best = Math.Max(best, gflops);
         }
-        return new JsonObject { ["metric"] = "matmul_gflops", ["value"] = Math.Round(best, 2), ["detail"] = detail };
+        return (Math.Round(best, 2), detail);
     }
 
     /// <summary>Synthetic pairs: random ids, BOS-led prompt, EOS-ended responses, fixed lengths.</summary>
@@ -104,7 +117,7 @@ internal static class Scenarios
 
     /// <summary>ORPO training steps through <see cref="OrpoTrainer"/> (forward + backward + AdamW), timed after warm-up.</summary>
     public static JsonObject Train(string modelName, int prompt, int response, int pairsPerStep, int warmup, int steps,
-        bool sharedPrompt, int chunkRows, bool recompute = false)
+        bool sharedPrompt, int chunkRows, bool recompute = false, OrpoPrecision precision = OrpoPrecision.Float32)
     {
         using var model = BenchModels.Load(modelName);
         long parameters = BenchModels.ParameterCount(model);
@@ -113,7 +126,7 @@ internal static class Scenarios
         {
             Lambda = 0.1, LearningRate = 1e-4, BatchSize = pairsPerStep, Epochs = 1, Shuffle = false, GroupByLength = false,
             MaxLength = prompt + response, MaxPromptLength = prompt, CheckpointDirectory = null,
-            SharedPromptForward = sharedPrompt, LogitsChunkRows = chunkRows, RecomputeActivations = recompute,
+            SharedPromptForward = sharedPrompt, LogitsChunkRows = chunkRows, RecomputeActivations = recompute, Precision = precision,
         };
         double rssBefore = Memory.RssMiB();
         var history = new OrpoTrainer(model, settings).Train(pairs);
@@ -133,6 +146,7 @@ internal static class Scenarios
             ["loss_first"] = Math.Round(history[0].Loss, 5), ["loss_last"] = Math.Round(history[^1].Loss, 5),
             ["peak_rss_mib"] = Math.Round(Memory.PeakRssMiB(), 1), ["rss_before_mib"] = Math.Round(rssBefore, 1),
             ["shared_prompt"] = sharedPrompt, ["logits_chunk_rows"] = chunkRows, ["recompute_activations"] = recompute,
+            ["precision"] = precision == OrpoPrecision.BFloat16 ? "bf16" : "fp32",
         };
     }
 

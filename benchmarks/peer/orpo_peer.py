@@ -7,6 +7,10 @@ NLL + lambda * -log sigmoid(log odds) with the stable log1mexp, backward, AdamW)
 pre-allocated KV cache, and full recompute for the ratio. Each scenario runs in its own process (peak RSS is per
 scenario). Prints one JSON object per result line, with the schema of the .NET harness.
 
+bf16 scenarios (train.*.bf16.*) are PyTorch's own mixed precision: forward and loss under
+torch.autocast("cpu", dtype=torch.bfloat16) (linear and matmul run in bf16), the LM head's logits widened to fp32
+before logsumexp (as the .NET side does), fp32 parameters, gradients and AdamW state.
+
 Usage: /usr/bin/python3 orpo_peer.py [--quick] [--threads N] [--only a,b] [--out FILE]
 """
 import argparse, json, math, os, random, resource, struct, subprocess, sys, time
@@ -207,7 +211,7 @@ def batch_tensors(ps):
 def orpo_loss(model, ids, targets, resp, lam):
     b = ids.shape[0] // 2
     hidden = model.hidden(ids)[:, :-1]
-    logits = model.logits(hidden)
+    logits = model.logits(hidden).float()  # bf16 under autocast; log-probabilities in fp32 either way
     token = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
     mean = (token * resp).sum(1) / resp.sum(1)
     nll = -(token[:b] * resp[:b]).sum() / resp[:b].sum()
@@ -228,7 +232,7 @@ def rss_mib():
     return float("nan")
 
 
-def train(name, prompt, response, npairs, warmup, steps):
+def train(name, prompt, response, npairs, warmup, steps, bf16=False):
     model = load(name)
     model.train()
     params = sum(p.numel() for p in model.parameters())
@@ -240,7 +244,8 @@ def train(name, prompt, response, npairs, warmup, steps):
         start = time.perf_counter()
         ids, targets, resp = batch_tensors(data[s * npairs:(s + 1) * npairs])
         opt.zero_grad(set_to_none=False)
-        loss = orpo_loss(model, ids, targets, resp, 0.1)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = orpo_loss(model, ids, targets, resp, 0.1)
         loss.backward()
         torch.sqrt(sum((p.grad * p.grad).sum() for p in model.parameters())).item()  # gradient norm, as ours
         opt.step()
@@ -254,7 +259,37 @@ def train(name, prompt, response, npairs, warmup, steps):
     return dict(metric="train_tokens_per_s", value=round(tps, 2), model_gflops=round(flops * tps / 1e9, 2), params=params,
                 prompt=prompt, response=response, pairs=npairs, steps=steps, step_s=round(seconds / steps, 3),
                 loss_first=round(losses[0], 5), loss_last=round(losses[-1], 5), peak_rss_mib=round(peak_rss_mib(), 1),
-                rss_before_mib=round(rss_before, 1))
+                rss_before_mib=round(rss_before, 1), precision="bf16" if bf16 else "fp32")
+
+
+def precision_profile(name, prompt, response, npairs, rounds):
+    """fp32 against bf16 autocast, interleaved in one process on one model and batch (the .NET harness's
+    profile.precision.*): each round times one full step per precision back to back (forward, backward, gradient
+    norm, AdamW at learning rate 0, so every round does the same work); reports the medians and the median of the
+    per-round fp32/bf16 ratios."""
+    model = load(name)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=0.0, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    ids, targets, resp = batch_tensors(pairs(npairs, prompt, response, min(model.c["vocab_size"], 32000), 42))
+    seconds, losses = {False: [], True: []}, {}
+    for r in range(rounds + 1):  # round 0 warms up
+        for bf16 in ((False, True) if r % 2 == 0 else (True, False)):
+            start = time.perf_counter()
+            opt.zero_grad(set_to_none=False)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = orpo_loss(model, ids, targets, resp, 0.1)
+            loss.backward()
+            torch.sqrt(sum((p.grad * p.grad).sum() for p in model.parameters())).item()
+            opt.step()
+            if r == 0:
+                losses[bf16] = loss.item()
+            else:
+                seconds[bf16].append(time.perf_counter() - start)
+    median = lambda v: sorted(v)[len(v) // 2] if len(v) % 2 else sum(sorted(v)[len(v) // 2 - 1:len(v) // 2 + 1]) / 2
+    return dict(metric="bf16_speedup", value=round(median([a / b for a, b in zip(seconds[False], seconds[True])]), 3),
+                fp32_step_s=round(median(seconds[False]), 3), bf16_step_s=round(median(seconds[True]), 3),
+                fp32_rounds=",".join("%.3f" % t for t in seconds[False]), bf16_rounds=",".join("%.3f" % t for t in seconds[True]),
+                fp32_loss=round(losses[False], 5), bf16_loss=round(losses[True], 5), tokens_per_step=2 * npairs * (prompt + response))
 
 
 @torch.no_grad()
@@ -296,10 +331,10 @@ def gen(name, batch, prompt, new_tokens, cache):
                 peak_rss_mib=round(peak_rss_mib(), 1), first_ids=",".join(map(str, out[0][:8])))
 
 
-def matmul(quick):
+def matmul_peak(dtype, quick):
     best, detail = 0.0, {}
     for n in (512, 1024, 2048):
-        a, b = torch.randn(n, n), torch.randn(n, n)
+        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
         for _ in range(2):
             a @ b
         reps, start = 0, time.perf_counter()
@@ -309,16 +344,28 @@ def matmul(quick):
         g = 2.0 * n ** 3 * reps / (time.perf_counter() - start) / 1e9
         detail["n%d" % n] = round(g, 2)
         best = max(best, g)
-    return dict(metric="matmul_gflops", value=round(best, 2), detail=detail)
+    return round(best, 2), detail
+
+
+def matmul(quick):
+    """fp32 peak (value: the MFU denominator of fp32 scenarios) and bf16 peak (bf16_value: that of bf16 scenarios)."""
+    fp32, fp32_detail = matmul_peak(torch.float32, quick)
+    bf16, bf16_detail = matmul_peak(torch.bfloat16, quick)
+    return dict(metric="matmul_gflops", value=fp32, detail=fp32_detail, bf16_value=bf16, bf16_detail=bf16_detail)
 
 
 def plans(quick):
     w, s = 1, (1 if quick else 2)
     yield "matmul", lambda: matmul(quick)
     yield "train.stories260K.concat.64+192", lambda: train("stories260K", 64, 192, 4, 2, 4 if quick else 10)
+    yield "train.stories260K.bf16.64+192", lambda: train("stories260K", 64, 192, 4, 2, 4 if quick else 10, bf16=True)
     for p, r in ((64, 192), (128, 128), (170, 86)):
         yield "train.llama41m.concat.%d+%d" % (p, r), (lambda p=p, r=r: train("llama41m", p, r, 4, w, s if p == 64 else 1))
+        if p == 64:
+            yield "train.llama41m.bf16.64+192", lambda: train("llama41m", 64, 192, 4, w, s, bf16=True)
     n = 64 if quick else 256
+    yield "profile.precision.stories260K", lambda: precision_profile("stories260K", 64, 192, 4, 4 if quick else 10)
+    yield "profile.precision.llama41m", lambda: precision_profile("llama41m", 64, 192, 4, 2 if quick else 4)
     for model in ("stories260K", "llama41m"):
         for b in (1, 8):
             yield "gen.%s.cache.b%d" % (model, b), (lambda model=model, b=b: gen(model, b, 64, n, True))
@@ -349,7 +396,8 @@ def main():
     only = [o for o in a.only.split(",") if o]
     sink = open(a.out, "w") if a.out else None
     for name, _ in plans(a.quick):
-        if only and not any(o in name for o in only):
+        # Profiles run only when named, as in the .NET harness.
+        if (only and not any(o in name for o in only)) or (not only and name.startswith("profile")):
             continue
         cmd = [sys.executable, os.path.abspath(__file__), "--scenario", name, "--threads", str(a.threads)] + (["--quick"] if a.quick else [])
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)

@@ -111,6 +111,19 @@ public sealed class OrpoOptions
     /// </summary>
     public bool RecomputeActivations { get; set; }
 
+    /// <summary>
+    /// Arithmetic of training. <see cref="OrpoPrecision.BFloat16"/> is mixed precision in the style of PyTorch's autocast:
+    /// the matrix products of the Linear layers and the LM head run in bfloat16 while the weights, gradients and AdamW
+    /// state stay float32 (as do norms, attention, softmax, the residual stream and the loss). It is faster where the
+    /// hardware multiplies bfloat16 natively (CPUs with AVX-512 BF16 or AMX, recent GPUs) and slower elsewhere. Losses,
+    /// metrics and gradients differ from float32 training by a few tenths of a percent (bfloat16 keeps 8 significant
+    /// bits), so runs are not bit-comparable across precisions, and a checkpoint resumes only with the precision it
+    /// was written with.
+    /// Validation during training uses this precision too; generation, <c>Evaluate</c> and the saved weights are
+    /// always float32. Default <see cref="OrpoPrecision.Float32"/>.
+    /// </summary>
+    public OrpoPrecision Precision { get; set; }
+
     /// <summary>Held-out pairs (same columns) evaluated every <see cref="ValidationInterval"/> steps. Default null.</summary>
     public IDataView? ValidationSet { get; set; }
 

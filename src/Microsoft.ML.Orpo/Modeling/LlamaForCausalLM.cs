@@ -9,7 +9,26 @@ namespace Microsoft.ML.Orpo.Modeling;
 // state-dict keys (model.layers.0.self_attn.q_proj.weight ...), so checkpoints load strictly with no mapping table.
 // Shapes: B batch, T new tokens, S attended tokens (cache + new), D hidden, H query heads, K key/value heads,
 // d head dim, I MLP width, V vocabulary.
+// Mixed precision: every method that runs the network takes an optional matmul type (e.g. bfloat16). Given one, each
+// Linear multiplies its input and weight cast to it (see MixedPrecision), like PyTorch's autocast; RMSNorm, RoPE,
+// attention and the residual stream stay in the weights' type (float32), and so do the weights themselves.
 #pragma warning disable IDE1006 // field names are the HF state-dict keys
+
+/// <summary>The matmul-type switch of mixed-precision training (PyTorch autocast's rule for <c>linear</c>).</summary>
+internal static class MixedPrecision
+{
+    /// <summary>
+    /// <paramref name="module"/> applied to <paramref name="x"/>; with a <paramref name="matmulType"/> other than the
+    /// weight's, the input, weight and bias are cast to it first and the output stays in it. The casts are autograd
+    /// ops: the gradient reaching the (float32) weight is cast back to its type.
+    /// </summary>
+    public static Tensor Linear(Tensor x, Linear module, ScalarType? matmulType)
+    {
+        var weight = module.weight!;
+        if (matmulType is not ScalarType type || type == weight.dtype) return module.forward(x);
+        return F.linear(x.to_type(type), weight.to_type(type), module.bias?.to_type(type));
+    }
+}
 
 /// <summary>Root-mean-square layer norm: <c>weight * x / sqrt(mean(x^2) + eps)</c>, computed in float32.</summary>
 internal sealed class RMSNorm : nn.Module<Tensor, Tensor>
@@ -160,30 +179,35 @@ internal sealed class LlamaAttention : nn.Module
     /// <param name="mask">Additive (B, 1, T, S) mask, or null for plain causal attention over T = S.</param>
     /// <param name="cache">Key/value cache, or null.</param>
     /// <param name="sharedPrefix">Rows packed as [prefix | continuations]: each continuation attends [prefix | itself], or null.</param>
-    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, Tensor? mask, KeyValueCache? cache, SharedPrefixAttention? sharedPrefix)
+    /// <param name="matmulType">Type the projections multiply in; null: the weights' own.</param>
+    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, Tensor? mask, KeyValueCache? cache, SharedPrefixAttention? sharedPrefix,
+        ScalarType? matmulType)
     {
         long b = x.shape[0], t = x.shape[1];
-        var q = q_proj.forward(x).view(b, t, heads, headDim).transpose(1, 2);     // (B, H, T, d)
-        var k = k_proj.forward(x).view(b, t, kvHeads, headDim).transpose(1, 2);   // (B, K, T, d)
-        var v = v_proj.forward(x).view(b, t, kvHeads, headDim).transpose(1, 2);   // (B, K, T, d)
-        q = RotaryEmbedding.Apply(q, cos, sin);
-        k = RotaryEmbedding.Apply(k, cos, sin);
+        var q = MixedPrecision.Linear(x, q_proj, matmulType).view(b, t, heads, headDim).transpose(1, 2);     // (B, H, T, d)
+        var k = MixedPrecision.Linear(x, k_proj, matmulType).view(b, t, kvHeads, headDim).transpose(1, 2);   // (B, K, T, d)
+        var v = MixedPrecision.Linear(x, v_proj, matmulType).view(b, t, kvHeads, headDim).transpose(1, 2);   // (B, K, T, d)
+        // RoPE and attention run in the rotary tables' type: float32 under mixed precision too (bf16 SDPA measured
+        // no faster on AVX-512 BF16 CPUs, benchmarks/README.md); the casts are no-ops without a matmul type.
+        q = RotaryEmbedding.Apply(q.to_type(cos.dtype), cos, sin);
+        k = RotaryEmbedding.Apply(k.to_type(cos.dtype), cos, sin);
+        v = v.to_type(cos.dtype);
         if (cache is not null) (k, v) = cache.Append(layerIndex, k, v);           // (B, K, S, d)
         if (kvHeads != heads)
         {
             k = k.repeat_interleave(heads / kvHeads, dim: 1);                      // (B, H, S, d)
             v = v.repeat_interleave(heads / kvHeads, dim: 1);
         }
-        if (sharedPrefix is not null) return o_proj.forward(sharedPrefix.Attend(q, k, v)); // (B, T, D)
+        if (sharedPrefix is not null) return MixedPrecision.Linear(sharedPrefix.Attend(q, k, v), o_proj, matmulType); // (B, T, D)
         var y = mask is null
             ? F.scaled_dot_product_attention(q, k, v, is_casual: true)
             : F.scaled_dot_product_attention(q, k, v, attn_mask: mask);          // (B, H, T, d)
-        return o_proj.forward(y.transpose(1, 2).reshape(b, t, heads * headDim));  // (B, T, D)
+        return MixedPrecision.Linear(y.transpose(1, 2).reshape(b, t, heads * headDim), o_proj, matmulType);  // (B, T, D)
     }
 }
 
 /// <summary>SwiGLU feed-forward: <c>down(silu(gate(x)) * up(x))</c>.</summary>
-internal sealed class LlamaMLP : nn.Module<Tensor, Tensor>
+internal sealed class LlamaMLP : nn.Module
 {
     private readonly Linear gate_proj, up_proj, down_proj;
 
@@ -195,7 +219,13 @@ internal sealed class LlamaMLP : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor x) => down_proj.forward(F.silu(gate_proj.forward(x)) * up_proj.forward(x));
+    /// <summary>(B, T, D) -> (B, T, D); with a <paramref name="matmulType"/>, the product and output are in that type.</summary>
+    public Tensor Forward(Tensor x, ScalarType? matmulType)
+    {
+        var gate = MixedPrecision.Linear(x, gate_proj, matmulType);
+        var up = MixedPrecision.Linear(x, up_proj, matmulType);
+        return MixedPrecision.Linear(F.silu(gate) * up, down_proj, matmulType);
+    }
 }
 
 /// <summary>One pre-norm decoder block: attention and MLP, each with a residual connection.</summary>
@@ -214,13 +244,15 @@ internal sealed class LlamaDecoderLayer : nn.Module
         RegisterComponents();
     }
 
-    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, Tensor? mask, KeyValueCache? cache, SharedPrefixAttention? sharedPrefix) // (B, T, D)
+    /// <summary>(B, T, D) -> (B, T, D). The residual stream keeps x's type: adding a bfloat16 branch output promotes it.</summary>
+    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, Tensor? mask, KeyValueCache? cache, SharedPrefixAttention? sharedPrefix,
+        ScalarType? matmulType)
     {
         // Autograd keeps what the backward pass needs; the layer's other temporaries are released here, not at the
         // end of the whole forward pass (lower peak training memory).
         using var scope = NewDisposeScope();
-        var h = x + self_attn.Forward(input_layernorm.forward(x), cos, sin, mask, cache, sharedPrefix);
-        return (h + mlp.forward(post_attention_layernorm.forward(h))).MoveToOuterDisposeScope();
+        var h = x + self_attn.Forward(input_layernorm.forward(x), cos, sin, mask, cache, sharedPrefix, matmulType);
+        return (h + mlp.Forward(post_attention_layernorm.forward(h), matmulType)).MoveToOuterDisposeScope();
     }
 }
 
@@ -243,11 +275,13 @@ internal sealed class LlamaModel : nn.Module
 
     /// <summary>(B, T) ids -> (B, T, D) final hidden states.</summary>
     public Tensor Forward(Tensor inputIds, Tensor cos, Tensor sin, Tensor? mask, KeyValueCache? cache,
-        SharedPrefixAttention? sharedPrefix, bool recompute)
+        SharedPrefixAttention? sharedPrefix, ScalarType? matmulType, bool recompute)
     {
         var h = embed_tokens.forward(inputIds);
         foreach (var layer in layers)
-            h = recompute ? RecomputedLayer.Apply(layer, h, cos, sin, mask, sharedPrefix) : layer.Forward(h, cos, sin, mask, cache, sharedPrefix);
+            h = recompute
+                ? RecomputedLayer.Apply(layer, h, cos, sin, mask, sharedPrefix, matmulType)
+                : layer.Forward(h, cos, sin, mask, cache, sharedPrefix, matmulType);
         return norm.forward(h);
     }
 }
@@ -279,9 +313,11 @@ internal sealed class LlamaForCausalLM : nn.Module
     /// <paramref name="sharedPrefix"/> (no mask, no cache) runs attention per [prefix | continuation] of packed rows.
     /// <paramref name="recomputeActivations"/> trades compute for training memory: while gradients are recorded (and
     /// no cache is used) each layer keeps only its input and recomputes the rest in the backward pass (<see cref="RecomputedLayer"/>).
+    /// <paramref name="matmulType"/> (e.g. bfloat16) is the type every Linear multiplies in, null the weights' own; the
+    /// hidden states returned are in the weights' type either way.
     /// </summary>
     public Tensor HiddenStates(Tensor inputIds, Tensor? positionIds = null, Tensor? mask = null, KeyValueCache? cache = null,
-        SharedPrefixAttention? sharedPrefix = null, bool recomputeActivations = false)
+        SharedPrefixAttention? sharedPrefix = null, bool recomputeActivations = false, ScalarType? matmulType = null)
     {
         long b = inputIds.shape[0], t = inputIds.shape[1];
         long start = cache?.Length ?? 0;
@@ -296,13 +332,21 @@ internal sealed class LlamaForCausalLM : nn.Module
         positionIds ??= arange(start, start + t, dtype: ScalarType.Int64, device: inputIds.device).unsqueeze(0).expand(b, t);
         var (cos, sin) = rotary.CosSin(positionIds, LmHeadWeight.dtype);
         bool recompute = recomputeActivations && cache is null && is_grad_enabled();
-        var hidden = model.Forward(inputIds, cos, sin, mask, cache, sharedPrefix, recompute);
+        var hidden = model.Forward(inputIds, cos, sin, mask, cache, sharedPrefix, matmulType, recompute);
         if (cache is not null) cache.Length = start + t;
         return hidden.MoveToOuterDisposeScope();
     }
 
-    /// <summary>(B, T, D) hidden states -> (B, T, V) logits.</summary>
-    public Tensor Logits(Tensor hidden) => F.linear(hidden, LmHeadWeight);
+    /// <summary>
+    /// (B, T, D) hidden states -> (B, T, V) logits in the hidden states' type, multiplied in
+    /// <paramref name="matmulType"/> when given.
+    /// </summary>
+    public Tensor Logits(Tensor hidden, ScalarType? matmulType = null)
+    {
+        if (matmulType is not ScalarType type || type == LmHeadWeight.dtype) return F.linear(hidden, LmHeadWeight);
+        using var scope = NewDisposeScope();
+        return F.linear(hidden.to_type(type), LmHeadWeight.to_type(type)).to_type(hidden.dtype).MoveToOuterDisposeScope();
+    }
 
     /// <summary>(B, T) ids -> (B, T, V) logits.</summary>
     public Tensor Forward(Tensor inputIds, Tensor? positionIds = null, Tensor? mask = null, KeyValueCache? cache = null)

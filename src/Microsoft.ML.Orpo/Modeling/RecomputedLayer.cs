@@ -11,9 +11,10 @@ namespace Microsoft.ML.Orpo.Modeling;
 /// </summary>
 internal static class RecomputedLayer
 {
-    /// <summary>(B, T, D) -> (B, T, D), the same values and gradients as <c>layer.Forward(x, cos, sin, mask, null, sharedPrefix)</c>.</summary>
-    public static Tensor Apply(LlamaDecoderLayer layer, Tensor x, Tensor cos, Tensor sin, Tensor? mask, SharedPrefixAttention? sharedPrefix) =>
-        RecomputedLayerFunction.apply(x, layer, cos, sin, mask!, sharedPrefix!);
+    /// <summary>(B, T, D) -> (B, T, D), the same values and gradients as <c>layer.Forward(x, cos, sin, mask, null, sharedPrefix, matmulType)</c>.</summary>
+    public static Tensor Apply(LlamaDecoderLayer layer, Tensor x, Tensor cos, Tensor sin, Tensor? mask, SharedPrefixAttention? sharedPrefix,
+        ScalarType? matmulType) =>
+        RecomputedLayerFunction.apply(x, layer, cos, sin, mask!, sharedPrefix!, matmulType ?? x.dtype);
 }
 
 /// <summary>The autograd node behind <see cref="RecomputedLayer.Apply"/>.</summary>
@@ -37,7 +38,9 @@ internal sealed class RecomputedLayerFunction : autograd.SingleTensorFunction<Re
         // Without a graph nothing keeps the layer's intermediates alive except their managed handles: release them now.
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
-        return ((LlamaDecoderLayer)vars[1]).Forward(x, (Tensor)vars[2], (Tensor)vars[3], mask, null, sharedPrefix).MoveToOuterDisposeScope();
+        ctx.save_data("matmulType", vars[6]);
+        return ((LlamaDecoderLayer)vars[1]).Forward(x, (Tensor)vars[2], (Tensor)vars[3], mask, null, sharedPrefix, (ScalarType)vars[6])
+            .MoveToOuterDisposeScope();
     }
 
     public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad_output)
@@ -50,11 +53,12 @@ internal sealed class RecomputedLayerFunction : autograd.SingleTensorFunction<Re
         using (enable_grad())
         {
             var input = saved[0].detach().requires_grad_(true);
-            var output = layer.Forward(input, saved[1], saved[2], saved.Count > 3 ? saved[3] : null, null, sharedPrefix);
+            var output = layer.Forward(input, saved[1], saved[2], saved.Count > 3 ? saved[3] : null, null, sharedPrefix,
+                (ScalarType)ctx.get_data("matmulType"));
             output.backward(new[] { grad_output });
             gradInput = input.grad!.MoveToOuterDisposeScope();
         }
         foreach (var t in saved) t.Dispose();
-        return new List<Tensor> { gradInput, null!, null!, null!, null!, null! };
+        return new List<Tensor> { gradInput, null!, null!, null!, null!, null!, null! };
     }
 }

@@ -11,7 +11,7 @@ namespace Microsoft.ML.Orpo.Training;
 
 /// <summary>
 /// Resumable training checkpoints: <c>checkpoint-NNNNNN/</c> holding model.safetensors, optimizer.safetensors and
-/// trainer_state.json (step, metrics history, a fingerprint of settings + data, and SHA-256 of each file).
+/// trainer_state.json (step, metrics history, a fingerprint of settings + data, the precision, and SHA-256 of each file).
 /// A checkpoint is written into a temporary folder and renamed into place, so a run killed at any moment
 /// leaves either the complete new checkpoint or none; a damaged newest checkpoint is skipped on resume.
 /// </summary>
@@ -36,8 +36,9 @@ internal sealed class CheckpointStore
 
     public sealed record Resumed(int Step, int Seed, IReadOnlyList<OrpoStepMetrics> History);
 
+    // Precision: the OrpoPrecision name; absent (null) in checkpoints written before the option, which were float32.
     private sealed record State(int FormatVersion, int Step, int OptimizerSteps, int Seed, string Fingerprint,
-        Dictionary<string, string> Sha256, List<OrpoStepMetrics> History);
+        Dictionary<string, string> Sha256, List<OrpoStepMetrics> History, string? Precision = null);
 
     /// <summary>A hash of everything that decides the training trajectory: settings and the encoded data.</summary>
     public static string Fingerprint(TrainingSettings settings, IReadOnlyList<EncodedPair> pairs)
@@ -60,7 +61,8 @@ internal sealed class CheckpointStore
         return Convert.ToHexString(hash.GetHashAndReset());
     }
 
-    public void Save(int step, LlamaForCausalLM network, AdamW optimizer, IReadOnlyList<OrpoStepMetrics> history, string fingerprint, int seed)
+    public void Save(int step, LlamaForCausalLM network, AdamW optimizer, IReadOnlyList<OrpoStepMetrics> history, string fingerprint, int seed,
+        OrpoPrecision precision)
     {
         string final = Path.Combine(directory, Prefix + step.ToString("D6", CultureInfo.InvariantCulture));
         string temp = Path.Combine(directory, $".tmp-{Prefix}{step:D6}-{Guid.NewGuid():N}");
@@ -74,7 +76,7 @@ internal sealed class CheckpointStore
                 hashes["model.safetensors"] = WriteTensors(Path.Combine(temp, "model.safetensors"), weights);
                 hashes["optimizer.safetensors"] = WriteTensors(Path.Combine(temp, "optimizer.safetensors"), optimizer.StateTensors());
             }
-            var state = new State(FormatVersion, step, optimizer.StepCount, seed, fingerprint, hashes, history.ToList());
+            var state = new State(FormatVersion, step, optimizer.StepCount, seed, fingerprint, hashes, history.ToList(), precision.ToString());
             WriteDurably(Path.Combine(temp, "trainer_state.json"), JsonSerializer.SerializeToUtf8Bytes(state, Json));
             if (Directory.Exists(final)) Directory.Delete(final, recursive: true);
             Directory.Move(temp, final);
@@ -89,7 +91,7 @@ internal sealed class CheckpointStore
     }
 
     /// <summary>Loads the newest intact checkpoint into the network and optimizer; null when there is none.</summary>
-    public Resumed? TryResume(LlamaForCausalLM network, AdamW optimizer, string fingerprint, Action<string>? log)
+    public Resumed? TryResume(LlamaForCausalLM network, AdamW optimizer, string fingerprint, OrpoPrecision precision, Action<string>? log)
     {
         if (!Directory.Exists(directory)) return null;
         foreach (var (step, path) in List().OrderByDescending(c => c.Step))
@@ -104,6 +106,12 @@ internal sealed class CheckpointStore
                 log?.Invoke($"Skipping damaged checkpoint '{path}': {e.Message}");
                 continue;
             }
+            // Named apart from the fingerprint check (which covers it too) so the error says which option to change.
+            string saved = state.Precision ?? nameof(OrpoPrecision.Float32);
+            if (saved != precision.ToString())
+                throw new InvalidOperationException(
+                    $"CheckpointDirectory '{directory}' holds a checkpoint trained with Precision = {saved}, but this run uses " +
+                    $"Precision = {precision}. Resume with OrpoOptions.Precision = {saved}, or use an empty directory to start over.");
             if (state.Fingerprint != fingerprint)
                 throw new InvalidOperationException(
                     $"CheckpointDirectory '{directory}' holds a checkpoint of a different run (other options or data). " +

@@ -22,13 +22,16 @@ internal static class FusedOrpoLoss
     /// <param name="rows">The scored predictions, pair by pair.</param>
     /// <param name="scale">The optimiser step's normalisers and lambda.</param>
     /// <param name="chunkRows">Target rows per LM-head chunk; a chunk always holds whole pairs (at least one).</param>
-    public static (Tensor Loss, Tensor GroupSums) Compute(Tensor hidden, Tensor weight, ScoredRows rows, OrpoLossScale scale, int chunkRows)
+    /// <param name="matmulType">Type the three LM-head products run in (mixed precision), null: the weight's own.
+    /// Softmax, the loss and the gradient sums stay in the inputs' type.</param>
+    public static (Tensor Loss, Tensor GroupSums) Compute(Tensor hidden, Tensor weight, ScoredRows rows, OrpoLossScale scale, int chunkRows,
+        ScalarType? matmulType = null)
     {
         if (chunkRows <= 0) throw new ArgumentOutOfRangeException(nameof(chunkRows), chunkRows, "must be > 0.");
         using var scope = NewDisposeScope();
         var picked = hidden.index_select(0, rows.Sources);                                    // (N, D)
         var sums = new GroupSumsHolder();
-        var loss = FusedOrpoLossFunction.apply(picked, weight, rows, scale, chunkRows, sums);
+        var loss = FusedOrpoLossFunction.apply(picked, weight, rows, scale, chunkRows, sums, matmulType ?? weight.dtype);
         return (loss.MoveToOuterDisposeScope(), sums.Value!.view(rows.Pairs, ScoredRows.Kinds).MoveToOuterDisposeScope());
     }
 
@@ -43,12 +46,16 @@ internal static class FusedOrpoLoss
     /// d loss / d weight (V, D), sums (3B).
     /// </summary>
     internal static (Tensor Loss, Tensor GradHidden, Tensor? GradWeight, Tensor Sums) LossAndGradients(
-        Tensor hidden, Tensor weight, ScoredRows rows, OrpoLossScale scale, int chunkRows, bool needWeight)
+        Tensor hidden, Tensor weight, ScoredRows rows, OrpoLossScale scale, int chunkRows, bool needWeight, ScalarType matmulType)
     {
         var dtype = hidden.dtype;
+        bool cast = matmulType != dtype || matmulType != weight.dtype;
         var loss = zeros(1, dtype, hidden.device);
         var gradHidden = empty_like(hidden);
         var gradWeight = needWeight ? zeros_like(weight) : null;
+        // Cast once per call, not per chunk (no-ops without mixed precision).
+        var matmulHidden = hidden.to_type(matmulType);
+        var matmulWeight = weight.to_type(matmulType);
         var sums = zeros(rows.Pairs * ScoredRows.Kinds, dtype, hidden.device);
         for (int first = 0; first < rows.Pairs;)
         {
@@ -56,10 +63,10 @@ internal static class FusedOrpoLoss
             while (end < rows.Pairs && rows.PairStarts[end + 1] - rows.PairStarts[first] <= chunkRows) end++;
             long start = rows.PairStarts[first], count = rows.PairStarts[end] - start;
             using var scope = NewDisposeScope();
-            var h = hidden.narrow(0, start, count);                                            // (c, D)
+            var h = matmulHidden.narrow(0, start, count);                                      // (c, D)
             var targets = rows.Targets.narrow(0, start, count).unsqueeze(1);                   // (c, 1)
             var groups = rows.Groups.narrow(0, start, count) - first * ScoredRows.Kinds;       // (c) local group
-            var logits = h.matmul(weight.t());                                                 // (c, V)
+            var logits = h.matmul(matmulWeight.t()).to_type(dtype);                            // (c, V)
             var logsumexp = logits.logsumexp(1, keepdim: true);                                // (c, 1)
             var logp = logits.gather(1, targets).sub_(logsumexp).squeeze(1);                   // (c)
             int pairs = end - first;
@@ -69,8 +76,13 @@ internal static class FusedOrpoLoss
             var g = perGroup.index_select(0, groups).unsqueeze(1);                             // (c, 1) d loss / d log p
             var dLogits = logits.sub_(logsumexp).exp_().mul_(g.neg());                         // -g * softmax
             dLogits.scatter_add_(1, targets, g);                                               // + g * onehot
-            gradHidden.narrow(0, start, count).copy_(dLogits.matmul(weight));
-            gradWeight?.addmm_(dLogits.t(), h);
+            var d = dLogits.to_type(matmulType);
+            gradHidden.narrow(0, start, count).copy_(d.matmul(matmulWeight));
+            if (gradWeight is not null)
+            {
+                if (cast) gradWeight.add_(d.t().matmul(h));                                   // summed in the weight's type
+                else gradWeight.addmm_(d.t(), h);
+            }
             loss.add_(chunkLoss);
             sums.narrow(0, first * ScoredRows.Kinds, pairs * ScoredRows.Kinds).copy_(chunkSums);
             first = end;
@@ -115,7 +127,7 @@ internal sealed class FusedOrpoLossFunction : autograd.SingleTensorFunction<Fuse
         var weight = (Tensor)vars[1];
         bool needWeight = weight.requires_grad;
         var (loss, gradHidden, gradWeight, sums) = FusedOrpoLoss.LossAndGradients(hidden, weight, (ScoredRows)vars[2],
-            (OrpoLossScale)vars[3], (int)vars[4], needWeight);
+            (OrpoLossScale)vars[3], (int)vars[4], needWeight, (ScalarType)vars[6]);
         ((FusedOrpoLoss.GroupSumsHolder)vars[5]).Value = sums;
         // Saved through autograd: the managed handles die with the caller's dispose scope before the backward pass.
         ctx.save_for_backward(needWeight ? new List<Tensor> { gradHidden, gradWeight! } : new List<Tensor> { gradHidden });
@@ -127,6 +139,6 @@ internal sealed class FusedOrpoLossFunction : autograd.SingleTensorFunction<Fuse
         var saved = ctx.get_saved_variables();
         var gradHidden = saved[0].mul_(grad_output);
         var gradWeight = saved.Count > 1 ? saved[1].mul_(grad_output) : null;
-        return new List<Tensor> { gradHidden, gradWeight!, null!, null!, null!, null! };
+        return new List<Tensor> { gradHidden, gradWeight!, null!, null!, null!, null!, null! };
     }
 }

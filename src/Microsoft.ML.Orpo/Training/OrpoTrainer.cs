@@ -44,7 +44,7 @@ internal sealed class OrpoTrainer
         var history = new List<OrpoStepMetrics>();
         int startStep = 0;
         var run = settings;
-        if (store?.TryResume(model.Network, optimizer, fingerprint, callbacks.Log) is { } resumed)
+        if (store?.TryResume(model.Network, optimizer, fingerprint, settings.Precision, callbacks.Log) is { } resumed)
         {
             history.AddRange(resumed.History);
             startStep = resumed.Step;
@@ -55,7 +55,7 @@ internal sealed class OrpoTrainer
         int totalSteps = planner.TotalSteps;
         if (startStep > 0) callbacks.Log?.Invoke($"Resumed from checkpoint at step {startStep} of {totalSteps}.");
         int warmupSteps = (int)Math.Ceiling(settings.WarmupRatio * totalSteps);
-        callbacks.Log?.Invoke($"ORPO: {train.Count} pairs, {totalSteps} optimiser steps of {planner.PairsPerStep} pairs, lambda {settings.Lambda}, learning rate {settings.LearningRate}.");
+        callbacks.Log?.Invoke($"ORPO: {train.Count} pairs, {totalSteps} optimiser steps of {planner.PairsPerStep} pairs, lambda {settings.Lambda}, learning rate {settings.LearningRate}{(settings.Precision == OrpoPrecision.Float32 ? "" : $", {settings.Precision} mixed precision")}.");
 
         var clock = Stopwatch.StartNew();
         for (int step = startStep; step < totalSteps; step++)
@@ -90,7 +90,7 @@ internal sealed class OrpoTrainer
             history.Add(metrics);
             Report(metrics);
             if (store is not null && (lastStep || (settings.CheckpointInterval > 0 && (step + 1) % settings.CheckpointInterval == 0)))
-                store.Save(step + 1, model.Network, optimizer, history, fingerprint, run.Seed);
+                store.Save(step + 1, model.Network, optimizer, history, fingerprint, run.Seed, settings.Precision);
             callbacks.AfterStep?.Invoke(step + 1);
         }
         model.Network.eval();

@@ -1,3 +1,4 @@
+using System.Text.Json.Serialization;
 using Microsoft.ML.Orpo.Modeling;
 
 namespace Microsoft.ML.Orpo.Training;
@@ -53,6 +54,14 @@ internal sealed record TrainingSettings
     /// </summary>
     public bool RecomputeActivations { get; init; }
 
+    /// <summary>
+    /// Mixed precision (<see cref="OrpoPrecision"/>): part of the run's identity, so a checkpoint resumes only with the
+    /// same value. Left out of the checkpoint fingerprint's JSON at its default, so float32 runs keep the fingerprints
+    /// they had before the option existed.
+    /// </summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
+    public OrpoPrecision Precision { get; init; }
+
     /// <summary>256 rows x 32000 vocabulary = 33 MB of float32 logits per chunk.</summary>
     public const int DefaultLogitsChunkRows = 256;
 
@@ -83,6 +92,7 @@ internal sealed record TrainingSettings
         Check(double.IsFinite(options.AdamEpsilon) && options.AdamEpsilon > 0, nameof(options.AdamEpsilon), options.AdamEpsilon, "must be > 0.");
         Check(options.WarmupRatio >= 0 && options.WarmupRatio < 1, nameof(options.WarmupRatio), options.WarmupRatio, "must be in [0, 1).");
         Check(Enum.IsDefined(options.LearningRateSchedule), nameof(options.LearningRateSchedule), options.LearningRateSchedule, "is not a known schedule.");
+        Check(Enum.IsDefined(options.Precision), nameof(options.Precision), options.Precision, "is not a known precision (Float32 or BFloat16).");
         Check(double.IsFinite(options.MaxGradNorm) && options.MaxGradNorm >= 0, nameof(options.MaxGradNorm), options.MaxGradNorm, "must be >= 0 (0 = no clipping).");
         Check(options.MaxLength is null || options.MaxLength >= 2, nameof(options.MaxLength), options.MaxLength, "must be >= 2.");
         Check(options.MaxPromptLength is null || options.MaxPromptLength >= 1, nameof(options.MaxPromptLength), options.MaxPromptLength, "must be >= 1.");
@@ -135,6 +145,7 @@ internal sealed record TrainingSettings
             TruncateLongPrompts = options.TruncateLongPrompts,
             SharedPromptForward = options.SharedPromptForward,
             RecomputeActivations = options.RecomputeActivations,
+            Precision = options.Precision,
             ValidationInterval = options.ValidationInterval,
             CheckpointDirectory = options.CheckpointDirectory,
             CheckpointInterval = options.CheckpointInterval,

@@ -215,6 +215,28 @@ public sealed class OrpoPipelineTests
     }
 
     [TestMethod]
+    public void PrecisionOptionReachesTheTrainer()
+    {
+        var ml = new MLContext(seed: 1);
+        var float32 = Options();
+        float32.Seed = 4;
+        float32.Epochs = 1;
+        var bfloat16 = float32.Clone();
+        bfloat16.Precision = OrpoPrecision.BFloat16;
+        var log = new List<string>();
+        ml.Log += (_, e) => { if (e.RawMessage.StartsWith("ORPO:", StringComparison.Ordinal)) lock (log) log.Add(e.RawMessage); };
+        using var a = ml.Transforms.OrpoFineTune(float32).Fit(Pairs(ml));
+        using var b = ml.Transforms.OrpoFineTune(bfloat16).Fit(Pairs(ml));
+        // Same seed and data: only the arithmetic differs, by bfloat16 rounding (MixedPrecisionTests states the tolerance).
+        Assert.AreNotEqual(a.TrainingHistory[0].Loss, b.TrainingHistory[0].Loss);
+        Assert.AreEqual(a.TrainingHistory[0].Loss, b.TrainingHistory[0].Loss, 1e-2 * a.TrainingHistory[0].Loss);
+        Assert.IsTrue(log.Any(l => l.Contains("BFloat16 mixed precision", StringComparison.Ordinal)), string.Join("\n", log));
+        Assert.AreEqual(OrpoPrecision.BFloat16, ml.Transforms.OrpoFineTune(bfloat16).Options.Precision);
+        Assert.IsTrue(a.Model.Network.NamedWeights().Concat(b.Model.Network.NamedWeights()).All(p => p.Parameter.dtype == TorchSharp.torch.ScalarType.Float32),
+            "the fitted weights are float32 either way");
+    }
+
+    [TestMethod]
     public void CanceledFitWithoutAnExplicitSeedResumesInAnotherContext()
     {
         string directory = TestAssets.NewTempDirectory("orpo-resume");

@@ -95,14 +95,16 @@ public sealed class PerformancePathEquivalenceTests
         AssertSameAsPlain(new TrainingSettings { Lambda = 0.5, RecomputeActivations = true, SharedPromptForward = sharedPrompt, LogitsChunkRows = chunkRows });
 
     [TestMethod]
-    public void RecomputedActivationsTrainBitIdenticalWeights()
+    [DataRow(OrpoPrecision.Float32, false)]
+    [DataRow(OrpoPrecision.BFloat16, true)]
+    public void RecomputedActivationsTrainBitIdenticalWeights(OrpoPrecision precision, bool sharedPrompt)
     {
         // The recomputed layer runs the same operations on the same inputs, so training is not merely close but
         // identical; that is why a checkpoint may be resumed with the switch changed (it is not in the fingerprint).
         using var storedModel = TrainingFixtures.LoadModel();
         using var recomputedModel = TrainingFixtures.LoadModel();
         var pairs = TrainingFixtures.TrainPairs(storedModel, 8);
-        var settings = TrainingFixtures.Plain(batchSize: 4, learningRate: 1e-3);
+        var settings = TrainingFixtures.Plain(batchSize: 4, learningRate: 1e-3) with { Precision = precision, SharedPromptForward = sharedPrompt };
         new OrpoTrainer(storedModel, settings).Train(pairs);
         new OrpoTrainer(recomputedModel, settings with { RecomputeActivations = true }).Train(pairs);
         Assert.AreEqual(0.0, TrainingFixtures.MaxDifference(TrainingFixtures.Snapshot(storedModel), TrainingFixtures.Snapshot(recomputedModel)));

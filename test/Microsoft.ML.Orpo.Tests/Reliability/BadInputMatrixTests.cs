@@ -121,6 +121,7 @@ public sealed class BadInputMatrixTests
             "OrpoOptions.MaxPromptLength = 32", "smaller than MaxLength (32)"),
         Option("MaxPromptLength above MaxLength", o => { o.MaxLength = 32; o.MaxPromptLength = 100; }, typeof(ArgumentOutOfRangeException),
             "OrpoOptions.MaxPromptLength = 100"),
+        Option("undefined precision", o => o.Precision = (OrpoPrecision)7, typeof(ArgumentOutOfRangeException), "OrpoOptions.Precision = 7", "Float32 or BFloat16"),
         Option("unknown device", o => o.Device = "tpu:0", typeof(ArgumentException), "Device 'tpu:0'", "\"cpu\""),
         Option("template without {prompt}", o => o.PromptTemplate = "<|user|>\n<|assistant|>\n", typeof(ArgumentException), "PromptTemplate", "{prompt}"),
         Option("empty model path", o => o.BaseModelPath = " ", typeof(ArgumentException), "BaseModelPath"),

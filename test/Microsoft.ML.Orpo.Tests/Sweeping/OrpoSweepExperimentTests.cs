@@ -103,6 +103,26 @@ public sealed class OrpoSweepExperimentTests
     }
 
     [TestMethod]
+    public async Task TrialsTrainWithTheBaseOptionsPrecision()
+    {
+        var ml = new MLContext(seed: 1);
+        async Task<double> FirstLoss(OrpoPrecision precision)
+        {
+            var options = Evaluation.EvaluationFixtures.Options(epochs: 1, batchSize: 4);
+            options.Seed = 3;
+            options.Precision = precision;
+            var result = await SweepFixtures.Experiment(ml, trainPairs: 4, epochs: 1, batchSize: 4)
+                .SetBaseOptions(options).SetSearchSpace(new OrpoSearchSpace { Lambda = SweepRange.Choice(0.1) }).SetMaxTrials(1).RunAsync();
+            result.BestModel.Dispose();
+            return result.Trials.Single().History[0].Loss;
+        }
+        double float32 = await FirstLoss(OrpoPrecision.Float32);
+        double bfloat16 = await FirstLoss(OrpoPrecision.BFloat16);
+        Assert.AreNotEqual(float32, bfloat16, "the trial must train in the base options' precision");
+        Assert.AreEqual(float32, bfloat16, 1e-2 * float32);
+    }
+
+    [TestMethod]
     public async Task RandomSearchDrawsWithinTheRangeAndIsDeterministicForASeed()
     {
         var ml = new MLContext(seed: 1);

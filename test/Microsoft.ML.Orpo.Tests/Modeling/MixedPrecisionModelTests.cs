@@ -1,0 +1,55 @@
+using TorchSharp;
+using Microsoft.ML.Orpo.Modeling;
+using Microsoft.ML.Orpo.Tests.Training;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace Microsoft.ML.Orpo.Tests.Modeling;
+
+/// <summary>The decoder's mixed-precision switch: bfloat16 products, float32 weights, gradients and residual stream.</summary>
+[TestClass]
+public sealed class MixedPrecisionModelTests
+{
+    [TestMethod]
+    public void LinearMultipliesInTheMatmulTypeAndSendsFloat32GradientsToTheWeights()
+    {
+        using var scope = NewDisposeScope();
+        manual_seed(3);
+        using var module = nn.Linear(24, 40, hasBias: true);
+        var x = randn(5, 24).requires_grad_(true);
+
+        var y = MixedPrecision.Linear(x, module, ScalarType.BFloat16);
+        Assert.AreEqual(ScalarType.BFloat16, y.dtype);
+        var expected = F.linear(x.detach().to_type(ScalarType.BFloat16), module.weight!.detach().to_type(ScalarType.BFloat16),
+            module.bias!.detach().to_type(ScalarType.BFloat16));
+        Assert.IsTrue(y.detach().eq(expected).all().item<bool>(), "the product of the bfloat16-cast input and weight");
+        y.to_type(ScalarType.Float32).sum().backward();
+        Assert.AreEqual(ScalarType.Float32, module.weight!.grad!.dtype);
+        Assert.AreEqual(ScalarType.Float32, module.bias!.grad!.dtype);
+        Assert.AreEqual(ScalarType.Float32, x.grad!.dtype);
+        // d sum(x W^T + b) / dW = the column sums of x, here a bfloat16 product: within a few bfloat16 roundings (2^-9 each).
+        var exact = x.detach().sum(new long[] { 0 }).unsqueeze(0).expand(40, 24);
+        Assert.IsLessThan(1e-2, ((module.weight.grad - exact).abs().max() / exact.abs().max()).ToDouble());
+
+        var plain = MixedPrecision.Linear(x, module, null);
+        Assert.AreEqual(ScalarType.Float32, plain.dtype);
+        Assert.IsTrue(plain.detach().eq(module.forward(x).detach()).all().item<bool>(), "no matmul type: the module as it is");
+    }
+
+    [TestMethod]
+    public void BFloat16HiddenStatesAreFloat32AndCloseToTheFloat32Ones()
+    {
+        using var model = TrainingFixtures.LoadModel();
+        using var noGrad = no_grad();
+        using var scope = NewDisposeScope();
+        var ids = tensor(model.Tokenizer.Encode("Once upon a time, there was a little girl named Lily.").Select(i => (long)i).ToArray()).unsqueeze(0);
+        var fp32 = model.Network.HiddenStates(ids);
+        var bf16 = model.Network.HiddenStates(ids, matmulType: ScalarType.BFloat16);
+        Assert.AreEqual(ScalarType.Float32, bf16.dtype, "the residual stream and final norm stay float32");
+        double relative = ((bf16 - fp32).norm() / fp32.norm()).ToDouble();
+        Console.WriteLine($"relative difference of the final hidden states: {relative:E2}");
+        Assert.IsGreaterThan(0, relative, "bfloat16 products round");
+        Assert.IsLessThan(3e-2, relative);
+        Assert.IsTrue(model.Network.NamedWeights().All(p => p.Parameter.dtype == ScalarType.Float32), "weights are never cast in place");
+    }
+}
