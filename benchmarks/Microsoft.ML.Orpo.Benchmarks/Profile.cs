@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json.Nodes;
+using Microsoft.ML.Orpo.Modeling;
 using Microsoft.ML.Orpo.Training;
 using static TorchSharp.torch;
 
@@ -73,13 +74,23 @@ internal static class AttentionProfile
         Tensor Manual() => (q.matmul(k.transpose(-1, -2)) / Math.Sqrt(d) + causalMask).softmax(-1).matmul(v);
         Tensor Sdpa() => nn.functional.scaled_dot_product_attention(q, k, v, is_casual: true);
         Tensor SdpaMask() => nn.functional.scaled_dot_product_attention(q, k, v, attn_mask: causalMask);
-        return new JsonObject
+        // The library's small-head kernel (rotary embedding folded in; identity rotation here), where it applies.
+        var cos = ones(b, 1, t, d);
+        var sin = zeros(b, 1, t, d);
+        Tensor Kernel() => CausalAttention.Apply(q, k, v, cos, sin);
+        var json = new JsonObject
         {
             ["metric"] = "attention_seconds", ["value"] = 0,
             ["sdpa_causal_fwd"] = Time(Sdpa, false), ["sdpa_causal_fwdbwd"] = Time(Sdpa, true),
             ["sdpa_mask_fwd"] = Time(SdpaMask, false), ["sdpa_mask_fwdbwd"] = Time(SdpaMask, true),
             ["manual_fwd"] = Time(Manual, false), ["manual_fwdbwd"] = Time(Manual, true),
         };
+        if (CausalAttention.Supports(q, k, v, cos))
+        {
+            json["kernel_fwd"] = Time(Kernel, false);
+            json["kernel_fwdbwd"] = Time(Kernel, true);
+        }
+        return json;
     }
 }
 

@@ -165,6 +165,8 @@ internal sealed class LlamaAttention : nn.Module
         var q = q_proj.forward(x).view(b, t, heads, headDim).transpose(1, 2);     // (B, H, T, d)
         var k = k_proj.forward(x).view(b, t, kvHeads, headDim).transpose(1, 2);   // (B, K, T, d)
         var v = v_proj.forward(x).view(b, t, kvHeads, headDim).transpose(1, 2);   // (B, K, T, d)
+        if (mask is null && cache is null && CausalAttention.Supports(q, k, v, cos))
+            return o_proj.forward(CausalAttention.Apply(q, k, v, cos, sin));       // small float32 heads, RoPE fused
         q = RotaryEmbedding.Apply(q, cos, sin);
         k = RotaryEmbedding.Apply(k, cos, sin);
         if (cache is not null) (k, v) = cache.Append(layerIndex, k, v);           // (B, K, S, d)
