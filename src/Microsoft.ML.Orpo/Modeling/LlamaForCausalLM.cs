@@ -27,6 +27,7 @@ internal sealed class RMSNorm : nn.Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor x) // (..., D) -> (..., D)
     {
+        if (FusedRmsNorm.Supports(x, weight)) return FusedRmsNorm.Apply(x, weight, eps); // float32 on CPU: one pass
         using var scope = NewDisposeScope();
         // Half-precision inputs are normalised in float32; float32/float64 stay as they are.
         var wide = x.dtype is ScalarType.Float16 or ScalarType.BFloat16 ? x.to_type(ScalarType.Float32) : x;
