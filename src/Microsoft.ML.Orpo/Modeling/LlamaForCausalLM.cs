@@ -37,7 +37,7 @@ internal sealed class RMSNorm : nn.Module<Tensor, Tensor>
 }
 
 /// <summary>Rotary position embedding in the rotate-half convention, with linear or llama3 frequency scaling.</summary>
-internal sealed class RotaryEmbedding
+internal sealed class RotaryEmbedding : IDisposable
 {
     private readonly double[] inverseFrequencies; // (d/2)
 
@@ -82,10 +82,37 @@ internal sealed class RotaryEmbedding
     {
         using var scope = NewDisposeScope();
         var angleType = dtype == ScalarType.Float64 ? ScalarType.Float64 : ScalarType.Float32;
-        var inv = tensor(inverseFrequencies, device: positionIds.device).to_type(angleType);  // (d/2)
+        var inv = Frequencies(positionIds.device, angleType);                              // (d/2)
         var angles = positionIds.to_type(angleType).unsqueeze(-1) * inv;                   // (B, T, d/2)
         var full = cat(new[] { angles, angles }, -1).unsqueeze(1);                        // (B, 1, T, d)
         return (full.cos().to_type(dtype).MoveToOuterDisposeScope(), full.sin().to_type(dtype).MoveToOuterDisposeScope());
+    }
+
+    private readonly object frequenciesGate = new();
+    private Tensor? frequencies; // the last device/dtype asked for; a model stays on one, so this is made once
+
+    /// <summary>The frequencies on a device in a dtype, uploaded once rather than per forward pass (every decoded token).</summary>
+    private Tensor Frequencies(Device device, ScalarType type)
+    {
+        lock (frequenciesGate)
+        {
+            if (frequencies is null || frequencies.dtype != type
+                || frequencies.device_type != device.type || frequencies.device_index != device.index)
+            {
+                // A replaced tensor may still be read by a concurrent call: it is left to the finalizer, not disposed.
+                frequencies = tensor(inverseFrequencies, device: device).to_type(type).DetachFromDisposeScope();
+            }
+            return frequencies;
+        }
+    }
+
+    public void Dispose()
+    {
+        lock (frequenciesGate)
+        {
+            frequencies?.Dispose();
+            frequencies = null;
+        }
     }
 
     public static Tensor Apply(Tensor x, Tensor cos, Tensor sin) // (B, h, T, d)
@@ -171,6 +198,8 @@ internal sealed class LlamaAttention : nn.Module
         q = RotaryEmbedding.Apply(q, cos, sin);
         k = RotaryEmbedding.Apply(k, cos, sin);
         if (cache is not null) (k, v) = cache.Append(layerIndex, k, v);           // (B, K, S, d)
+        if (kvHeads != heads && t == 1)
+            return o_proj.forward(GroupedQueryAttention.OneQuery(q, k, v, mask));  // decoding: no copy of the cache
         if (kvHeads != heads)
         {
             k = k.repeat_interleave(heads / kvHeads, dim: 1);                      // (B, H, S, d)
@@ -297,6 +326,12 @@ internal sealed class LlamaForCausalLM : nn.Module
     {
         using var scope = NewDisposeScope();
         return Logits(HiddenStates(inputIds, positionIds, mask, cache)).MoveToOuterDisposeScope();
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) rotary.Dispose();
+        base.Dispose(disposing);
     }
 
     /// <summary>The parameters keyed by Hugging Face name (a tied LM head appears once, as the embedding).</summary>

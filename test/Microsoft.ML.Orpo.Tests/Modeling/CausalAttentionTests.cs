@@ -3,12 +3,13 @@ using Microsoft.ML.Orpo.Modeling;
 using Microsoft.ML.Orpo.Tests.Infrastructure;
 using TorchSharp;
 using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
 
 namespace Microsoft.ML.Orpo.Tests.Modeling;
 
 /// <summary>
 /// The small-head causal attention kernel (<see cref="CausalAttention"/>) against float64 attention, and its wiring into
-/// the decoder.
+/// the decoder; grouped one-token decoding (<see cref="GroupedQueryAttention"/>) against the repeated-cache path, bit for bit.
 /// </summary>
 [TestClass]
 public sealed class CausalAttentionTests
@@ -89,7 +90,7 @@ public sealed class CausalAttentionTests
         using var scope = NewDisposeScope();
         manual_seed(2);
         var config = new LlamaConfig { HiddenSize = 32, IntermediateSize = 8, NumHiddenLayers = 1, NumAttentionHeads = 4, HeadDim = 8, VocabSize = 8 };
-        var rotary = new RotaryEmbedding(config);
+        using var rotary = new RotaryEmbedding(config);
         var (cos, sin) = rotary.CosSin(arange(100, 130).unsqueeze(0).expand(2, 30), ScalarType.Float32);  // (2, 1, 30, 8)
         var leaf = randn(2, 30, 4, 8).requires_grad_(true);
         var x = leaf.transpose(1, 2);                                                                    // (2, 4, 30, 8) view
@@ -191,5 +192,24 @@ public sealed class CausalAttentionTests
             AssertClose(sdpaGrads[i].to_type(ScalarType.Float64), kernelGrads[i], parameters[i].Name, 2e-5);
         network.zero_grad();
         network.eval();
+    }
+
+    [TestMethod]
+    [DataRow(8, 4, true, DisplayName = "two query heads per key/value head, padding mask")]
+    [DataRow(8, 2, false, DisplayName = "four query heads per key/value head, no mask")]
+    public void GroupedOneTokenAttentionEqualsRepeatedCacheBitForBit(int heads, int kvHeads, bool masked)
+    {
+        using var scope = NewDisposeScope();
+        manual_seed(9);
+        long b = 3, s = 37, d = 8;
+        var q = randn(b, heads, 1, d);
+        var k = randn(b, kvHeads, s, d);
+        var v = randn(b, kvHeads, s, d);
+        Tensor? mask = masked ? zeros(b, 1, 1, s).index_fill_(3, tensor(new long[] { 0, 1, 2 }), float.NegativeInfinity) : null;
+        int groups = heads / kvHeads;
+        var repeated = F.scaled_dot_product_attention(q, k.repeat_interleave(groups, dim: 1), v.repeat_interleave(groups, dim: 1), attn_mask: mask)
+            .transpose(1, 2).reshape(b, 1, heads * d);
+        var grouped = GroupedQueryAttention.OneQuery(q, k, v, mask);
+        Assert.IsTrue(repeated.eq(grouped).all().ToBoolean(), $"max difference {(repeated - grouped).abs().max().ToDouble():E2}");
     }
 }
