@@ -85,12 +85,30 @@ internal static partial class CausalAttention
 
     /// <summary>
     /// Per-worker scratch: keys and values transposed to (padded d, padded T) rows (so one query's scores are
-    /// vector sweeps along the keys), their gradients, per-row buffers, and the current query row.
+    /// vector sweeps along the keys), their gradients, per-row buffers, and the current query row. Kept per thread
+    /// for the next call of the same shape (every layer of a step): the padding is never written, so it stays zero.
     /// </summary>
     private sealed class Scratch
     {
-        public Scratch(Geometry g, bool backward)
+        [ThreadStatic] private static Scratch? forwardCache, backwardCache;
+
+        public static Scratch For(Geometry g, bool backward)
         {
+            var cached = backward ? backwardCache : forwardCache;
+            if (cached is not null && cached.HeadDim == g.HeadDim && cached.Length == g.Length) return cached;
+            cached = new Scratch(g, backward);
+            if (backward) backwardCache = cached;
+            else forwardCache = cached;
+            return cached;
+        }
+
+        private int HeadDim { get; }
+        private int Length { get; }
+
+        private Scratch(Geometry g, bool backward)
+        {
+            HeadDim = g.HeadDim;
+            Length = g.Length;
             int size = g.PaddedDim * g.PaddedLength;
             KeysT = new float[size];
             ValuesT = new float[size];
@@ -123,12 +141,12 @@ internal static partial class CausalAttention
         int threads = Math.Min(get_num_threads(), g.Units);
         if (threads <= 1)
         {
-            var scratch = new Scratch(g, backward);
+            var scratch = Scratch.For(g, backward);
             for (int u = 0; u < g.Units; u++) unit(u, scratch);
             return;
         }
         Parallel.For(0, g.Units, new ParallelOptions { MaxDegreeOfParallelism = threads },
-            () => new Scratch(g, backward), (u, _, scratch) => { unit(u, scratch); return scratch; }, _ => { });
+            () => Scratch.For(g, backward), (u, _, scratch) => { unit(u, scratch); return scratch; }, _ => { });
     }
 
     /// <summary>Copies unit (b, kv)'s (T, d) rows into (d, T) rows of stride PaddedLength; padding stays zero.</summary>

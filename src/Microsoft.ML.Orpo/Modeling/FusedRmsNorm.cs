@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
@@ -74,12 +75,14 @@ internal static class FusedRmsNorm
     public static void Backward(Tensor x, Tensor weight, Tensor inverseRms, Tensor gradOutput, Tensor? gradInput, double[]? gradWeight)
     {
         int d = (int)weight.shape[0], rows = (int)(x.numel() / d), chunks = (rows + ChunkRows - 1) / ChunkRows;
-        var partial = gradWeight is null ? null : new double[chunks * d];
+        var partial = gradWeight is null ? null : ArrayPool<double>.Shared.Rent(chunks * d);
+        if (partial is not null) Array.Clear(partial, 0, chunks * d);
         ForEachChunk(rows, chunk => BackwardChunk(x, weight, inverseRms, gradOutput, gradInput, partial, rows, chunk));
         if (gradWeight is null) return;
         Array.Clear(gradWeight);
         for (int chunk = 0; chunk < chunks; chunk++)
             for (int c = 0; c < d; c++) gradWeight[c] += partial![chunk * d + c];
+        ArrayPool<double>.Shared.Return(partial!);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
