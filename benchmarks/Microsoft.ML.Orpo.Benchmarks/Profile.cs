@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using TorchSharp;
 using System.Text.Json.Nodes;
+using Microsoft.ML.Orpo.Modeling;
 using Microsoft.ML.Orpo.Training;
 using static TorchSharp.torch;
 
@@ -138,7 +139,11 @@ internal static class AttentionProfile
         Tensor SdpaMask() => nn.functional.scaled_dot_product_attention(q, k, v, attn_mask: causalMask);
         Tensor SdpaBf16() => nn.functional.scaled_dot_product_attention(qh, kh, vh, is_casual: true);
         Tensor SdpaMaskBf16() => nn.functional.scaled_dot_product_attention(qh, kh, vh, attn_mask: causalMaskH);
-        return new JsonObject
+        // The library's small-head kernel (rotary embedding folded in; identity rotation here), where it applies.
+        var cos = ones(b, 1, t, d);
+        var sin = zeros(b, 1, t, d);
+        Tensor Kernel() => CausalAttention.Apply(q, k, v, cos, sin);
+        var json = new JsonObject
         {
             ["metric"] = "attention_seconds", ["value"] = 0,
             ["sdpa_causal_fwd"] = Time(Sdpa, false), ["sdpa_causal_fwdbwd"] = Time(Sdpa, true),
@@ -146,6 +151,12 @@ internal static class AttentionProfile
             ["manual_fwd"] = Time(Manual, false), ["manual_fwdbwd"] = Time(Manual, true),
             ["sdpa_causal_bf16_fwdbwd"] = Time(SdpaBf16, true), ["sdpa_mask_bf16_fwdbwd"] = Time(SdpaMaskBf16, true),
         };
+        if (CausalAttention.Supports(q, k, v, cos))
+        {
+            json["kernel_fwd"] = Time(Kernel, false);
+            json["kernel_fwdbwd"] = Time(Kernel, true);
+        }
+        return json;
     }
 }
 

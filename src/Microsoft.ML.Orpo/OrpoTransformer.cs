@@ -85,10 +85,9 @@ public sealed partial class OrpoTransformer : IDisposable
             ids.Add(promptIds);
         }
         var stops = options.StopSequences;
-        Func<IReadOnlyList<int>, bool>? shouldStop = stops.Count == 0 ? null
-            : generated => ContainsStop(m.Tokenizer.Decode(generated), stops);
+        Func<IReadOnlyList<int>, bool>? shouldStop = stops.Count == 0 ? null : new StopSequenceMatcher(stops, m.Tokenizer).ShouldStop;
         var generatedIds = TextGenerator.Generate(m.Network, ids, options, StopTokenIds(m), shouldStop, m.Tokenizer.VocabularySize);
-        return generatedIds.Select(g => CutAtStop(m.Tokenizer.Decode(g), stops)).ToArray();
+        return generatedIds.Select(g => StopSequenceMatcher.Cut(m.Tokenizer.Decode(g), stops)).ToArray();
     }
 
     /// <summary>The exact token ids training uses for a pair (template, BOS/EOS and truncation applied).</summary>
@@ -178,20 +177,6 @@ public sealed partial class OrpoTransformer : IDisposable
         var ids = new HashSet<int>(m.Config.EosTokenIds);
         if (m.Tokenizer.EosId is int eos) ids.Add(eos);
         return ids;
-    }
-
-    private static bool ContainsStop(string text, IReadOnlyList<string> stops) =>
-        stops.Any(s => text.Contains(s, StringComparison.Ordinal));
-
-    private static string CutAtStop(string text, IReadOnlyList<string> stops)
-    {
-        int cut = text.Length;
-        foreach (string stop in stops)
-        {
-            int at = text.IndexOf(stop, StringComparison.Ordinal);
-            if (at >= 0 && at < cut) cut = at;
-        }
-        return text[..cut];
     }
 
     private CausalLanguageModel ThrowIfDisposed()

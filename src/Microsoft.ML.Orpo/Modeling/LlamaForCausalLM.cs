@@ -46,6 +46,7 @@ internal sealed class RMSNorm : nn.Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor x) // (..., D) -> (..., D)
     {
+        if (FusedRmsNorm.Supports(x, weight)) return FusedRmsNorm.Apply(x, weight, eps); // float32 on CPU: one pass
         using var scope = NewDisposeScope();
         // Half-precision inputs are normalised in float32; float32/float64 stay as they are.
         var wide = x.dtype is ScalarType.Float16 or ScalarType.BFloat16 ? x.to_type(ScalarType.Float32) : x;
@@ -55,7 +56,7 @@ internal sealed class RMSNorm : nn.Module<Tensor, Tensor>
 }
 
 /// <summary>Rotary position embedding in the rotate-half convention, with linear or llama3 frequency scaling.</summary>
-internal sealed class RotaryEmbedding
+internal sealed class RotaryEmbedding : IDisposable
 {
     private readonly double[] inverseFrequencies; // (d/2)
 
@@ -100,10 +101,37 @@ internal sealed class RotaryEmbedding
     {
         using var scope = NewDisposeScope();
         var angleType = dtype == ScalarType.Float64 ? ScalarType.Float64 : ScalarType.Float32;
-        var inv = tensor(inverseFrequencies, device: positionIds.device).to_type(angleType);  // (d/2)
+        var inv = Frequencies(positionIds.device, angleType);                              // (d/2)
         var angles = positionIds.to_type(angleType).unsqueeze(-1) * inv;                   // (B, T, d/2)
         var full = cat(new[] { angles, angles }, -1).unsqueeze(1);                        // (B, 1, T, d)
         return (full.cos().to_type(dtype).MoveToOuterDisposeScope(), full.sin().to_type(dtype).MoveToOuterDisposeScope());
+    }
+
+    private readonly object frequenciesGate = new();
+    private Tensor? frequencies; // the last device/dtype asked for; a model stays on one, so this is made once
+
+    /// <summary>The frequencies on a device in a dtype, uploaded once rather than per forward pass (every decoded token).</summary>
+    private Tensor Frequencies(Device device, ScalarType type)
+    {
+        lock (frequenciesGate)
+        {
+            if (frequencies is null || frequencies.dtype != type
+                || frequencies.device_type != device.type || frequencies.device_index != device.index)
+            {
+                // A replaced tensor may still be read by a concurrent call: it is left to the finalizer, not disposed.
+                frequencies = tensor(inverseFrequencies, device: device).to_type(type).DetachFromDisposeScope();
+            }
+            return frequencies;
+        }
+    }
+
+    public void Dispose()
+    {
+        lock (frequenciesGate)
+        {
+            frequencies?.Dispose();
+            frequencies = null;
+        }
     }
 
     public static Tensor Apply(Tensor x, Tensor cos, Tensor sin) // (B, h, T, d)
@@ -189,10 +217,14 @@ internal sealed class LlamaAttention : nn.Module
         var v = MixedPrecision.Linear(x, v_proj, matmulType).view(b, t, kvHeads, headDim).transpose(1, 2);   // (B, K, T, d)
         // RoPE and attention run in the rotary tables' type: float32 under mixed precision too (bf16 SDPA measured
         // no faster on AVX-512 BF16 CPUs, benchmarks/README.md); the casts are no-ops without a matmul type.
-        q = RotaryEmbedding.Apply(q.to_type(cos.dtype), cos, sin);
-        k = RotaryEmbedding.Apply(k.to_type(cos.dtype), cos, sin);
-        v = v.to_type(cos.dtype);
+        (q, k, v) = (q.to_type(cos.dtype), k.to_type(cos.dtype), v.to_type(cos.dtype));
+        if (mask is null && cache is null && sharedPrefix is null && CausalAttention.Supports(q, k, v, cos))
+            return MixedPrecision.Linear(CausalAttention.Apply(q, k, v, cos, sin), o_proj, matmulType); // small float32 heads, RoPE fused
+        q = RotaryEmbedding.Apply(q, cos, sin);
+        k = RotaryEmbedding.Apply(k, cos, sin);
         if (cache is not null) (k, v) = cache.Append(layerIndex, k, v);           // (B, K, S, d)
+        if (kvHeads != heads && t == 1)
+            return MixedPrecision.Linear(GroupedQueryAttention.OneQuery(q, k, v, mask), o_proj, matmulType); // decoding: no cache copy
         if (kvHeads != heads)
         {
             k = k.repeat_interleave(heads / kvHeads, dim: 1);                      // (B, H, S, d)
@@ -353,6 +385,12 @@ internal sealed class LlamaForCausalLM : nn.Module
     {
         using var scope = NewDisposeScope();
         return Logits(HiddenStates(inputIds, positionIds, mask, cache)).MoveToOuterDisposeScope();
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) rotary.Dispose();
+        base.Dispose(disposing);
     }
 
     /// <summary>The parameters keyed by Hugging Face name (a tied LM head appears once, as the embedding).</summary>

@@ -66,6 +66,9 @@ public sealed class OrpoTokenizer
         return text.Length == 0 ? Array.Empty<int>() : Inner.EncodeToIds(text);
     }
 
+    /// <summary>Whether <see cref="Decode"/> leaves this id out (BOS, EOS, padding, control tokens).</summary>
+    internal bool IsSkippedOnDecode(int id) => _skippedOnDecode.Contains(id);
+
     /// <summary>Decodes ids to text, leaving out BOS, EOS, padding and special (control) tokens.</summary>
     /// <param name="ids">The ids, each in [0, <see cref="VocabularySize"/>).</param>
     /// <exception cref="ArgumentOutOfRangeException">An id is outside the vocabulary.</exception>
