@@ -15,13 +15,11 @@ internal static class PreferenceForward
         ScalarType? matmulType = null)
     {
         using var scope = NewDisposeScope();
-        if (logitsChunkRows > 0 && is_grad_enabled() && network.LmHeadWeight.requires_grad)
+        if (UsesFusedLoss(network, logitsChunkRows))
         {
             long steps = batch.Targets.shape[1];
             var hidden = network.HiddenStates(batch.InputIds, recomputeActivations: recomputeActivations, matmulType: matmulType).narrow(1, 0, steps); // (2B, L-1, D)
-            var scored = batch.ResponseMask.clone();
-            scored.narrow(0, 0, batch.Pairs).add_(batch.NllMask);
-            var index = scored.reshape(-1).nonzero().squeeze(1);                                   // (N)
+            var index = ScoredIndex(batch);                                                        // (N)
             using var rows = ScoredRows.Create(index, batch.Targets.reshape(-1).index_select(0, index),
                 index.div(steps, rounding_mode: RoundingMode.floor), batch.ResponseMask.reshape(-1).index_select(0, index) > 0, batch.Pairs);
             return Fused(network, hidden.reshape(-1, hidden.shape[^1]), rows, batch.ResponseMask.sum(1), batch.NllTokens,
@@ -30,6 +28,22 @@ internal static class PreferenceForward
         var (chosen, rejected, nllSum) = Score(network, batch, logitsChunkRows, recomputeActivations, matmulType);
         var terms = OrpoObjective.Loss(chosen, rejected, nllSum, batch.NllTokens, stepNllTokens, stepPairs, lambda);
         return terms with { Loss = terms.Loss.MoveToOuterDisposeScope() };
+    }
+
+    /// <summary>Training (gradients recorded) with the chunked LM head goes through <see cref="FusedOrpoLoss"/>.</summary>
+    private static bool UsesFusedLoss(LlamaForCausalLM network, int logitsChunkRows) =>
+        logitsChunkRows > 0 && is_grad_enabled() && network.LmHeadWeight.requires_grad;
+
+    /// <summary>
+    /// (N) flat index into the (2B x (L-1)) predictions of the scored ones: every response token, plus the chosen
+    /// prompt's tokens when they count in the NLL.
+    /// </summary>
+    private static Tensor ScoredIndex(PreferenceBatch batch)
+    {
+        using var scope = NewDisposeScope();
+        var scored = batch.ResponseMask.clone();
+        scored.narrow(0, 0, batch.Pairs).add_(batch.NllMask);
+        return scored.reshape(-1).nonzero().squeeze(1).MoveToOuterDisposeScope();
     }
 
     /// <summary>
@@ -54,7 +68,7 @@ internal static class PreferenceForward
         ScalarType? matmulType = null)
     {
         using var scope = NewDisposeScope();
-        if (logitsChunkRows > 0 && is_grad_enabled() && network.LmHeadWeight.requires_grad)
+        if (UsesFusedLoss(network, logitsChunkRows))
         {
             var hidden = SharedHiddenStates(network, batch, recomputeActivations, matmulType);                      // (B, L, D)
             using var rows = ScoredRows.Create(batch.Sources, batch.Targets, batch.Rows, batch.ResponseMask > 0, batch.Pairs);
@@ -111,9 +125,7 @@ internal static class PreferenceForward
     {
         using var scope = NewDisposeScope();
         long b = batch.Pairs, rows = 2 * b, steps = batch.Targets.shape[1];
-        var scored = batch.ResponseMask.clone();
-        scored.narrow(0, 0, b).add_(batch.NllMask);
-        var index = scored.reshape(-1).nonzero().squeeze(1);                                  // (N)
+        var index = ScoredIndex(batch);                                                       // (N)
         var picked = hidden.reshape(rows * steps, hidden.shape[^1]).index_select(0, index);  // (N, D)
         var logp = ChunkedLogProbs.Compute(picked, network.LmHeadWeight, batch.Targets.reshape(-1).index_select(0, index), logitsChunkRows, matmulType);
         return zeros(rows * steps, logp.dtype, logp.device).index_copy(0, index, logp).view(rows, steps).MoveToOuterDisposeScope();
