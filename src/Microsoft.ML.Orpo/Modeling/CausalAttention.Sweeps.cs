@@ -186,7 +186,7 @@ internal static partial class CausalAttention
             at += stride;
             s = Vector.FusedMultiplyAdd(q7, Vector.LoadUnsafe(ref keys, at), s);
             g = Vector.FusedMultiplyAdd(u7, Vector.LoadUnsafe(ref values, at), g);
-            var probability = Exp(s - l);
+            var probability = VectorMath.Exp(s - l);
             probability.StoreUnsafe(ref p, j);
             (probability * (g - dl)).StoreUnsafe(ref ds, j);
         }
@@ -247,35 +247,11 @@ internal static partial class CausalAttention
         nuint end = (nuint)(vectors * Vector<float>.Count);
         for (nuint j = 0; j < end; j += (nuint)Vector<float>.Count)
         {
-            var p = Exp(Vector.LoadUnsafe(ref s, j) - mv);
+            var p = VectorMath.Exp(Vector.LoadUnsafe(ref s, j) - mv);
             p.StoreUnsafe(ref s, j);
             sum += p;
         }
         return Vector.Sum(sum);
-    }
-
-    /// <summary>
-    /// e^x in float32 for x &lt;= 0 (softmax arguments), within 2 ulp: x = n ln2 + r with |r| &lt;= ln2 / 2 (ln2 split in
-    /// two parts so n ln2 is exact), e^r by its degree-7 Taylor polynomial (truncation error below 2e-9 relative), and
-    /// 2^n put into the exponent bits. Arguments below -87.3, where 2^n leaves the normal range, give 0 (as -inf must).
-    /// System.Numerics' Vector.Exp widens float32 to float64 and took a quarter of this kernel's time.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static Vector<float> Exp(Vector<float> x)
-    {
-        var n = Vector.Floor(x * new Vector<float>(1.44269504088896341f) + new Vector<float>(0.5f));
-        var r = Vector.FusedMultiplyAdd(n, new Vector<float>(-0.693359375f), x);       // ln2 = 0.693359375 - 2.12194440e-4
-        r = Vector.FusedMultiplyAdd(n, new Vector<float>(2.12194440e-4f), r);
-        var y = new Vector<float>(1f / 5040);
-        y = Vector.FusedMultiplyAdd(y, r, new Vector<float>(1f / 720));
-        y = Vector.FusedMultiplyAdd(y, r, new Vector<float>(1f / 120));
-        y = Vector.FusedMultiplyAdd(y, r, new Vector<float>(1f / 24));
-        y = Vector.FusedMultiplyAdd(y, r, new Vector<float>(1f / 6));
-        y = Vector.FusedMultiplyAdd(y, r, new Vector<float>(0.5f));
-        y = Vector.FusedMultiplyAdd(y, r, Vector<float>.One);
-        y = Vector.FusedMultiplyAdd(y, r, Vector<float>.One);
-        var scale = Vector.AsVectorSingle(Vector.ShiftLeft(Vector.ConvertToInt32(n) + new Vector<int>(127), 23));
-        return Vector.ConditionalSelect(Vector.LessThan(x, new Vector<float>(-87.3f)), Vector<float>.Zero, y * scale);
     }
 
     /// <summary>Given scores s and dP (in <paramref name="p"/>): p = exp(s - lse), s = p * (dP - delta).</summary>
@@ -287,7 +263,7 @@ internal static partial class CausalAttention
         nuint end = (nuint)(vectors * Vector<float>.Count);
         for (nuint j = 0; j < end; j += (nuint)Vector<float>.Count)
         {
-            var probability = Exp(Vector.LoadUnsafe(ref s, j) - l);
+            var probability = VectorMath.Exp(Vector.LoadUnsafe(ref s, j) - l);
             (probability * (Vector.LoadUnsafe(ref p, j) - dl)).StoreUnsafe(ref s, j);
             probability.StoreUnsafe(ref p, j);
         }

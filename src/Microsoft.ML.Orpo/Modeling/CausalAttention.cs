@@ -303,9 +303,8 @@ internal sealed class CausalAttentionFunction : autograd.SingleTensorFunction<Ca
         return o;
     }
 
-    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad_output)
+    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad_output) => CustomBackward.Run(ctx, grad_output, saved =>
     {
-        var saved = ctx.get_saved_variables();
         var (q, k, v, o, lse, cos, sin) = (saved[0], saved[1], saved[2], saved[3], saved[4], saved[5], saved[6]);
         using var rotatedQGrad = empty_like(q);
         using var rotatedKGrad = empty_like(k);
@@ -315,7 +314,6 @@ internal sealed class CausalAttentionFunction : autograd.SingleTensorFunction<Ca
         // The query/key gradients go back through the rotation, into the (B, T, heads, d) layout of the projections.
         var dq = CausalAttention.RotateBack(rotatedQGrad, cos, sin);
         var dk = CausalAttention.RotateBack(rotatedKGrad, cos, sin);
-        foreach (var tensor in saved) tensor.Dispose();
         return new List<Tensor> { dq, dk, dv, null!, null! };
-    }
+    });
 }

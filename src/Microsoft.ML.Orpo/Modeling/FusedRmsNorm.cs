@@ -192,9 +192,8 @@ internal sealed class RmsNormFunction : autograd.SingleTensorFunction<RmsNormFun
         return y;
     }
 
-    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad_output)
+    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad_output) => CustomBackward.Run(ctx, grad_output, saved =>
     {
-        var saved = ctx.get_saved_variables();
         var (x, weight, inverseRms) = (saved[0], saved[1], saved[2]);
         bool needInput = (bool)ctx.get_data("needInput"), needWeight = (bool)ctx.get_data("needWeight");
         var dx = needInput ? empty_like(x) : null;
@@ -202,7 +201,6 @@ internal sealed class RmsNormFunction : autograd.SingleTensorFunction<RmsNormFun
         using (var upstream = grad_output.contiguous())
             FusedRmsNorm.Backward(x, weight, inverseRms, upstream, dx, dw);
         var dwTensor = dw is null ? null : tensor(Array.ConvertAll(dw, v => (float)v));
-        foreach (var t in saved) t.Dispose();
         return new List<Tensor> { dx!, dwTensor!, null! };
-    }
+    });
 }

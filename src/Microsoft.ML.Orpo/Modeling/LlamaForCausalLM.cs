@@ -256,6 +256,7 @@ internal sealed class LlamaMLP : nn.Module
     {
         var gate = MixedPrecision.Linear(x, gate_proj, matmulType);
         var up = MixedPrecision.Linear(x, up_proj, matmulType);
+        if (FusedSwiGlu.Supports(gate, up, down_proj)) return FusedSwiGlu.Apply(gate, up, down_proj); // float32 CPU: fewer saved activations
         return MixedPrecision.Linear(F.silu(gate) * up, down_proj, matmulType);
     }
 }

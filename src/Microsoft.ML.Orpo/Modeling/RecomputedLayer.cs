@@ -43,9 +43,8 @@ internal sealed class RecomputedLayerFunction : autograd.SingleTensorFunction<Re
             .MoveToOuterDisposeScope();
     }
 
-    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad_output)
+    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad_output) => CustomBackward.Run(ctx, grad_output, saved =>
     {
-        var saved = ctx.get_saved_variables();
         var layer = (LlamaDecoderLayer)ctx.get_data("layer");
         using var sharedPrefix = (SharedPrefixAttention?)ctx.get_data("sharedPrefix");
         Tensor gradInput;
@@ -58,7 +57,6 @@ internal sealed class RecomputedLayerFunction : autograd.SingleTensorFunction<Re
             output.backward(new[] { grad_output });
             gradInput = input.grad!.MoveToOuterDisposeScope();
         }
-        foreach (var t in saved) t.Dispose();
         return new List<Tensor> { gradInput, null!, null!, null!, null!, null!, null! };
-    }
+    });
 }

@@ -1,3 +1,4 @@
+using Microsoft.ML.Orpo.Modeling;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Orpo.Training;
@@ -101,16 +102,14 @@ internal sealed class ChunkedLogProbsFunction : autograd.SingleTensorFunction<Ch
         return ChunkedLogProbs.Values(flatHidden, matmulWeight, flatTargets, chunkRows, hidden.dtype).view(targets.shape);
     }
 
-    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad_output)
+    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad_output) => CustomBackward.Run(ctx, grad_output, saved =>
     {
-        var saved = ctx.get_saved_variables();
         var (hidden, weight, targets) = (saved[0], saved[1], saved[2]);
         int chunkRows = (int)ctx.get_data("chunk");
         var shape = (long[])ctx.get_data("shape");
         var (gradHidden, gradWeight) = ChunkedLogProbs.Gradients(hidden, weight, targets, grad_output.reshape(-1).contiguous(),
             chunkRows, (bool)ctx.get_data("needHidden"), (bool)ctx.get_data("needWeight"),
             (ScalarType)ctx.get_data("hiddenType"), (ScalarType)ctx.get_data("weightType"));
-        foreach (var t in saved) t.Dispose();
         return new List<Tensor> { gradHidden?.view(shape)!, gradWeight, null!, null!, null! };
-    }
+    });
 }

@@ -1,3 +1,4 @@
+using Microsoft.ML.Orpo.Modeling;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Orpo.Training;
@@ -134,11 +135,10 @@ internal sealed class FusedOrpoLossFunction : autograd.SingleTensorFunction<Fuse
         return loss;
     }
 
-    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad_output)
+    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad_output) => CustomBackward.Run(ctx, grad_output, saved =>
     {
-        var saved = ctx.get_saved_variables();
         var gradHidden = saved[0].mul_(grad_output);
         var gradWeight = saved.Count > 1 ? saved[1].mul_(grad_output) : null;
         return new List<Tensor> { gradHidden, gradWeight!, null!, null!, null!, null!, null! };
-    }
+    });
 }

@@ -1,4 +1,5 @@
 using Microsoft.ML.Orpo.Modeling;
+using Microsoft.ML.Orpo.Tests.Infrastructure;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -50,23 +51,11 @@ public sealed class FusedRmsNormTests
         var x = randn(5, 100, 24).requires_grad_(true);
         var weight = randn(24).requires_grad_(true);
         var upstream = randn(5, 100, 24);
-        int threads = get_num_threads();
-        try
+        ThreadCounts.AssertSameResults(() =>
         {
-            Tensor[] Run(int n)
-            {
-                set_num_threads(n);
-                var y = FusedRmsNorm.Apply(x, weight, 1e-6);
-                return autograd.grad(new[] { (y * upstream).sum() }, new[] { x, weight }).Prepend(y.detach()).ToArray();
-            }
-            var one = Run(1);
-            var three = Run(3);
-            for (int i = 0; i < one.Length; i++) Assert.IsTrue(one[i].eq(three[i]).all().ToBoolean(), $"result {i} differs between 1 and 3 threads");
-        }
-        finally
-        {
-            set_num_threads(threads);
-        }
+            var y = FusedRmsNorm.Apply(x, weight, 1e-6);
+            return autograd.grad(new[] { (y * upstream).sum() }, new[] { x, weight }).Prepend(y.detach()).ToArray();
+        });
     }
 
     [TestMethod]
