@@ -376,6 +376,7 @@ internal sealed class LlamaForCausalLM : nn.Module
     /// </summary>
     public Tensor Logits(Tensor hidden, ScalarType? matmulType = null)
     {
+        if (FewRowsLinear.Supports(hidden, LmHeadWeight)) return FewRowsLinear.Apply(hidden, LmHeadWeight); // decoding: a few rows, no autograd
         if (matmulType is not ScalarType type || type == LmHeadWeight.dtype) return F.linear(hidden, LmHeadWeight);
         using var scope = NewDisposeScope();
         return F.linear(hidden.to_type(type), LmHeadWeight.to_type(type)).to_type(hidden.dtype).MoveToOuterDisposeScope();

@@ -1,0 +1,56 @@
+using Microsoft.ML.Orpo.Modeling;
+using Microsoft.ML.Orpo.Tests.Infrastructure;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Orpo.Tests.Modeling;
+
+/// <summary>The decoding LM-head product <c>x W^T</c> for a few rows (<see cref="FewRowsLinear"/>) against float64.</summary>
+[TestClass]
+public sealed class FewRowsLinearTests
+{
+    [TestMethod]
+    [DataRow(1, 512, 4096, DisplayName = "one row (batch-1 decoding)")]
+    [DataRow(3, 53, 20011, DisplayName = "3 rows: aliased accumulators; width not a multiple of the vector width")]
+    [DataRow(8, 64, 16384, DisplayName = "8 rows")]
+    [DataRow(11, 96, 12000, DisplayName = "11 rows: two row groups")]
+    public void MatchesFloat64Product(int rows, int width, int outputs)
+    {
+        using var scope = NewDisposeScope();
+        manual_seed(17);
+        var x = randn(rows, 1, width);
+        var weight = randn(outputs, width) * 0.05;
+        Assert.IsTrue(FewRowsLinear.Supports(x, weight));
+        var actual = FewRowsLinear.Apply(x, weight);
+        CollectionAssert.AreEqual(new long[] { rows, 1, outputs }, actual.shape);
+        var expected = x.to_type(ScalarType.Float64).matmul(weight.to_type(ScalarType.Float64).t());
+        double scale = x.abs().max().ToDouble() * weight.abs().max().ToDouble() * Math.Sqrt(width);
+        double error = (actual.to_type(ScalarType.Float64) - expected).abs().max().ToDouble();
+        Assert.IsLessThan(1e-6 * scale, error, $"worst error {error:E2} at scale {scale:F2}");
+    }
+
+    [TestMethod]
+    public void ResultsDoNotDependOnTheThreadCount()
+    {
+        using var scope = NewDisposeScope();
+        manual_seed(2);
+        var x = randn(5, 64);
+        var weight = randn(20000, 64);
+        ThreadCounts.AssertSameResults(() => new[] { FewRowsLinear.Apply(x, weight) });
+    }
+
+    [TestMethod]
+    public void OnlyInferenceOnAFewFloat32RowsAgainstALargeWeight()
+    {
+        using var scope = NewDisposeScope();
+        var weight = randn(32000, 64);
+        Assert.IsTrue(FewRowsLinear.Supports(randn(16, 64), weight));
+        Assert.IsFalse(FewRowsLinear.Supports(randn(17, 64), weight), "more rows: libtorch's GEMM");
+        Assert.IsFalse(FewRowsLinear.Supports(randn(2, 64), randn(512, 64)), "a weight that stays in cache: libtorch");
+        Assert.IsFalse(FewRowsLinear.Supports(randn(2, 64).requires_grad_(true), weight), "training needs the autograd graph");
+        using (no_grad())
+            Assert.IsTrue(FewRowsLinear.Supports(randn(2, 64).requires_grad_(true), weight), "no graph is recorded under no_grad");
+        Assert.IsFalse(FewRowsLinear.Supports(randn(2, 64, dtype: ScalarType.Float64), weight.to_type(ScalarType.Float64)));
+        Assert.IsFalse(FewRowsLinear.Supports(randn(2, 64), weight.t().contiguous().t()), "a transposed weight view");
+    }
+}
