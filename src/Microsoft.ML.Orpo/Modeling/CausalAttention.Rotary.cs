@@ -34,16 +34,6 @@ internal static partial class CausalAttention
 
     private static Vector128<float> Load(ReadOnlySpan<float> x, int at) => Vector128.Create(x.Slice(at, 4));
 
-    /// <summary>Runs <paramref name="body"/> for 0..count-1 on up to torch's intra-op thread count.</summary>
-    private static void ForEach(int count, Action<int> body)
-    {
-        int threads = Math.Min(get_num_threads(), count);
-        if (threads <= 1)
-            for (int i = 0; i < count; i++) body(i);
-        else
-            Parallel.For(0, count, new ParallelOptions { MaxDegreeOfParallelism = threads }, body);
-    }
-
     /// <summary>
     /// y = x * cos + rotate_half(x) * sin with rotate_half(x) = (-x[d/2..], x[..d/2]): x (B, heads, T, d) in any
     /// layout, y contiguous (B, heads, T, d), cos and sin contiguous (B, 1, T, d).
@@ -56,7 +46,7 @@ internal static partial class CausalAttention
 
     private static void Rotate(RowLayout x, Tensor y, Tensor cos, Tensor sin)
     {
-        ForEach((int)(y.shape[0] * y.shape[1]), unit => RotateRows(x, y, cos, sin, unit));
+        CpuKernel.ForEachBlock((int)(y.shape[0] * y.shape[1]), unit => RotateRows(x, y, cos, sin, unit));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -102,7 +92,7 @@ internal static partial class CausalAttention
 
     private static void RotateBack(Tensor dy, Tensor dx, Tensor cos, Tensor sin)
     {
-        ForEach((int)(dy.shape[0] * dy.shape[1]), unit => RotateRowsBack(dy, dx, cos, sin, unit));
+        CpuKernel.ForEachBlock((int)(dy.shape[0] * dy.shape[1]), unit => RotateRowsBack(dy, dx, cos, sin, unit));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

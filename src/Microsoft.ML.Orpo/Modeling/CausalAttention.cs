@@ -133,7 +133,7 @@ internal static partial class CausalAttention
         public float[] Probabilities { get; } = Array.Empty<float>();
     }
 
-    private static Span<float> Floats(Tensor t) => MemoryMarshal.Cast<byte, float>(t.bytes);
+    private static Span<float> Floats(Tensor t) => CpuKernel.Floats(t);
 
     /// <summary>Runs <paramref name="unit"/> for every (batch, key/value head) on up to torch's intra-op thread count.</summary>
     private static void ForEachUnit(Geometry g, bool backward, Action<int, Scratch> unit)

@@ -35,16 +35,11 @@ internal static class FewRowsLinear
         int rows = (int)(input.numel() / inputs);
         var y = empty(x.shape[..^1].Append(outputs).ToArray(), ScalarType.Float32);
         int blocks = (int)((outputs + BlockOutputs - 1) / BlockOutputs);
-        int threads = Math.Min(get_num_threads(), blocks);
-        void Block(int b) => Multiply(input, weight, y, rows, (int)inputs, b * BlockOutputs, (int)Math.Min(outputs, (b + 1L) * BlockOutputs));
-        if (threads <= 1)
-            for (int b = 0; b < blocks; b++) Block(b);
-        else
-            Parallel.For(0, blocks, new ParallelOptions { MaxDegreeOfParallelism = threads }, Block);
+        CpuKernel.ForEachBlock(blocks, b => Multiply(input, weight, y, rows, (int)inputs, b * BlockOutputs, (int)Math.Min(outputs, (b + 1L) * BlockOutputs)));
         return y;
     }
 
-    private static Span<float> Floats(Tensor t) => MemoryMarshal.Cast<byte, float>(t.bytes);
+    private static Span<float> Floats(Tensor t) => CpuKernel.Floats(t);
 
     /// <summary>
     /// y[r, o] = x[r] . w[o] for outputs o in [from, to), one weight row after another: a single sequential stream

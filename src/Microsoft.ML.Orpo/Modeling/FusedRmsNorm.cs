@@ -35,17 +35,9 @@ internal static class FusedRmsNorm
         return y;
     }
 
-    private static Span<float> Floats(Tensor t) => MemoryMarshal.Cast<byte, float>(t.bytes);
+    private static Span<float> Floats(Tensor t) => CpuKernel.Floats(t);
 
-    private static void ForEachChunk(int rows, Action<int> chunk)
-    {
-        int chunks = (rows + ChunkRows - 1) / ChunkRows;
-        int threads = Math.Min(get_num_threads(), chunks);
-        if (threads <= 1)
-            for (int c = 0; c < chunks; c++) chunk(c);
-        else
-            Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = threads }, chunk);
-    }
+    private static void ForEachChunk(int rows, Action<int> chunk) => CpuKernel.ForEachBlock((rows + ChunkRows - 1) / ChunkRows, chunk);
 
     /// <summary>y = w * (x * r) per row, with r = 1 / sqrt(mean(x^2) + eps) saved per row.</summary>
     public static void Forward(Tensor x, Tensor weight, Tensor y, Tensor inverseRms, double eps)

@@ -58,20 +58,11 @@ internal static class FusedSwiGlu
             Floats(productGradientThenGateGradient, start, length), Floats(productThenUpGradient, start, length)));
     }
 
-    private static Span<float> Floats(Tensor t, int start, int length) => MemoryMarshal.Cast<byte, float>(t.bytes).Slice(start, length);
+    private static Span<float> Floats(Tensor t, int start, int length) => CpuKernel.Floats(t).Slice(start, length);
 
-    private delegate void ChunkAction(int start, int length);
-
-    private static void ForEachChunk(int elements, ChunkAction chunk)
-    {
-        int chunks = (elements + ChunkElements - 1) / ChunkElements;
-        int threads = Math.Min(get_num_threads(), chunks);
-        void Run(int c) => chunk(c * ChunkElements, Math.Min(ChunkElements, elements - c * ChunkElements));
-        if (threads <= 1)
-            for (int c = 0; c < chunks; c++) Run(c);
-        else
-            Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = threads }, Run);
-    }
+    private static void ForEachChunk(int elements, Action<int, int> chunk) =>
+        CpuKernel.ForEachBlock((elements + ChunkElements - 1) / ChunkElements,
+            c => chunk(c * ChunkElements, Math.Min(ChunkElements, elements - c * ChunkElements)));
 
     /// <summary>sigmoid(g) from e^-|g| (never overflows): 1 / (1 + e) for g &gt;= 0, e / (1 + e) below.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
