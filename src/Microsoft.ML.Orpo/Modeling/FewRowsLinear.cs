@@ -3,40 +3,64 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using TorchSharp;
 using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
 
 namespace Microsoft.ML.Orpo.Modeling;
 
 /// <summary>
-/// <c>x W^T</c> for a few float32 rows against a large (out, in) weight on the CPU, without autograd: the LM head of a
-/// decoding step (1-16 rows against 32000 x 512). libtorch's GEMM handles that shape at 5-22 GFLOP/s on these
-/// machines (measured 6.4 ms for 1 row, 13.2-13.9 ms for 8), well below what streaming the weight once allows (2.5
-/// and 8.0-8.5 ms here). Each weight row is read once and multiplied with up to eight input rows held in cache;
-/// output blocks are independent, so results do not depend on the thread count.
+/// <c>x W^T</c> for a few float32 rows against a large (out, in) weight on the CPU, without autograd: the projections
+/// and the LM head of a decoding step (1-16 rows against 512 x 512 up to 32000 x 512). libtorch's GEMM handles those
+/// shapes at 5-22 GFLOP/s on these machines (the 32000 x 512 head: 6.4 ms for 1 row, 13.2-13.9 ms for 8), well below
+/// what streaming the weight once allows (2.5 and 8.0-8.5 ms here). Each weight row is read once and multiplied with up
+/// to eight input rows held in cache; output blocks are independent, so results do not depend on the thread count.
 /// </summary>
 internal static class FewRowsLinear
 {
     public const int MaxRows = 16;
     private const int BlockOutputs = 512;
-    // Below this the weight stays in cache between steps and libtorch's GEMM is as fast (stories260K's 512 x 64 head).
-    private const long MinWeightElements = 1 << 20;
+    // Smaller weights stay in cache from one decoding step to the next, and libtorch's GEMM is as fast on them
+    // (stories260K: up to 512 x 64). From 512 x 512 up, a model's weights outgrow the cache and stream from memory.
+    private const long MinWeightElements = 512 * 512;
 
-    public static bool Supports(Tensor x, Tensor weight) =>
-        x.device_type == DeviceType.CPU && weight.device_type == DeviceType.CPU && x.dtype == ScalarType.Float32
-        && weight.dtype == ScalarType.Float32 && weight.dim() == 2 && weight.is_contiguous() && x.dim() >= 1
-        && x.shape[^1] == weight.shape[1] && x.numel() > 0 && x.numel() / weight.shape[1] <= MaxRows
-        && weight.numel() >= MinWeightElements && weight.numel() <= int.MaxValue / 4
-        && !(is_grad_enabled() && (x.requires_grad || weight.requires_grad));
+    public static bool Supports(Tensor x, Tensor weight) => Supports(x, weight, x.shape, weight.shape);
 
     /// <summary>(..., in) x, (out, in) weight -> (..., out).</summary>
-    public static Tensor Apply(Tensor x, Tensor weight)
+    public static Tensor Apply(Tensor x, Tensor weight) =>
+        TryApply(x, weight) ?? throw new ArgumentException("FewRowsLinear does not support these tensors; check Supports first.");
+
+    /// <summary><c>F.linear(x, weight, bias)</c>, through this kernel where it applies.</summary>
+    public static Tensor Linear(Tensor x, Tensor weight, Tensor? bias)
     {
+        if (TryApply(x, weight) is not { } y) return F.linear(x, weight, bias);
+        return bias is null ? y : y.add_(bias);
+    }
+
+    /// <summary><see cref="Apply"/> where <see cref="Supports(Tensor, Tensor)"/>, else null (each shape read once: a TorchSharp
+    /// <c>shape</c> costs about 2 us, as much as the product of a small decoding step).</summary>
+    public static Tensor? TryApply(Tensor x, Tensor weight)
+    {
+        long[] xShape = x.shape, wShape = weight.shape;
+        if (!Supports(x, weight, xShape, wShape)) return null;
         using var input = x.contiguous();
-        long inputs = weight.shape[1], outputs = weight.shape[0];
-        int rows = (int)(input.numel() / inputs);
-        var y = empty(x.shape[..^1].Append(outputs).ToArray(), ScalarType.Float32);
+        long inputs = wShape[1], outputs = wShape[0];
+        int rows = (int)(xShape.Aggregate(1L, (a, b) => a * b) / inputs);
+        var outputShape = (long[])xShape.Clone();
+        outputShape[^1] = outputs;
+        var y = empty(outputShape, ScalarType.Float32);
         int blocks = (int)((outputs + BlockOutputs - 1) / BlockOutputs);
-        CpuKernel.ForEachBlock(blocks, b => Multiply(input, weight, y, rows, (int)inputs, b * BlockOutputs, (int)Math.Min(outputs, (b + 1L) * BlockOutputs)));
+        CpuKernel.ForEachBlock(blocks, b => Multiply(input, weight, y, rows, (int)inputs, (int)outputs, b * BlockOutputs,
+            (int)Math.Min(outputs, (b + 1L) * BlockOutputs)));
         return y;
+    }
+
+    private static bool Supports(Tensor x, Tensor weight, long[] xShape, long[] wShape)
+    {
+        if (wShape.Length != 2 || xShape.Length == 0 || xShape[^1] != wShape[1]) return false;
+        long elements = xShape.Aggregate(1L, (a, b) => a * b), weightElements = wShape[0] * wShape[1];
+        return elements > 0 && elements / wShape[1] <= MaxRows && weightElements >= MinWeightElements && weightElements <= int.MaxValue / 4
+            && x.dtype == ScalarType.Float32 && weight.dtype == ScalarType.Float32
+            && x.device_type == DeviceType.CPU && weight.device_type == DeviceType.CPU && weight.is_contiguous()
+            && !(is_grad_enabled() && (x.requires_grad || weight.requires_grad));
     }
 
     private static Span<float> Floats(Tensor t) => CpuKernel.Floats(t);
@@ -45,11 +69,10 @@ internal static class FewRowsLinear
     /// y[r, o] = x[r] . w[o] for outputs o in [from, to), one weight row after another: a single sequential stream
     /// through the weight (measured: two or four rows read side by side halved the bandwidth on these machines).
     /// </summary>
-    private static void Multiply(Tensor input, Tensor weight, Tensor output, int rows, int d, int from, int to)
+    private static void Multiply(Tensor input, Tensor weight, Tensor output, int rows, int d, int outputs, int from, int to)
     {
         ReadOnlySpan<float> x = Floats(input), w = Floats(weight);
         Span<float> y = Floats(output);
-        int outputs = (int)weight.shape[0];
         if (rows == 1)
             for (int o = from; o < to; o++) y[o] = Dot(x, w.Slice(o * d, d));
         else

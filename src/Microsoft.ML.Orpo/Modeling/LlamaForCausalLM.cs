@@ -25,7 +25,7 @@ internal static class MixedPrecision
     public static Tensor Linear(Tensor x, Linear module, ScalarType? matmulType)
     {
         var weight = module.weight!;
-        if (matmulType is not ScalarType type || type == weight.dtype) return module.forward(x);
+        if (matmulType is not ScalarType type || type == weight.dtype) return FewRowsLinear.Linear(x, weight, module.bias); // F.linear but for decoding
         return F.linear(x.to_type(type), weight.to_type(type), module.bias?.to_type(type));
     }
 }
@@ -376,8 +376,7 @@ internal sealed class LlamaForCausalLM : nn.Module
     /// </summary>
     public Tensor Logits(Tensor hidden, ScalarType? matmulType = null)
     {
-        if (FewRowsLinear.Supports(hidden, LmHeadWeight)) return FewRowsLinear.Apply(hidden, LmHeadWeight); // decoding: a few rows, no autograd
-        if (matmulType is not ScalarType type || type == LmHeadWeight.dtype) return F.linear(hidden, LmHeadWeight);
+        if (matmulType is not ScalarType type || type == LmHeadWeight.dtype) return FewRowsLinear.Linear(hidden, LmHeadWeight, null);
         using var scope = NewDisposeScope();
         return F.linear(hidden.to_type(type), LmHeadWeight.to_type(type)).to_type(hidden.dtype).MoveToOuterDisposeScope();
     }
