@@ -28,10 +28,14 @@ internal static class FewRowsLinear
     public static Tensor Apply(Tensor x, Tensor weight) =>
         TryApply(x, weight) ?? throw new ArgumentException("FewRowsLinear does not support these tensors; check Supports first.");
 
-    /// <summary><c>F.linear(x, weight, bias)</c>, through this kernel where it applies.</summary>
-    public static Tensor Linear(Tensor x, Tensor weight, Tensor? bias)
+    /// <summary>
+    /// <c>F.linear(x, weight, bias)</c>, through this kernel where it applies. <paramref name="weightElements"/>, which
+    /// callers know without a native call, sends small weights straight to libtorch: checking their shapes would cost
+    /// stories260K's decoding ~15%.
+    /// </summary>
+    public static Tensor Linear(Tensor x, Tensor weight, Tensor? bias, long weightElements)
     {
-        if (TryApply(x, weight) is not { } y) return F.linear(x, weight, bias);
+        if (weightElements < MinWeightElements || TryApply(x, weight) is not { } y) return F.linear(x, weight, bias);
         return bias is null ? y : y.add_(bias);
     }
 

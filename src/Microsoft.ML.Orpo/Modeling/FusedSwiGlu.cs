@@ -34,7 +34,7 @@ internal static class FusedSwiGlu
             return SwiGluDownFunction.apply(gate, up, weight, bias!);
         // Nothing to differentiate (decoding, evaluation): no autograd node.
         using var product = Product(gate, up);
-        return FewRowsLinear.Linear(product, weight, bias);
+        return FewRowsLinear.Linear(product, weight, bias, down.in_features * down.out_features);
     }
 
     /// <summary>silu(gate) * up as a new contiguous tensor of gate's shape.</summary>

@@ -25,7 +25,8 @@ internal static class MixedPrecision
     public static Tensor Linear(Tensor x, Linear module, ScalarType? matmulType)
     {
         var weight = module.weight!;
-        if (matmulType is not ScalarType type || type == weight.dtype) return FewRowsLinear.Linear(x, weight, module.bias); // F.linear but for decoding
+        if (matmulType is not ScalarType type || type == weight.dtype)
+            return FewRowsLinear.Linear(x, weight, module.bias, module.in_features * module.out_features); // F.linear; decoding: streamed
         return F.linear(x.to_type(type), weight.to_type(type), module.bias?.to_type(type));
     }
 }
@@ -376,7 +377,8 @@ internal sealed class LlamaForCausalLM : nn.Module
     /// </summary>
     public Tensor Logits(Tensor hidden, ScalarType? matmulType = null)
     {
-        if (matmulType is not ScalarType type || type == LmHeadWeight.dtype) return FewRowsLinear.Linear(hidden, LmHeadWeight, null);
+        if (matmulType is not ScalarType type || type == LmHeadWeight.dtype)
+            return FewRowsLinear.Linear(hidden, LmHeadWeight, null, (long)Config.VocabSize * Config.HiddenSize);
         using var scope = NewDisposeScope();
         return F.linear(hidden.to_type(type), LmHeadWeight.to_type(type)).to_type(hidden.dtype).MoveToOuterDisposeScope();
     }
