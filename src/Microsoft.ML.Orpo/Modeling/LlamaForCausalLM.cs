@@ -120,6 +120,8 @@ internal sealed class RotaryEmbedding : IDisposable
                 || frequencies.device_type != device.type || frequencies.device_index != device.index)
             {
                 // A replaced tensor may still be read by a concurrent call: it is left to the finalizer, not disposed.
+                // Made outside inference mode even when generation asks first: training reuses it.
+                using var normal = inference_mode(false);
                 frequencies = tensor(inverseFrequencies, device: device).to_type(type).DetachFromDisposeScope();
             }
             return frequencies;

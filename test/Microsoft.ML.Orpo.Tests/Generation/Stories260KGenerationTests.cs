@@ -124,4 +124,33 @@ public sealed class Stories260KGenerationTests
         Assert.AreEqual(tensorsBefore, tensorsAfter, "live tensor count must not grow");
         Assert.IsLessThan(32L << 20, rssGrowth, "RSS must stay flat (under 32 MiB of growth)");
     }
+
+    [TestMethod]
+    public void GeneratingFirstLeavesTrainingGradientsUnchanged()
+    {
+        // Generation runs in inference mode; whatever a model caches on its first use (the rotary frequencies) must
+        // still serve training afterwards, with the same loss and gradients as in a model that never generated.
+        static (double Loss, Tensor Gradient) LossAndGradient(bool generateFirst)
+        {
+            using var model = Microsoft.ML.Orpo.Tests.Training.TrainingFixtures.LoadModel();
+            if (generateFirst) TextGenerator.Generate(model.Network, new[] { new[] { 1, 403, 407 } }, new GenerationOptions { MaxNewTokens = 8 }, new HashSet<int>());
+            var pairs = Microsoft.ML.Orpo.Tests.Training.TrainingFixtures.TrainPairs(model, 2);
+            var settings = new Microsoft.ML.Orpo.Training.TrainingSettings { Lambda = 0.5 };
+            model.Network.train();
+            using var scope = NewDisposeScope();
+            var (terms, _) = Microsoft.ML.Orpo.Training.PreferenceForward.Loss(model.Network, pairs, settings, CPU,
+                pairs.Sum(p => (double)p.NllTokenCount(false)), pairs.Count);
+            terms.Loss.backward();
+            var gradient = model.Network.NamedWeights().First(w => w.Name.EndsWith("q_proj.weight", StringComparison.Ordinal)).Parameter.grad!;
+            return (terms.Loss.ToDouble(), gradient.clone().DetachFromDisposeScope());
+        }
+        var (fresh, freshGradient) = LossAndGradient(generateFirst: false);
+        var (afterGeneration, gradient) = LossAndGradient(generateFirst: true);
+        using (freshGradient)
+        using (gradient)
+        {
+            Assert.AreEqual(fresh, afterGeneration, "loss");
+            Assert.IsTrue(gradient.eq(freshGradient).all().ToBoolean(), "gradients");
+        }
+    }
 }
