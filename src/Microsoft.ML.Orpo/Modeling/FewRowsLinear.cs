@@ -147,5 +147,4 @@ internal static class FewRowsLinear
         for (; c < d; c++) // widths that are not a multiple of the vector width
             for (int i = 0; i < count; i++) y[(r + i) * outputs + o] += Unsafe.Add(ref x0, i * d + c) * Unsafe.Add(ref w0, c);
     }
-
 }

@@ -19,11 +19,16 @@ internal static class FusedSwiGlu
 {
     private const int ChunkElements = 1 << 14;
 
-    public static bool Supports(Tensor gate, Tensor up, Linear down) =>
-        gate.device_type == DeviceType.CPU && gate.dtype == ScalarType.Float32 && up.dtype == ScalarType.Float32
-        && up.device_type == DeviceType.CPU && gate.shape.SequenceEqual(up.shape) && gate.numel() > 0 && gate.numel() <= int.MaxValue / 4
-        && down.weight is { } w && w.dtype == ScalarType.Float32 && w.device_type == DeviceType.CPU
-        && (down.bias is null || down.bias.dtype == ScalarType.Float32);
+    public static bool Supports(Tensor gate, Tensor up, Linear down)
+    {
+        if (gate.device_type != DeviceType.CPU || gate.dtype != ScalarType.Float32 || up.dtype != ScalarType.Float32
+            || up.device_type != DeviceType.CPU || down.weight is not { } w || w.dtype != ScalarType.Float32 || w.device_type != DeviceType.CPU
+            || (down.bias is not null && down.bias.dtype != ScalarType.Float32))
+            return false;
+        long[] shape = gate.shape; // read once: it runs per layer and decoded token
+        long elements = shape.Aggregate(1L, (a, b) => a * b);
+        return elements > 0 && elements <= int.MaxValue / 4 && shape.SequenceEqual(up.shape);
+    }
 
     /// <summary>(..., I) gate and up -> (..., D) <c>down(silu(gate) * up)</c>.</summary>
     public static Tensor Apply(Tensor gate, Tensor up, Linear down)
