@@ -39,7 +39,9 @@ internal static class FusedSwiGlu
             return SwiGluDownFunction.apply(gate, up, weight, bias!);
         // Nothing to differentiate (decoding, evaluation): no autograd node.
         using var product = Product(gate, up);
-        return FewRowsLinear.Linear(product, weight, bias, down.in_features * down.out_features);
+        long weightElements = down.in_features * down.out_features;
+        if (weightElements >= PackedLinear.MinWeightElements && PackedLinear.TryApply(product, weight, bias) is { } y) return y;
+        return FewRowsLinear.Linear(product, weight, bias, weightElements);
     }
 
     /// <summary>silu(gate) * up as a new contiguous tensor of gate's shape.</summary>
@@ -133,7 +135,7 @@ internal sealed class SwiGluDownFunction : autograd.SingleTensorFunction<SwiGluD
         ctx.save_data("needs", new[] { gate.requires_grad, up.requires_grad, weight.requires_grad, bias?.requires_grad == true });
         using var noGrad = no_grad();
         using var product = FusedSwiGlu.Product(gate, up);
-        return F.linear(product, weight, bias);
+        return PackedLinear.TryApply(product, weight, bias) ?? F.linear(product, weight, bias);
     }
 
     public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad_output) => CustomBackward.Run(ctx, grad_output, saved =>
@@ -141,16 +143,18 @@ internal sealed class SwiGluDownFunction : autograd.SingleTensorFunction<SwiGluD
         var (gate, up, weight) = (saved[0], saved[1], saved[2]);
         var needs = (bool[])ctx.get_data("needs");
         long width = gate.shape[^1], outputs = weight.shape[0];
-        using var dy = grad_output.reshape(-1, outputs);                          // (N, D)
+        using var dy = grad_output.reshape(-1, outputs).contiguous();             // (N, D)
+        using var w = weight.contiguous();
         var product = FusedSwiGlu.Product(gate, up);                              // (..., I), recomputed
         Tensor? weightGradient = null, biasGradient = null, gateGradient = null, upGradient = null;
         if (needs[2])
             using (var flat = product.view(-1, width))
-                weightGradient = dy.t().mm(flat);                                 // (D, I)
+                weightGradient = CpuMatmul.Multiply(dy, true, flat, false);       // (D, I)
         if (needs[3]) biasGradient = dy.sum(dim: 0);                                // (D)
         if (needs[0] || needs[1])
         {
-            var productGradient = dy.mm(weight).view(gate.shape);                 // (..., I)
+            using var flatGradient = CpuMatmul.Multiply(dy, false, w, false);     // (N, I)
+            var productGradient = flatGradient.view(gate.shape);                  // (..., I)
             FusedSwiGlu.Gradients(gate, up, productGradient, product);
             (gateGradient, upGradient) = (productGradient, product);
         }

@@ -26,7 +26,11 @@ internal static class MixedPrecision
     {
         var weight = module.weight!;
         if (matmulType is not ScalarType type || type == weight.dtype)
-            return FewRowsLinear.Linear(x, weight, module.bias, module.in_features * module.out_features); // F.linear; decoding: streamed
+        {
+            long weightElements = module.in_features * module.out_features;
+            if (weightElements >= PackedLinear.MinWeightElements && PackedLinear.TryApply(x, weight, module.bias) is { } y) return y;
+            return FewRowsLinear.Linear(x, weight, module.bias, weightElements); // F.linear; decoding: streamed
+        }
         return F.linear(x.to_type(type), weight.to_type(type), module.bias?.to_type(type));
     }
 }

@@ -36,7 +36,7 @@ internal static class ChunkedLogProbs
         {
             using var scope = NewDisposeScope();
             long rows = Math.Min(chunkRows, n - start);
-            var logits = hidden.narrow(0, start, rows).matmul(weight.t()).to_type(resultType);   // (c, V)
+            var logits = CpuMatmul.Multiply(hidden.narrow(0, start, rows), false, weight, true).to_type(resultType); // (c, V)
             var picked = logits.gather(1, targets.narrow(0, start, rows).unsqueeze(1)).squeeze(1);
             result.narrow(0, start, rows).copy_(picked - logits.logsumexp(1));
         }

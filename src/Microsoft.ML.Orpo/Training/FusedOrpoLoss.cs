@@ -67,7 +67,7 @@ internal static class FusedOrpoLoss
             var h = matmulHidden.narrow(0, start, count);                                      // (c, D)
             var targets = rows.Targets.narrow(0, start, count).unsqueeze(1);                   // (c, 1)
             var groups = rows.Groups.narrow(0, start, count) - first * ScoredRows.Kinds;       // (c) local group
-            var logits = h.matmul(matmulWeight.t()).to_type(dtype);                            // (c, V)
+            var logits = (cast ? h.matmul(matmulWeight.t()) : CpuMatmul.Multiply(h, false, matmulWeight, true)).to_type(dtype); // (c, V)
             var logsumexp = logits.logsumexp(1, keepdim: true);                                // (c, 1)
             var logp = logits.gather(1, targets).sub_(logsumexp).squeeze(1);                   // (c)
             int pairs = end - first;
@@ -78,11 +78,15 @@ internal static class FusedOrpoLoss
             var dLogits = logits.sub_(logsumexp).exp_().mul_(g.neg());                         // -g * softmax
             dLogits.scatter_add_(1, targets, g);                                               // + g * onehot
             var d = dLogits.to_type(matmulType);
-            gradHidden.narrow(0, start, count).copy_(d.matmul(matmulWeight));
-            if (gradWeight is not null)
+            if (cast)
             {
-                if (cast) gradWeight.add_(d.t().matmul(h));                                   // summed in the weight's type
-                else gradWeight.addmm_(d.t(), h);
+                gradHidden.narrow(0, start, count).copy_(d.matmul(matmulWeight));
+                gradWeight?.add_(d.t().matmul(h));                                            // summed in the weight's type
+            }
+            else
+            {
+                CpuMatmul.MultiplyInto(gradHidden.narrow(0, start, count), d, false, matmulWeight, false, accumulate: false);
+                if (gradWeight is not null) CpuMatmul.MultiplyInto(gradWeight, d, true, h, false, accumulate: true);
             }
             loss.add_(chunkLoss);
             sums.narrow(0, first * ScoredRows.Kinds, pairs * ScoredRows.Kinds).copy_(chunkSums);

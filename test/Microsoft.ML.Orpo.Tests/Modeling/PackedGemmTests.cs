@@ -1,0 +1,194 @@
+using System.Runtime.InteropServices;
+using Microsoft.ML.Orpo.Modeling;
+using Microsoft.ML.Orpo.Tests.Infrastructure;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Orpo.Tests.Modeling;
+
+/// <summary>The AVX-512 GEMM (<see cref="PackedGemm"/>), its tensor wrapper and the linear layer built on it, against float64.</summary>
+[TestClass]
+public sealed class PackedGemmTests
+{
+    private static void RequireKernel()
+    {
+        if (!PackedGemm.IsSupported) Assert.Inconclusive("This CPU has no AVX-512F: PackedGemm is not used here.");
+    }
+
+    [TestMethod]
+    [DataRow(1, 1, 1, DisplayName = "1 x 1 x 1: one padded tile")]
+    [DataRow(13, 33, 17, DisplayName = "edges in every dimension")]
+    [DataRow(150, 530, 70, DisplayName = "m past one row block, k past one depth block")]
+    [DataRow(24, 40, 2100, DisplayName = "n past one column block (2048)")]
+    [DataRow(36, 1100, 64, DisplayName = "three depth blocks summed")]
+    public void MatchesFloat64ProductInEveryLayout(int m, int k, int n)
+    {
+        RequireKernel();
+        foreach (bool transA in new[] { false, true })
+            foreach (bool transB in new[] { false, true })
+                foreach (bool accumulate in new[] { false, true })
+                {
+                    using var scope = NewDisposeScope();
+                    manual_seed(m * 31 + k * 7 + n);
+                    var a = transA ? randn(k, m) : randn(m, k);
+                    var b = transB ? randn(n, k) : randn(k, n);
+                    var opA = (transA ? a.t() : a).to_type(ScalarType.Float64);
+                    var opB = (transB ? b.t() : b).to_type(ScalarType.Float64);
+                    const int pad = 5; // C's rows are wider than n: the kernel must use ldc and leave the rest alone
+                    var c = randn(m, n + pad);
+                    var before = c.clone();
+                    Run(a, transA, b, transB, c, m, k, n, n + pad, accumulate);
+                    var expected = opA.mm(opB) + (accumulate ? before.narrow(1, 0, n).to_type(ScalarType.Float64) : zeros(m, n, ScalarType.Float64));
+                    var bound = opA.abs().mm(opB.abs()) * 1e-5 + 1e-30;
+                    var error = (c.narrow(1, 0, n).to_type(ScalarType.Float64) - expected).abs();
+                    Assert.IsTrue(error.le(bound).all().ToBoolean(),
+                        $"{(transA ? "T" : "N")}{(transB ? "T" : "N")} accumulate={accumulate}: worst error {error.max().ToDouble():E2}");
+                    Assert.IsTrue(c.narrow(1, n, pad).eq(before.narrow(1, n, pad)).all().ToBoolean(), "wrote past n in a row");
+                }
+    }
+
+    [TestMethod]
+    public void ZeroDepthClearsOrKeepsTheOutput()
+    {
+        RequireKernel();
+        using var scope = NewDisposeScope();
+        var c = ones(3, 4);
+        Run(empty(3, 0), false, empty(0, 4), false, c, 3, 0, 4, 4, accumulate: true);
+        Assert.AreEqual(12.0, c.sum().ToDouble(), "accumulating an empty product keeps C");
+        Run(empty(3, 0), false, empty(0, 4), false, c, 3, 0, 4, 4, accumulate: false);
+        Assert.AreEqual(0.0, c.abs().sum().ToDouble(), "an empty product is zero");
+    }
+
+    [TestMethod]
+    public void ResultsDoNotDependOnTheThreadCount()
+    {
+        RequireKernel();
+        using var scope = NewDisposeScope();
+        manual_seed(3);
+        var a = randn(700, 600);
+        var b = randn(300, 600);
+        ThreadCounts.AssertSameResults(() => new[] { CpuMatmul.Multiply(a, false, b, true), CpuMatmul.Multiply(a, true, a, false) });
+    }
+
+    [TestMethod]
+    public void CpuMatmulTakesTheKernelOnlyWhereItApplies()
+    {
+        RequireKernel();
+        using var scope = NewDisposeScope();
+        manual_seed(4);
+        var a = randn(300, 200);
+        var b = randn(200, 100);
+        long before = PackedGemm.ProductsOnThisThread;
+        var product = CpuMatmul.Multiply(a, false, b, false);
+        Assert.AreEqual(before + 1, PackedGemm.ProductsOnThisThread, "6M multiply-adds of contiguous float32: the kernel");
+        var c = empty(300, 100);
+        Run(a, false, b, false, c, 300, 200, 100, 100, accumulate: false);
+        Assert.IsTrue(product.eq(c).all().ToBoolean(), "the wrapper passes shapes and strides through unchanged");
+
+        before = PackedGemm.ProductsOnThisThread;
+        var small = CpuMatmul.Multiply(randn(20, 20), false, randn(20, 20), false);
+        var wide = CpuMatmul.Multiply(a.to_type(ScalarType.Float64), false, b.to_type(ScalarType.Float64), false);
+        var strided = CpuMatmul.Multiply(a.t().contiguous().t(), false, b, false);
+        Tensor disabled;
+        using (PackedGemm.Disable()) disabled = CpuMatmul.Multiply(a, false, b, false);
+        Assert.AreEqual(before, PackedGemm.ProductsOnThisThread, "small, float64, non-contiguous and disabled products go to libtorch");
+        Assert.IsLessThan(1e-4, (strided - product).abs().max().ToDouble());
+        Assert.IsLessThan(1e-4, (disabled - product).abs().max().ToDouble());
+        Assert.IsLessThan(1e-9, (wide - a.to_type(ScalarType.Float64).mm(b.to_type(ScalarType.Float64))).abs().max().ToDouble());
+        Assert.ThrowsExactly<ArgumentException>(() => CpuMatmul.Multiply(a, false, a, false));
+    }
+
+    [TestMethod]
+    public void LinearNodeMatchesFloat64ValuesAndGradients()
+    {
+        RequireKernel();
+        using var scope = NewDisposeScope();
+        manual_seed(5);
+        var x = randn(2, 70, 160).requires_grad_(true);
+        var weight = (randn(260, 160) * 0.1).requires_grad_(true);
+        var bias = randn(260).requires_grad_(true);
+        var upstream = randn(2, 70, 260);
+        long before = PackedGemm.ProductsOnThisThread;
+        var y = PackedLinearFunction.apply(x, weight, bias);
+        y.backward(new[] { upstream });
+        Assert.AreEqual(before + 3, PackedGemm.ProductsOnThisThread, "forward, input gradient and weight gradient through the kernel");
+
+        var x64 = x.detach().to_type(ScalarType.Float64).requires_grad_(true);
+        var w64 = weight.detach().to_type(ScalarType.Float64).requires_grad_(true);
+        var b64 = bias.detach().to_type(ScalarType.Float64).requires_grad_(true);
+        var y64 = nn.functional.linear(x64, w64, b64);
+        y64.backward(new[] { upstream.to_type(ScalarType.Float64) });
+        AssertClose(y, y64, "output");
+        AssertClose(x.grad!, x64.grad!, "input gradient");
+        AssertClose(weight.grad!, w64.grad!, "weight gradient");
+        AssertClose(bias.grad!, b64.grad!, "bias gradient");
+    }
+
+    [TestMethod]
+    public void LinearNodeSkipsGradientsNobodyNeeds()
+    {
+        RequireKernel();
+        using var scope = NewDisposeScope();
+        manual_seed(6);
+        var x = randn(140, 160);                                   // an input that needs no gradient (frozen embeddings)
+        var weight = randn(260, 160).requires_grad_(true);
+        long before = PackedGemm.ProductsOnThisThread;
+        PackedLinearFunction.apply(x, weight, null!).sum().backward();
+        Assert.AreEqual(before + 2, PackedGemm.ProductsOnThisThread, "forward and weight gradient only");
+        Assert.IsNotNull(weight.grad);
+    }
+
+    [TestMethod]
+    public void TrainingStepThroughTheKernelEqualsLibtorchs()
+    {
+        // Wide enough that every projection (512 x 512 up) goes through PackedLinear and the LM head through the fused
+        // loss's kernel products; with biases and grouped-query attention.
+        if (!PackedGemm.IsEnabled) Assert.Inconclusive("PackedGemm is not used on this CPU.");
+        var config = new LlamaConfig
+        {
+            HiddenSize = 512, IntermediateSize = 600, NumHiddenLayers = 2, NumAttentionHeads = 8, NumKeyValueHeads = 4, HeadDim = 64,
+            VocabSize = 2100, MaxPositionEmbeddings = 64, RmsNormEps = 1e-5, AttentionBias = true, OutputProjectionBias = true, MlpBias = true,
+        }.Validate();
+        using var scope = NewDisposeScope();
+        manual_seed(8);
+        using var network = new LlamaForCausalLM(config);
+        network.train();
+        var ids = randint(3, 2100, new long[] { 3, 24 });
+        var targets = ids.narrow(1, 1, 23);
+
+        (Tensor Loss, Tensor[] Gradients) Step()
+        {
+            network.zero_grad();
+            var logits = network.Forward(ids.narrow(1, 0, 23));
+            var loss = nn.functional.cross_entropy(logits.reshape(-1, 2100), targets.reshape(-1));
+            loss.backward();
+            return (loss.detach(), network.parameters().Select(p => p.grad!.clone()).ToArray());
+        }
+
+        long before = PackedGemm.ProductsOnThisThread;
+        var (loss, gradients) = Step();
+        Assert.IsGreaterThanOrEqualTo(before + 3 * 7 * 2, PackedGemm.ProductsOnThisThread, "seven projections per layer, three products each");
+        (Tensor Loss, Tensor[] Gradients) reference;
+        using (PackedGemm.Disable()) reference = Step();
+        Assert.IsLessThan(1e-5, Math.Abs(loss.ToDouble() - reference.Loss.ToDouble()));
+        for (int i = 0; i < gradients.Length; i++)
+        {
+            double scale = reference.Gradients[i].abs().max().ToDouble() + 1e-12;
+            double error = (gradients[i] - reference.Gradients[i]).abs().max().ToDouble();
+            Assert.IsLessThan(1e-4 * scale, error, $"parameter {i}: worst {error:E2} at scale {scale:E2}");
+        }
+    }
+
+    private static void AssertClose(Tensor actual, Tensor expected, string what)
+    {
+        double scale = expected.abs().max().ToDouble();
+        double error = (actual.to_type(ScalarType.Float64) - expected).abs().max().ToDouble();
+        Assert.IsLessThan(1e-5 * scale, error, $"{what}: worst error {error:E2} at scale {scale:E2}");
+    }
+
+    private static unsafe void Run(Tensor a, bool transA, Tensor b, bool transB, Tensor c, int m, int k, int n, int ldc, bool accumulate)
+    {
+        fixed (float* pa = MemoryMarshal.Cast<byte, float>(a.bytes), pb = MemoryMarshal.Cast<byte, float>(b.bytes), pc = MemoryMarshal.Cast<byte, float>(c.bytes))
+            PackedGemm.Multiply(m, n, k, pa, transA ? m : k, transA, pb, transB ? k : n, transB, pc, ldc, accumulate);
+    }
+}
