@@ -68,15 +68,25 @@ internal static class FusedOrpoLoss
             var targets = rows.Targets.narrow(0, start, count).unsqueeze(1);                   // (c, 1)
             var groups = rows.Groups.narrow(0, start, count) - first * ScoredRows.Kinds;       // (c) local group
             var logits = (cast ? h.matmul(matmulWeight.t()) : CpuMatmul.Multiply(h, false, matmulWeight, true)).to_type(dtype); // (c, V)
-            var logsumexp = logits.logsumexp(1, keepdim: true);                                // (c, 1)
+            bool rowKernel = SoftmaxRows.Supports(logits);                                     // float32 on the CPU
+            var logsumexp = rowKernel ? SoftmaxRows.LogSumExp(logits).unsqueeze(1) : logits.logsumexp(1, keepdim: true); // (c, 1)
             var logp = logits.gather(1, targets).sub_(logsumexp).squeeze(1);                   // (c)
             int pairs = end - first;
             var chunkSums = zeros(pairs * ScoredRows.Kinds, dtype, hidden.device).index_add_(0, groups, logp, 1);
             var counts = zeros(pairs * ScoredRows.Kinds, dtype, hidden.device).index_add_(0, groups, ones_like(logp), 1);
             var (chunkLoss, perGroup) = ObjectiveGradient(chunkSums.view(pairs, ScoredRows.Kinds), counts.view(pairs, ScoredRows.Kinds), scale);
             var g = perGroup.index_select(0, groups).unsqueeze(1);                             // (c, 1) d loss / d log p
-            var dLogits = logits.sub_(logsumexp).exp_().mul_(g.neg());                         // -g * softmax
-            dLogits.scatter_add_(1, targets, g);                                               // + g * onehot
+            Tensor dLogits;
+            if (rowKernel)
+            {
+                SoftmaxRows.ToLossGradient(logits, logsumexp, g, targets);                     // in place, one pass
+                dLogits = logits;
+            }
+            else
+            {
+                dLogits = logits.sub_(logsumexp).exp_().mul_(g.neg());                         // -g * softmax
+                dLogits.scatter_add_(1, targets, g);                                           // + g * onehot
+            }
             var d = dLogits.to_type(matmulType);
             if (cast)
             {
