@@ -156,6 +156,13 @@ internal static class AttentionProfile
             json["kernel_fwd"] = Time(Kernel, false);
             json["kernel_fwdbwd"] = Time(Kernel, true);
         }
+        // Wider heads: per-head GEMM blocks (output already in the (B, T, H * d) layout the projection reads).
+        Tensor Blocked() => BlockedCausalAttention.Apply(q, k, v);
+        if (BlockedCausalAttention.Supports(q, k, v))
+        {
+            json["blocked_fwd"] = Time(Blocked, false);
+            json["blocked_fwdbwd"] = Time(Blocked, true);
+        }
         return json;
     }
 }

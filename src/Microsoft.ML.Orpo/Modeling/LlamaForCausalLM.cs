@@ -229,6 +229,8 @@ internal sealed class LlamaAttention : nn.Module
             return MixedPrecision.Linear(CausalAttention.Apply(q, k, v, cos, sin), o_proj, matmulType); // small float32 heads, RoPE fused
         q = RotaryEmbedding.Apply(q, cos, sin);
         k = RotaryEmbedding.Apply(k, cos, sin);
+        if (mask is null && cache is null && sharedPrefix is null && BlockedCausalAttention.Supports(q, k, v))
+            return MixedPrecision.Linear(BlockedCausalAttention.Apply(q, k, v), o_proj, matmulType); // wider float32 heads
         if (cache is not null) (k, v) = cache.Append(layerIndex, k, v);           // (B, K, S, d)
         if (kvHeads != heads && t == 1)
             return MixedPrecision.Linear(GroupedQueryAttention.OneQuery(q, k, v, mask), o_proj, matmulType); // decoding: no cache copy

@@ -71,9 +71,11 @@ internal static unsafe class PackedGemm
     /// C (m x n, row stride <paramref name="ldc"/>) = op(A) op(B), plus C's old values when <paramref name="accumulate"/>.
     /// op(A) is m x k: <c>a[i * lda + p]</c>, or <c>a[p * lda + i]</c> when <paramref name="transA"/>; op(B) is k x n:
     /// <c>b[p * ldb + j]</c>, or <c>b[j * ldb + p]</c> when <paramref name="transB"/>. C must not overlap A or B.
+    /// The work is split over torch's intra-op threads unless <paramref name="parallel"/> is false (callers that
+    /// already run one product per thread).
     /// </summary>
     public static void Multiply(int m, int n, int k, float* a, int lda, bool transA, float* b, int ldb, bool transB,
-        float* c, int ldc, bool accumulate)
+        float* c, int ldc, bool accumulate, bool parallel = true)
     {
         if (!IsSupported) throw new PlatformNotSupportedException("PackedGemm needs AVX-512F.");
         products++;
@@ -95,10 +97,10 @@ internal static unsafe class PackedGemm
                 bool add = accumulate || pc > 0;
                 int panels = (nc + NR - 1) / NR;
                 int jcc = jc, pcc = pc;
-                CpuKernel.ForEachBlock(panels, panel =>
+                ForEach(parallel, panels, panel =>
                     PackB((float*)bAddress, ldb, transB, pcc, kc, jcc + panel * NR, Math.Min(NR, nc - panel * NR),
                         (float*)bBlockAddress + (long)panel * kc * NR));
-                CpuKernel.ForEachBlock((m + MC - 1) / MC, block =>
+                ForEach(parallel, (m + MC - 1) / MC, block =>
                 {
                     int ic = block * MC, mc = Math.Min(MC, m - ic);
                     float* aBlock = Buffer(ref packedA, MC * KC);
@@ -107,6 +109,12 @@ internal static unsafe class PackedGemm
                 });
             }
         }
+    }
+
+    private static void ForEach(bool parallel, int blocks, Action<int> block)
+    {
+        if (parallel) CpuKernel.ForEachBlock(blocks, block);
+        else for (int i = 0; i < blocks; i++) block(i);
     }
 
     private static float* Buffer(ref nint slot, int floats)

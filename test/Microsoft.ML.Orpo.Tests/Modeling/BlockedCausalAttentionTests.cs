@@ -1,0 +1,84 @@
+using Microsoft.ML.Orpo.Modeling;
+using Microsoft.ML.Orpo.Tests.Infrastructure;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Orpo.Tests.Modeling;
+
+/// <summary>Causal attention through per-head GEMM blocks (<see cref="BlockedCausalAttention"/>) against float64 attention.</summary>
+[TestClass]
+public sealed class BlockedCausalAttentionTests
+{
+    [TestMethod]
+    [DataRow(2, 4, 4, 200, 64, DisplayName = "several row blocks, the last one partial")]
+    [DataRow(1, 6, 2, 37, 40, DisplayName = "grouped queries (3 per key/value head), one block, head 40 wide")]
+    [DataRow(3, 2, 1, 1, 32, DisplayName = "a single token")]
+    public void MatchesFloat64AttentionInValuesAndGradients(int batch, int heads, int kvHeads, int length, int headDim)
+    {
+        if (!PackedGemm.IsEnabled) Assert.Inconclusive("PackedGemm is not used on this CPU.");
+        using var scope = NewDisposeScope();
+        manual_seed(batch * 100 + length);
+        var q = randn(batch, heads, length, headDim).requires_grad_(true);
+        var k = randn(batch, kvHeads, length, headDim).requires_grad_(true);
+        var v = randn(batch, kvHeads, length, headDim).requires_grad_(true);
+        var upstream = randn(batch, length, heads * headDim);
+        Assert.IsTrue(BlockedCausalAttention.Supports(q, k, v));
+        long before = PackedGemm.ProductsOnThisThread;
+        var y = BlockedCausalAttention.Apply(q, k, v);
+        CollectionAssert.AreEqual(new long[] { batch, length, heads * headDim }, y.shape);
+        y.backward(new[] { upstream });
+
+        var q64 = q.detach().to_type(ScalarType.Float64).requires_grad_(true);
+        var k64 = k.detach().to_type(ScalarType.Float64).requires_grad_(true);
+        var v64 = v.detach().to_type(ScalarType.Float64).requires_grad_(true);
+        int groups = heads / kvHeads;
+        var scores = q64.matmul(k64.repeat_interleave(groups, dim: 1).transpose(-1, -2)) / Math.Sqrt(headDim);
+        var causal = ones(length, length, dtype: ScalarType.Bool).triu(1);
+        var y64 = scores.masked_fill(causal, double.NegativeInfinity).softmax(-1).matmul(v64.repeat_interleave(groups, dim: 1))
+            .transpose(1, 2).reshape(batch, length, heads * headDim);
+        y64.backward(new[] { upstream.to_type(ScalarType.Float64) });
+        AssertClose(y, y64, "output");
+        AssertClose(q.grad!, q64.grad!, "query gradient");
+        AssertClose(k.grad!, k64.grad!, "key gradient");
+        AssertClose(v.grad!, v64.grad!, "value gradient");
+    }
+
+    [TestMethod]
+    public void ResultsDoNotDependOnTheThreadCount()
+    {
+        if (!PackedGemm.IsEnabled) Assert.Inconclusive("PackedGemm is not used on this CPU.");
+        using var scope = NewDisposeScope();
+        manual_seed(21);
+        var q = randn(2, 4, 150, 64);
+        var k = randn(2, 2, 150, 64);
+        var v = randn(2, 2, 150, 64);
+        var upstream = randn(2, 150, 256);
+        ThreadCounts.AssertSameResults(() =>
+        {
+            var (qg, kg, vg) = (q.clone().requires_grad_(true), k.clone().requires_grad_(true), v.clone().requires_grad_(true));
+            var y = BlockedCausalAttention.Apply(qg, kg, vg);
+            y.backward(new[] { upstream });
+            return new[] { y.detach(), qg.grad!, kg.grad!, vg.grad! };
+        });
+    }
+
+    [TestMethod]
+    public void OnlyPlainFloat32CpuAttentionWithWideHeads()
+    {
+        using var scope = NewDisposeScope();
+        var q = randn(1, 4, 10, 64);
+        var k = randn(1, 2, 10, 64);
+        Assert.AreEqual(PackedGemm.IsEnabled, BlockedCausalAttention.Supports(q, k, k));
+        Assert.IsFalse(BlockedCausalAttention.Supports(randn(1, 4, 10, 16), randn(1, 2, 10, 16), randn(1, 2, 10, 16)), "small heads: CausalAttention");
+        Assert.IsFalse(BlockedCausalAttention.Supports(q.to_type(ScalarType.Float64), k.to_type(ScalarType.Float64), k.to_type(ScalarType.Float64)));
+        Assert.IsFalse(BlockedCausalAttention.Supports(q, randn(1, 3, 10, 64), randn(1, 3, 10, 64)), "heads not a multiple of key/value heads");
+        using (PackedGemm.Disable()) Assert.IsFalse(BlockedCausalAttention.Supports(q, k, k));
+    }
+
+    private static void AssertClose(Tensor actual, Tensor expected, string what)
+    {
+        double scale = expected.abs().max().ToDouble() + 1e-12;
+        double error = (actual.to_type(ScalarType.Float64) - expected).abs().max().ToDouble();
+        Assert.IsLessThan(2e-5 * scale, error, $"{what}: worst error {error:E2} at scale {scale:E2}");
+    }
+}
