@@ -223,6 +223,7 @@ internal sealed class BlockedCausalAttentionFunction : autograd.SingleTensorFunc
 
     public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
     {
+        CustomBackward.Starting(ctx);
         var q = ((Tensor)vars[0]).contiguous();
         var k = ((Tensor)vars[1]).contiguous();
         var v = ((Tensor)vars[2]).contiguous();

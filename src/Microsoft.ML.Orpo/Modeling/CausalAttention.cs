@@ -295,6 +295,7 @@ internal sealed class CausalAttentionFunction : autograd.SingleTensorFunction<Ca
 
     public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
     {
+        CustomBackward.Starting(ctx);
         var v = ((Tensor)vars[2]).contiguous();
         var cos = ((Tensor)vars[3]).contiguous();
         var sin = ((Tensor)vars[4]).contiguous();

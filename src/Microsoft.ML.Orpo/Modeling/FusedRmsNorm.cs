@@ -172,6 +172,7 @@ internal sealed class RmsNormFunction : autograd.SingleTensorFunction<RmsNormFun
 
     public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
     {
+        CustomBackward.Starting(ctx);
         var x = ((Tensor)vars[0]).contiguous();
         var weight = ((Tensor)vars[1]).contiguous();
         double eps = (double)vars[2];

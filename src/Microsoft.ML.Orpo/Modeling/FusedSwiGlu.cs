@@ -127,6 +127,7 @@ internal sealed class SwiGluDownFunction : autograd.SingleTensorFunction<SwiGluD
 
     public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
     {
+        CustomBackward.Starting(ctx);
         var gate = ((Tensor)vars[0]).contiguous();
         var up = ((Tensor)vars[1]).contiguous();
         var weight = (Tensor)vars[2];

@@ -1,5 +1,4 @@
 using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 
@@ -21,9 +20,10 @@ internal static unsafe class PackedGemm
     private const int KC = 512, MC = 12 * MR, NC = 64 * NR;
 
     // Packing buffers, one set per thread that packs, kept for the thread's lifetime (a few MB): allocating per call
-    // would page-fault a fresh 2 MB on every product.
-    [ThreadStatic] private static nint packedA; // MC * KC floats
-    [ThreadStatic] private static nint packedB; // KC * NC floats
+    // would page-fault a fresh 4 MB on every product. Pinned managed arrays, so that they go with their thread (a
+    // thread pool retires idle threads); the panels start at the first 64-byte boundary inside.
+    [ThreadStatic] private static float[]? packedA; // MC * KC floats
+    [ThreadStatic] private static float[]? packedB; // KC * NC floats
 
     [ThreadStatic] private static int disabled;
     [ThreadStatic] private static long products;
@@ -117,10 +117,11 @@ internal static unsafe class PackedGemm
         else for (int i = 0; i < blocks; i++) block(i);
     }
 
-    private static float* Buffer(ref nint slot, int floats)
+    private static float* Buffer(ref float[]? slot, int floats)
     {
-        if (slot == 0) slot = (nint)NativeMemory.AlignedAlloc((nuint)floats * sizeof(float), 64);
-        return (float*)slot;
+        slot ??= GC.AllocateUninitializedArray<float>(floats + 16, pinned: true);
+        nint start = (nint)Unsafe.AsPointer(ref slot[0]);
+        return (float*)((start + 63) & ~(nint)63);
     }
 
     /// <summary>op(B) rows [p0, p0 + kc), columns [j0, j0 + cols) -> kc x NR panel (columns past cols are zero).</summary>

@@ -55,6 +55,7 @@ internal sealed class PackedLinearFunction : autograd.SingleTensorFunction<Packe
 
     public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
     {
+        CustomBackward.Starting(ctx);
         var x = (Tensor)vars[0];
         var weight = (Tensor)vars[1];
         var bias = (Tensor?)vars[2];

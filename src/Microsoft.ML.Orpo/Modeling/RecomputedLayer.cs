@@ -24,6 +24,7 @@ internal sealed class RecomputedLayerFunction : autograd.SingleTensorFunction<Re
 
     public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
     {
+        CustomBackward.Starting(ctx);
         var x = (Tensor)vars[0];
         var mask = (Tensor?)vars[4];
         // Saved through autograd, not as managed references: the caller disposes its cos/sin/mask handles when the

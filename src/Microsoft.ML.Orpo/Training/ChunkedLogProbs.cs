@@ -82,6 +82,7 @@ internal sealed class ChunkedLogProbsFunction : autograd.SingleTensorFunction<Ch
 
     public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
     {
+        CustomBackward.Starting(ctx);
         var hidden = (Tensor)vars[0];
         var weight = (Tensor)vars[1];
         var targets = (Tensor)vars[2];

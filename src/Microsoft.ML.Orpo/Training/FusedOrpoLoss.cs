@@ -138,6 +138,7 @@ internal sealed class FusedOrpoLossFunction : autograd.SingleTensorFunction<Fuse
 
     public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
     {
+        CustomBackward.Starting(ctx);
         var hidden = (Tensor)vars[0];
         var weight = (Tensor)vars[1];
         bool needWeight = weight.requires_grad;

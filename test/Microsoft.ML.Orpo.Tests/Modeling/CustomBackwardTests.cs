@@ -45,4 +45,35 @@ public sealed class CustomBackwardTests
         Assert.IsGreaterThan(0.5 * tensorBytes, growth, "the measurement must see the gradient it allocates");
         Assert.IsLessThan(1e-3, a.grad!.abs().max().ToDouble(), "sum(rmsnorm(2a)) does not change when a constant row is scaled");
     }
+
+    [TestMethod]
+    public void TorchSharpsCopyOfEachOutputIsReleasedOnceTheNodeIsComplete()
+    {
+        // TorchSharp reserves an empty_like of every custom node's output for the node's lifetime. It is never touched,
+        // so it shows as mapped (virtual) memory, not resident memory: 64 MiB, mmap-allocated, unmapped when released.
+        using var scope = NewDisposeScope();
+        long tensorBytes = Rows * Width * sizeof(float);
+        var a = ones(Rows, Width).requires_grad_(true);
+        var weight = ones(Width);
+        long before = MappedBytes();
+        var output = FusedRmsNorm.Apply(a, weight, 1e-5);
+        long withCopy = MappedBytes() - before;
+        var next = FusedRmsNorm.Apply(ones(4, 8).requires_grad_(true), ones(8), 1e-5); // the next custom forward releases it
+        long afterRelease = MappedBytes() - before;
+        Console.WriteLine($"mapped growth: {withCopy / 1048576.0:F1} MiB with the copy, {afterRelease / 1048576.0:F1} MiB after");
+        Assert.IsGreaterThan(1.5 * tensorBytes, withCopy, "the output and TorchSharp's copy of it");
+        Assert.IsLessThan(1.5 * tensorBytes, afterRelease, "only the output remains");
+        output.sum().backward();                                  // the stand-in keeps the node usable
+        Assert.AreEqual(0.0, a.grad!.abs().max().ToDouble(), 1e-3, "sum(rmsnorm(a)) of constant rows has no gradient");
+        _ = next;
+    }
+
+    private static long MappedBytes()
+    {
+        foreach (var line in File.ReadLines("/proc/self/status"))
+            if (line.StartsWith("VmSize:", StringComparison.Ordinal))
+                return long.Parse(line["VmSize:".Length..].Trim().Split(' ')[0]) * 1024;
+        Assert.Inconclusive("/proc/self/status has no VmSize (not Linux).");
+        return 0;
+    }
 }
