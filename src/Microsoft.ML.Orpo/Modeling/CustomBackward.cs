@@ -74,7 +74,8 @@ internal static class CustomBackward
             for (int i = 0; i < cache.Count; i++)
             {
                 if (cache[i] is not { } copy || copy.IsInvalid || copy.numel() <= 1) continue;
-                using (var zero = zeros(1, copy.dtype, copy.device)) cache[i] = zero.expand(copy.shape);
+                using (var zero = zeros(1, copy.dtype, copy.device))
+                    cache[i] = zero.expand(copy.shape).DetachFromDisposeScope(); // owned by the node, as the copy was
                 copy.Dispose();
             }
         }
