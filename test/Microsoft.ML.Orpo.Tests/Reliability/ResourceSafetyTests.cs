@@ -107,6 +107,30 @@ public sealed class ResourceSafetyTests
     }
 
     [TestMethod]
+    public void TrainingThroughTheCpuKernelsKeepsTensorsFlat()
+    {
+        // 512 wide with 256-wide heads: every projection goes through PackedLinear, attention through
+        // BlockedCausalAttention and the LM head through the fused loss's kernel products.
+        if (!PackedGemm.IsEnabled) Assert.Inconclusive("PackedGemm is not used on this CPU.");
+        string folder = ReliabilityFixtures.TinyModelFolder(vocabulary: 2100, hidden: 512, layers: 2);
+        using var model = CausalLanguageModel.Load(folder, null, "cpu");
+        var pairs = TrainingFixtures.Encode(model, ProtagonistPairs.Create().Train.Take(4));
+        var settings = TrainingFixtures.Plain(batchSize: 2, epochs: 12);
+        var tensors = new List<long>();
+        var callbacks = new TrainingCallbacks { AfterStep = _ => tensors.Add(Tensor.TotalCount) };
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        long products = PackedGemm.ProductsOnThisThread;
+        var history = new OrpoTrainer(model, settings, callbacks).Train(pairs);
+        Assert.HasCount(24, history);
+        Assert.IsGreaterThan(products + 24 * 20, PackedGemm.ProductsOnThisThread, "the steps must run through the kernels");
+        var steady = tensors.Skip(4).ToList();
+        Console.WriteLine($"leak test, kernels: live tensors over steps 4-24 [{steady.Min()}, {steady.Max()}]");
+        Assert.AreEqual(steady.Min(), steady.Max(), "training through the CPU kernels must not leak tensors");
+        Directory.Delete(folder, recursive: true);
+    }
+
+    [TestMethod]
     public void DisposeReleasesTensorsAndNativeMemory()
     {
         // Large enough (about 40 MB of float32 weights) that the allocator returns freed blocks to the OS.
