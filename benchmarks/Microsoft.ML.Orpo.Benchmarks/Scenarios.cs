@@ -74,15 +74,12 @@ internal static class Scenarios
     /// </summary>
     public static JsonObject Matmul(bool quick)
     {
-        var (torchFp32, fp32Detail) = MatmulPeak(ScalarType.Float32, quick, (a, b) => a.matmul(b), "n");
-        double fp32 = torchFp32;
-        if (PackedGemm.IsEnabled)
-        {
-            var (packed, packedDetail) = MatmulPeak(ScalarType.Float32, quick, (a, b) => CpuMatmul.Multiply(a, false, b, false), "packed_n");
-            foreach (var (key, value) in packedDetail.ToList()) { packedDetail.Remove(key); fp32Detail[key] = value; }
-            fp32 = Math.Max(fp32, packed);
-        }
-        var (bf16, bf16Detail) = MatmulPeak(ScalarType.BFloat16, quick, (a, b) => a.matmul(b), "n");
+        var fp32Detail = new JsonObject();
+        double torchFp32 = MatmulPeak(ScalarType.Float32, quick, (a, b) => a.matmul(b), fp32Detail, "n");
+        double fp32 = !PackedGemm.IsEnabled ? torchFp32
+            : Math.Max(torchFp32, MatmulPeak(ScalarType.Float32, quick, (a, b) => CpuMatmul.Multiply(a, false, b, false), fp32Detail, "packed_n"));
+        var bf16Detail = new JsonObject();
+        double bf16 = MatmulPeak(ScalarType.BFloat16, quick, (a, b) => a.matmul(b), bf16Detail, "n");
         return new JsonObject
         {
             ["metric"] = "matmul_gflops", ["value"] = fp32, ["libtorch_value"] = torchFp32, ["detail"] = fp32Detail,
@@ -90,10 +87,10 @@ internal static class Scenarios
         };
     }
 
-    private static (double Best, JsonObject Detail) MatmulPeak(ScalarType type, bool quick, Func<Tensor, Tensor, Tensor> multiply, string prefix)
+    /// <summary>The best GFLOP/s over the sizes; each size's figure goes into <paramref name="detail"/> as prefix + n.</summary>
+    private static double MatmulPeak(ScalarType type, bool quick, Func<Tensor, Tensor, Tensor> multiply, JsonObject detail, string prefix)
     {
         double best = 0;
-        var detail = new JsonObject();
         foreach (int n in new[] { 512, 1024, 2048 })
         {
             using var scope = NewDisposeScope();
@@ -107,7 +104,7 @@ internal static class Scenarios
             detail[$"{prefix}{n}"] = Math.Round(gflops, 2);
             best = Math.Max(best, gflops);
         }
-        return (Math.Round(best, 2), detail);
+        return Math.Round(best, 2);
     }
 
     /// <summary>Synthetic pairs: random ids, BOS-led prompt, EOS-ended responses, fixed lengths.</summary>

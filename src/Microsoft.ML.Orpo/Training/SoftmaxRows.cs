@@ -1,5 +1,6 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using Microsoft.ML.Orpo.Modeling;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -52,7 +53,7 @@ internal static class SoftmaxRows
         {
             Span<float> all = CpuKernel.Floats(logits);
             ReadOnlySpan<float> lseRows = CpuKernel.Floats(l), gRows = CpuKernel.Floats(scale);
-            ReadOnlySpan<long> targetRows = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, long>(target.bytes);
+            ReadOnlySpan<long> targetRows = MemoryMarshal.Cast<byte, long>(target.bytes);
             for (int r = block * RowsPerBlock; r < Math.Min(rows, (block + 1) * RowsPerBlock); r++)
             {
                 var row = all.Slice(r * width, width);
