@@ -48,6 +48,7 @@ internal static class Interleaved
         var parameters = network.NamedWeights();
         using var optimizer = new AdamW(parameters, 0.9, 0.999, 1e-8, 0);
         double nllTokens = pairs.Sum(p => (double)p.ChosenIds.Count);
+        using var scratch = new LogitsScratch(); // the trainer's: one logits block for the run
 
         (double Wall, double Cpu) Step((string Name, TrainingSettings Settings, bool UseKernels) variant)
         {
@@ -57,7 +58,7 @@ internal static class Interleaved
             using (variant.UseKernels ? null : PackedGemm.Disable())
             using (var scope = NewDisposeScope())
             {
-                var (terms, _) = PreferenceForward.Loss(network, pairs, variant.Settings, CPU, nllTokens, pairs.Count);
+                var (terms, _) = PreferenceForward.Loss(network, pairs, variant.Settings, CPU, nllTokens, pairs.Count, scratch);
                 terms.Loss.backward();
                 optimizer.Step(1e-5);
             }

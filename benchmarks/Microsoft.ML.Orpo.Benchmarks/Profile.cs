@@ -25,12 +25,13 @@ internal static class Profile
         using var optimizer = new AdamW(parameters, 0.9, 0.999, 1e-8, 0);
         var parts = new Dictionary<string, double> { ["forward"] = 0, ["backward"] = 0, ["gradnorm"] = 0, ["adamw"] = 0, ["hidden_only"] = 0 };
         double nllTokens = pairs.Sum(p => (double)p.ChosenIds.Count);
+        using var scratch = new LogitsScratch(); // as the trainer: one logits block for the run
         for (int s = 0; s < steps + 1; s++)
         {
             var clock = Stopwatch.StartNew();
             network.zero_grad();
             using var scope = NewDisposeScope();
-            var (terms, _) = PreferenceForward.Loss(network, pairs, settings, CPU, nllTokens, pairs.Count);
+            var (terms, _) = PreferenceForward.Loss(network, pairs, settings, CPU, nllTokens, pairs.Count, scratch);
             double forward = clock.Elapsed.TotalSeconds;
             terms.Loss.backward();
             double backward = clock.Elapsed.TotalSeconds;

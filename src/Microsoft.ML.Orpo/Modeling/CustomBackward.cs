@@ -9,8 +9,9 @@ namespace Microsoft.ML.Orpo.Modeling;
 /// tensors a backward creates or receives belong to the caller's dispose scope, i.e. live to the end of the training
 /// step. Left alone, every layer's saved activations and gradients stayed alive through the entire backward pass
 /// (measured: +270 MiB at the end of the 41.7M step's backward). Here the saved tensors and the incoming gradient are
-/// released as soon as a node's gradients exist, and the gradients it returned are released when the next custom node
-/// on the same thread starts: by then the autograd engine holds its own references to them.
+/// released as soon as a node's gradients exist, the handles the backward body makes and does not return die with the
+/// node, and the gradients it returned are released when the next custom node on the same thread starts: by then the
+/// autograd engine holds its own references to them.
 /// </summary>
 internal static class CustomBackward
 {
@@ -40,7 +41,14 @@ internal static class CustomBackward
         List<Tensor>? gradients = null;
         try
         {
-            gradients = body(saved);
+            // The body's own scope: what it makes and does not return dies with the node. In the caller's scope (the
+            // training step's), a left-over handle such as the view in grad_output.reshape(...).contiguous() kept
+            // the incoming gradient or a saved activation alive to the end of the step.
+            using (var scope = NewDisposeScope())
+            {
+                gradients = body(saved);
+                scope.MoveToOuter(gradients.Where(g => g is not null));
+            }
             (returned ??= new()).AddRange(gradients.Where(g => g is not null));
             return gradients;
         }

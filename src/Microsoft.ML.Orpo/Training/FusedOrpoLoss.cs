@@ -25,14 +25,15 @@ internal static class FusedOrpoLoss
     /// <param name="chunkRows">Target rows per LM-head chunk; a chunk always holds whole pairs (at least one).</param>
     /// <param name="matmulType">Type the three LM-head products run in (mixed precision), null: the weight's own.
     /// Softmax, the loss and the gradient sums stay in the inputs' type.</param>
+    /// <param name="scratch">Where the float32 logits blocks go; null: one block allocated for this call.</param>
     public static (Tensor Loss, Tensor GroupSums) Compute(Tensor hidden, Tensor weight, ScoredRows rows, OrpoLossScale scale, int chunkRows,
-        ScalarType? matmulType = null)
+        ScalarType? matmulType = null, LogitsScratch? scratch = null)
     {
         if (chunkRows <= 0) throw new ArgumentOutOfRangeException(nameof(chunkRows), chunkRows, "must be > 0.");
         using var scope = NewDisposeScope();
         var picked = hidden.index_select(0, rows.Sources);                                    // (N, D)
         var sums = new GroupSumsHolder();
-        var loss = FusedOrpoLossFunction.apply(picked, weight, rows, scale, chunkRows, sums, matmulType ?? weight.dtype);
+        var loss = FusedOrpoLossFunction.apply(picked, weight, rows, scale, chunkRows, sums, matmulType ?? weight.dtype, scratch);
         return (loss.MoveToOuterDisposeScope(), sums.Value!.view(rows.Pairs, ScoredRows.Kinds).MoveToOuterDisposeScope());
     }
 
@@ -47,7 +48,8 @@ internal static class FusedOrpoLoss
     /// d loss / d weight (V, D), sums (3B).
     /// </summary>
     internal static (Tensor Loss, Tensor GradHidden, Tensor? GradWeight, Tensor Sums) LossAndGradients(
-        Tensor hidden, Tensor weight, ScoredRows rows, OrpoLossScale scale, int chunkRows, bool needWeight, ScalarType matmulType)
+        Tensor hidden, Tensor weight, ScoredRows rows, OrpoLossScale scale, int chunkRows, bool needWeight, ScalarType matmulType,
+        LogitsScratch? scratch = null)
     {
         var dtype = hidden.dtype;
         bool cast = matmulType != dtype || matmulType != weight.dtype;
@@ -58,16 +60,23 @@ internal static class FusedOrpoLoss
         var matmulHidden = hidden.to_type(matmulType);
         var matmulWeight = weight.to_type(matmulType);
         var sums = zeros(rows.Pairs * ScoredRows.Kinds, dtype, hidden.device);
-        for (int first = 0; first < rows.Pairs;)
+        var chunks = Chunks(rows, chunkRows);
+        // Without mixed precision every chunk's logits go into one block (see LogitsScratch for why).
+        using var ownScratch = cast || scratch is not null ? null : new LogitsScratch();
+        var logitsScratch = cast ? null : scratch ?? ownScratch;
+        foreach (var (first, end, start, count) in chunks)
         {
-            int end = first + 1;                                                               // pairs [first, end)
-            while (end < rows.Pairs && rows.PairStarts[end + 1] - rows.PairStarts[first] <= chunkRows) end++;
-            long start = rows.PairStarts[first], count = rows.PairStarts[end] - start;
             using var scope = NewDisposeScope();
             var h = matmulHidden.narrow(0, start, count);                                      // (c, D)
             var targets = rows.Targets.narrow(0, start, count).unsqueeze(1);                   // (c, 1)
             var groups = rows.Groups.narrow(0, start, count) - first * ScoredRows.Kinds;       // (c) local group
-            var logits = (cast ? h.matmul(matmulWeight.t()) : CpuMatmul.Multiply(h, false, matmulWeight, true)).to_type(dtype); // (c, V)
+            Tensor logits;                                                                     // (c, V)
+            if (logitsScratch is null) logits = h.matmul(matmulWeight.t()).to_type(dtype);
+            else
+            {
+                logits = logitsScratch.Block(chunks.Max(c => c.Count), weight.shape[0], dtype, hidden.device).narrow(0, 0, count);
+                CpuMatmul.MultiplyInto(logits, h, false, matmulWeight, true, accumulate: false);
+            }
             bool rowKernel = SoftmaxRows.Supports(logits);                                     // float32 on the CPU
             var logsumexp = rowKernel ? SoftmaxRows.LogSumExp(logits).unsqueeze(1) : logits.logsumexp(1, keepdim: true); // (c, 1)
             var logp = logits.gather(1, targets).sub_(logsumexp).squeeze(1);                   // (c)
@@ -100,9 +109,22 @@ internal static class FusedOrpoLoss
             }
             loss.add_(chunkLoss);
             sums.narrow(0, first * ScoredRows.Kinds, pairs * ScoredRows.Kinds).copy_(chunkSums);
-            first = end;
         }
         return (loss.squeeze(0), gradHidden, gradWeight, sums);
+    }
+
+    /// <summary>Whole pairs [First, End) per chunk, about <paramref name="chunkRows"/> rows (at least one pair): rows [Start, Start + Count).</summary>
+    private static List<(int First, int End, long Start, long Count)> Chunks(ScoredRows rows, int chunkRows)
+    {
+        var chunks = new List<(int, int, long, long)>();
+        for (int first = 0; first < rows.Pairs;)
+        {
+            int end = first + 1;
+            while (end < rows.Pairs && rows.PairStarts[end + 1] - rows.PairStarts[first] <= chunkRows) end++;
+            chunks.Add((first, end, rows.PairStarts[first], rows.PairStarts[end] - rows.PairStarts[first]));
+            first = end;
+        }
+        return chunks;
     }
 
     /// <summary>
@@ -143,7 +165,7 @@ internal sealed class FusedOrpoLossFunction : autograd.SingleTensorFunction<Fuse
         var weight = (Tensor)vars[1];
         bool needWeight = weight.requires_grad;
         var (loss, gradHidden, gradWeight, sums) = FusedOrpoLoss.LossAndGradients(hidden, weight, (ScoredRows)vars[2],
-            (OrpoLossScale)vars[3], (int)vars[4], needWeight, (ScalarType)vars[6]);
+            (OrpoLossScale)vars[3], (int)vars[4], needWeight, (ScalarType)vars[6], (LogitsScratch?)vars[7]);
         ((FusedOrpoLoss.GroupSumsHolder)vars[5]).Value = sums;
         // Saved through autograd: the managed handles die with the caller's dispose scope before the backward pass.
         ctx.save_for_backward(needWeight ? new List<Tensor> { gradHidden, gradWeight! } : new List<Tensor> { gradHidden });
@@ -154,6 +176,6 @@ internal sealed class FusedOrpoLossFunction : autograd.SingleTensorFunction<Fuse
     {
         var gradHidden = saved[0].mul_(grad_output);
         var gradWeight = saved.Count > 1 ? saved[1].mul_(grad_output) : null;
-        return new List<Tensor> { gradHidden, gradWeight!, null!, null!, null!, null!, null! };
+        return new List<Tensor> { gradHidden, gradWeight!, null!, null!, null!, null!, null!, null! };
     });
 }

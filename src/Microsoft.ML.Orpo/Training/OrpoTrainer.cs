@@ -38,6 +38,7 @@ internal sealed class OrpoTrainer
     {
         var parameters = model.Network.NamedWeights();
         using var optimizer = new AdamW(parameters, settings.AdamBeta1, settings.AdamBeta2, settings.AdamEpsilon, settings.WeightDecay);
+        using var logitsScratch = new LogitsScratch();
         var store = settings.CheckpointDirectory is null ? null : new CheckpointStore(settings.CheckpointDirectory, settings.CheckpointsToKeep);
         string fingerprint = CheckpointStore.Fingerprint(settings, train);
 
@@ -64,7 +65,7 @@ internal sealed class OrpoTrainer
             var stepStart = clock.Elapsed;
             var microBatches = planner.MicroBatches(step);
             double learningRate = LearningRates.At(settings.Schedule, settings.LearningRate, step, totalSteps, warmupSteps);
-            var (statistics, gradNorm, tokens) = ComputeGradients(train, microBatches, step);
+            var (statistics, gradNorm, tokens) = ComputeGradients(train, microBatches, step, logitsScratch);
             if (!double.IsFinite(statistics.NllSum) || !double.IsFinite(statistics.LogSigmoidSum) || !double.IsFinite(gradNorm))
                 throw new InvalidOperationException(
                     $"ORPO training diverged at step {step + 1}: the loss or gradient is not finite (NLL sum {statistics.NllSum}, gradient norm {gradNorm}). " +
@@ -98,7 +99,7 @@ internal sealed class OrpoTrainer
     }
 
     private (OrpoBatchStatistics Statistics, double GradNorm, double Tokens) ComputeGradients(
-        IReadOnlyList<EncodedPair> train, IReadOnlyList<int[]> microBatches, int step)
+        IReadOnlyList<EncodedPair> train, IReadOnlyList<int[]> microBatches, int step, LogitsScratch logitsScratch)
     {
         var network = model.Network;
         network.train();
@@ -112,7 +113,7 @@ internal sealed class OrpoTrainer
             ThrowIfCanceled(step);
             using var scope = NewDisposeScope();
             var (terms, batchTokens) = PreferenceForward.Loss(network, indices.Select(i => train[i]).ToList(), settings,
-                model.Device, stepNllTokens, stepPairs.Count);
+                model.Device, stepNllTokens, stepPairs.Count, logitsScratch);
             terms.Loss.backward();
             statistics += terms.Statistics;
             tokens += batchTokens;

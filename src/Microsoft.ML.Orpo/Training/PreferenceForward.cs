@@ -12,7 +12,7 @@ internal static class PreferenceForward
 {
     public static OrpoLossTerms Loss(LlamaForCausalLM network, PreferenceBatch batch, double lambda,
         double stepNllTokens, double stepPairs, int logitsChunkRows = 0, bool recomputeActivations = false,
-        ScalarType? matmulType = null)
+        ScalarType? matmulType = null, LogitsScratch? scratch = null)
     {
         using var scope = NewDisposeScope();
         if (UsesFusedLoss(network, logitsChunkRows))
@@ -23,7 +23,7 @@ internal static class PreferenceForward
             using var rows = ScoredRows.Create(index, batch.Targets.reshape(-1).index_select(0, index),
                 index.div(steps, rounding_mode: RoundingMode.floor), batch.ResponseMask.reshape(-1).index_select(0, index) > 0, batch.Pairs);
             return Fused(network, hidden.reshape(-1, hidden.shape[^1]), rows, batch.ResponseMask.sum(1), batch.NllTokens,
-                new OrpoLossScale(stepNllTokens, stepPairs, lambda), logitsChunkRows, matmulType);
+                new OrpoLossScale(stepNllTokens, stepPairs, lambda), logitsChunkRows, matmulType, scratch);
         }
         var (chosen, rejected, nllSum) = Score(network, batch, logitsChunkRows, recomputeActivations, matmulType);
         var terms = OrpoObjective.Loss(chosen, rejected, nllSum, batch.NllTokens, stepNllTokens, stepPairs, lambda);
@@ -51,10 +51,10 @@ internal static class PreferenceForward
     /// <see cref="OrpoObjective.Loss"/>. <paramref name="responseCounts"/> is (2B): chosen rows, then rejected.
     /// </summary>
     private static OrpoLossTerms Fused(LlamaForCausalLM network, Tensor hidden, ScoredRows rows, Tensor responseCounts,
-        double nllTokens, OrpoLossScale scale, int logitsChunkRows, ScalarType? matmulType)
+        double nllTokens, OrpoLossScale scale, int logitsChunkRows, ScalarType? matmulType, LogitsScratch? scratch)
     {
         long b = rows.Pairs;
-        var (loss, sums) = FusedOrpoLoss.Compute(hidden, network.LmHeadWeight, rows, scale, logitsChunkRows, matmulType); // sums (B, 3)
+        var (loss, sums) = FusedOrpoLoss.Compute(hidden, network.LmHeadWeight, rows, scale, logitsChunkRows, matmulType, scratch); // sums (B, 3)
         var chosen = sums.select(1, ScoredRows.ChosenResponse) / responseCounts.narrow(0, 0, b);
         var rejected = sums.select(1, ScoredRows.RejectedResponse) / responseCounts.narrow(0, b, b);
         var nllSum = (sums.select(1, ScoredRows.ChosenResponse).sum() + sums.select(1, ScoredRows.PromptNll).sum()).neg();
@@ -65,7 +65,7 @@ internal static class PreferenceForward
     /// <summary>The ORPO loss of a shared-prompt batch (same value and gradients as the concatenated layout).</summary>
     public static OrpoLossTerms Loss(LlamaForCausalLM network, SharedPromptBatch batch, double lambda,
         double stepNllTokens, double stepPairs, int logitsChunkRows = 0, bool recomputeActivations = false,
-        ScalarType? matmulType = null)
+        ScalarType? matmulType = null, LogitsScratch? scratch = null)
     {
         using var scope = NewDisposeScope();
         if (UsesFusedLoss(network, logitsChunkRows))
@@ -73,7 +73,7 @@ internal static class PreferenceForward
             var hidden = SharedHiddenStates(network, batch, recomputeActivations, matmulType);                      // (B, L, D)
             using var rows = ScoredRows.Create(batch.Sources, batch.Targets, batch.Rows, batch.ResponseMask > 0, batch.Pairs);
             return Fused(network, hidden.reshape(-1, hidden.shape[^1]), rows, batch.ResponseCounts, batch.NllTokens,
-                new OrpoLossScale(stepNllTokens, stepPairs, lambda), logitsChunkRows, matmulType);
+                new OrpoLossScale(stepNllTokens, stepPairs, lambda), logitsChunkRows, matmulType, scratch);
         }
         var (chosen, rejected, nllSum) = Score(network, batch, logitsChunkRows, recomputeActivations, matmulType);
         var terms = OrpoObjective.Loss(chosen, rejected, nllSum, batch.NllTokens, stepNllTokens, stepPairs, lambda);
@@ -83,20 +83,21 @@ internal static class PreferenceForward
     /// <summary>
     /// The loss of one micro-batch of pairs in the layout and precision <paramref name="settings"/> select, and the
     /// tokens it stands for (the concatenated layout's count, so throughput is comparable across layouts).
+    /// <paramref name="scratch"/>: the training run's logits block (null: one per call).
     /// </summary>
     public static (OrpoLossTerms Terms, long Tokens) Loss(LlamaForCausalLM network, IReadOnlyList<EncodedPair> pairs,
-        TrainingSettings settings, Device device, double stepNllTokens, double stepPairs)
+        TrainingSettings settings, Device device, double stepNllTokens, double stepPairs, LogitsScratch? scratch = null)
     {
         var matmulType = settings.Precision.MatmulType();
         if (settings.SharedPromptForward)
         {
             using var shared = SharedPromptBatch.Create(pairs, settings.IncludePromptInNll, device);
             return (Loss(network, shared, settings.Lambda, stepNllTokens, stepPairs, settings.LogitsChunkRows,
-                settings.RecomputeActivations, matmulType), shared.EquivalentTokens);
+                settings.RecomputeActivations, matmulType, scratch), shared.EquivalentTokens);
         }
         using var batch = PreferenceBatch.Create(pairs, settings.IncludePromptInNll, device);
         return (Loss(network, batch, settings.Lambda, stepNllTokens, stepPairs, settings.LogitsChunkRows,
-            settings.RecomputeActivations, matmulType), batch.RealTokens);
+            settings.RecomputeActivations, matmulType, scratch), batch.RealTokens);
     }
 
     /// <summary>Mean response log-probabilities of chosen (B) and rejected (B) rows, and the summed chosen NLL.</summary>

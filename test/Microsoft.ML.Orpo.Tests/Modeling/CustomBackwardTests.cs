@@ -47,6 +47,47 @@ public sealed class CustomBackwardTests
     }
 
     [TestMethod]
+    public void HandlesABackwardBodyLeavesBehindDieWithTheNode()
+    {
+        // The body below leaves a view of its saved input undisposed, as a chained call like
+        // x.reshape(...).contiguous() does. In the caller's dispose scope that view would keep the saved activation
+        // alive to the end of the training step (it did, for every Linear layer, until the body got a scope of its own).
+        using var scope = NewDisposeScope();
+        long tensorBytes = Rows * Width * sizeof(float);
+        var a = ones(Rows, Width).requires_grad_(true);
+        Tensor loss;
+        using (var forward = NewDisposeScope())
+            loss = LeakyTriple.apply(a * 2).sum().MoveToOuterDisposeScope();
+        long before = Rss();
+        loss.backward();
+        long growth = Rss() - before;
+        Console.WriteLine($"RSS growth over the backward pass: {growth / 1048576.0:F1} MiB (one tensor {tensorBytes / 1048576} MiB)");
+        Assert.IsLessThan(1.5 * tensorBytes, growth, "the saved input must be freed by the backward pass despite the body's left-over view");
+        Assert.IsGreaterThan(0.5 * tensorBytes, growth, "the measurement must see the gradient it allocates");
+        Assert.AreEqual(6.0, a.grad!.mean().ToDouble(), 1e-6, "d sum(3 * 2a) / da");
+    }
+
+    /// <summary>y = 3x, whose backward leaves a view of the saved x undisposed.</summary>
+    private sealed class LeakyTriple : autograd.SingleTensorFunction<LeakyTriple>
+    {
+        public override string Name => "LeakyTriple";
+
+        public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+        {
+            CustomBackward.Starting(ctx);
+            var x = (Tensor)vars[0];
+            ctx.save_for_backward(new List<Tensor> { x });
+            return x * 3;
+        }
+
+        public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad_output) => CustomBackward.Run(ctx, grad_output, saved =>
+        {
+            _ = saved[0].reshape(-1); // left behind
+            return new List<Tensor> { grad_output * 3 };
+        });
+    }
+
+    [TestMethod]
     public void TorchSharpsCopyOfEachOutputIsReleasedOnceTheNodeIsComplete()
     {
         // TorchSharp reserves an empty_like of every custom node's output for the node's lifetime. It is never touched,
