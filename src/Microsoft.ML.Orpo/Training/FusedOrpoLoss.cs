@@ -25,7 +25,7 @@ internal static class FusedOrpoLoss
     /// <param name="chunkRows">Target rows per LM-head chunk; a chunk always holds whole pairs (at least one).</param>
     /// <param name="matmulType">Type the three LM-head products run in (mixed precision), null: the weight's own.
     /// Softmax, the loss and the gradient sums stay in the inputs' type.</param>
-    /// <param name="scratch">Where the float32 logits blocks go; null: one block allocated for this call.</param>
+    /// <param name="scratch">Where the logits blocks go without mixed precision; null: one block allocated for this call.</param>
     public static (Tensor Loss, Tensor GroupSums) Compute(Tensor hidden, Tensor weight, ScoredRows rows, OrpoLossScale scale, int chunkRows,
         ScalarType? matmulType = null, LogitsScratch? scratch = null)
     {
