@@ -64,6 +64,7 @@ internal static class FusedOrpoLoss
         // Without mixed precision every chunk's logits go into one block (see LogitsScratch for why).
         using var ownScratch = cast || scratch is not null ? null : new LogitsScratch();
         var logitsScratch = cast ? null : scratch ?? ownScratch;
+        long blockRows = chunks.Max(c => c.Count);
         foreach (var (first, end, start, count) in chunks)
         {
             using var scope = NewDisposeScope();
@@ -74,7 +75,7 @@ internal static class FusedOrpoLoss
             if (logitsScratch is null) logits = h.matmul(matmulWeight.t()).to_type(dtype);
             else
             {
-                logits = logitsScratch.Block(chunks.Max(c => c.Count), weight.shape[0], dtype, hidden.device).narrow(0, 0, count);
+                logits = logitsScratch.Block(blockRows, weight.shape[0], dtype, hidden.device).narrow(0, 0, count);
                 CpuMatmul.MultiplyInto(logits, h, false, matmulWeight, true, accumulate: false);
             }
             bool rowKernel = SoftmaxRows.Supports(logits);                                     // float32 on the CPU
