@@ -31,16 +31,12 @@ internal static class CpuMatmul
         if (!Applies(a, b, m, k, n) || c.dtype != ScalarType.Float32 || c.device_type != DeviceType.CPU || !c.is_contiguous()
             || c.numel() > int.MaxValue / sizeof(float))
         {
-            if (!accumulate)
-            {
-                // beta = 0: c's old contents are ignored, and the product is written in place (no temporary).
-                using var left = transA ? a.t() : a.alias();
-                using var right = transB ? b.t() : b.alias();
-                c.addmm_(left, right, beta: 0, alpha: 1);
-                return;
-            }
-            using var product = Fallback(a, transA, b, transB);
-            c.add_(product);
+            using var left = transA ? a.t() : a.alias();
+            using var right = transB ? b.t() : b.alias();
+            if (accumulate)
+                using (var product = left.mm(right)) c.add_(product);
+            else
+                c.addmm_(left, right, beta: 0, alpha: 1); // beta 0 ignores c's old contents: the product without a temporary
             return;
         }
         Run(c, a, transA, b, transB, (int)m, (int)k, (int)n, accumulate);

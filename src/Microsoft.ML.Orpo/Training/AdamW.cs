@@ -50,9 +50,14 @@ internal sealed class AdamW : IDisposable
             if (WeightDecay != 0 && Decays(name, p)) p.mul_(1 - learningRate * WeightDecay);
             m.mul_(Beta1).add_(grad, alpha: 1 - Beta1);
             v.mul_(Beta2).addcmul_(grad, grad, value: 1 - Beta2);
+            void Update(Tensor pp, Tensor mm, Tensor vv)
+            {
+                using var denominator = (vv / correction2).sqrt_().add_(Epsilon);
+                pp.addcdiv_(mm, denominator, value: -learningRate / correction1);
+            }
             if (!p.is_contiguous() || !m.is_contiguous() || !v.is_contiguous())
             {
-                p.addcdiv_(m, (v / correction2).sqrt_().add_(Epsilon), value: -learningRate / correction1);
+                Update(p, m, v);
                 continue;
             }
             // The denominator a slice at a time: a whole-matrix temporary (62.5 MB for a 32000 x 512 embedding) is a
@@ -63,8 +68,7 @@ internal sealed class AdamW : IDisposable
             for (long start = 0, n = flatP.numel(); start < n; start += SliceElements)
             {
                 long count = Math.Min(SliceElements, n - start);
-                using var denominator = (flatV.narrow(0, start, count) / correction2).sqrt_().add_(Epsilon);
-                flatP.narrow(0, start, count).addcdiv_(flatM.narrow(0, start, count), denominator, value: -learningRate / correction1);
+                Update(flatP.narrow(0, start, count), flatM.narrow(0, start, count), flatV.narrow(0, start, count));
             }
         }
     }
