@@ -37,22 +37,57 @@ internal static unsafe class BlockedCausalAttention
     }
 
     /// <summary>softmax(q k^T / sqrt(d) + causal) v, query head h reading key/value head h / (H / K) -> (B, T, H * d).</summary>
-    public static Tensor Apply(Tensor q, Tensor k, Tensor v)
+    public static Tensor Apply(Tensor q, Tensor k, Tensor v) => Apply(q, k, v, null, null);
+
+    /// <summary>
+    /// Whether <see cref="Apply(Tensor, Tensor, Tensor, Tensor?, Tensor?)"/> can also rotate these queries and keys with
+    /// (B, 1, T, d) float32 <paramref name="cos"/> tables (the rotation reads rows of d/2-float halves).
+    /// </summary>
+    public static bool SupportsRotation(Tensor q, Tensor cos) =>
+        cos.dtype == ScalarType.Float32 && cos.device_type == DeviceType.CPU && q.shape[3] % 2 == 0
+        && cos.shape.SequenceEqual(new[] { q.shape[0], 1, q.shape[2], q.shape[3] });
+
+    /// <summary>
+    /// The rotary embedding (<c>x cos + rotate_half(x) sin</c>, the values of <c>RotaryEmbedding.Apply</c>) applied to
+    /// q and k, then the attention of <see cref="Apply(Tensor, Tensor, Tensor)"/>; without cos/sin, no rotation. The
+    /// rotation writes the contiguous rows the kernel reads, replacing RoPE's five tensor ops per tensor and the
+    /// contiguous copy after them (ten short-lived activations per layer), and its backward writes the gradient
+    /// straight into the projections' (B, T, heads, d) layout.
+    /// </summary>
+    public static Tensor Apply(Tensor q, Tensor k, Tensor v, Tensor? cos, Tensor? sin)
     {
         if (is_grad_enabled() && (q.requires_grad || k.requires_grad || v.requires_grad))
-            return BlockedCausalAttentionFunction.apply(q, k, v);
-        using var qc = q.contiguous();
-        using var kc = k.contiguous();
-        using var vc = v.contiguous();
-        using var lse = Forward(qc, kc, vc, out var output);
-        return output;
+            return BlockedCausalAttentionFunction.apply(q, k, v, cos!, sin!);
+        using var scope = NewDisposeScope(); // nothing to differentiate: no autograd node, nothing saved
+        var (qc, kc, vc) = (Prepare(q, cos, sin), Prepare(k, cos, sin), Contiguous(v));
+        Forward(qc, kc, vc, out var output);
+        return output.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>x rotated (with tables) or as is, as a contiguous tensor.</summary>
+    internal static Tensor Prepare(Tensor x, Tensor? cos, Tensor? sin)
+    {
+        if (cos is null || sin is null) return Contiguous(x);
+        var rotated = HostTensors.Empty(x.shape);
+        using (var c = cos.contiguous())
+        using (var s = sin.contiguous())
+            CausalAttention.RotateInto(x, rotated, c, s);
+        return rotated;
+    }
+
+    /// <summary>x itself when contiguous, else a contiguous copy in <see cref="HostTensors"/> memory.</summary>
+    internal static Tensor Contiguous(Tensor x)
+    {
+        if (x.is_contiguous()) return x.alias();
+        using var noGrad = no_grad();
+        return HostTensors.Empty(x.shape).copy_(x);
     }
 
     /// <summary>Contiguous q, k, v -> log-sum-exp (B, H, T); <paramref name="output"/> (B, T, H * d).</summary>
     internal static Tensor Forward(Tensor q, Tensor k, Tensor v, out Tensor output)
     {
         var g = Geometry.Of(q, k);
-        var o = empty(new long[] { g.Batch, g.Length, g.Heads * g.HeadDim }, ScalarType.Float32);
+        var o = HostTensors.Empty(g.Batch, g.Length, g.Heads * g.HeadDim);
         var lse = empty(new long[] { g.Batch, g.Heads, g.Length }, ScalarType.Float32);
         CpuKernel.ForEachBlock(g.Batch * g.KvHeads, unit =>
         {
@@ -67,9 +102,9 @@ internal static unsafe class BlockedCausalAttention
     internal static (Tensor Q, Tensor K, Tensor V) Backward(Tensor q, Tensor k, Tensor v, Tensor lse, Tensor outputGradient)
     {
         var g = Geometry.Of(q, k);
-        var dq = empty_like(q);
-        var dk = zeros_like(k);
-        var dv = zeros_like(v);
+        var dq = HostTensors.EmptyLike(q);
+        var dk = HostTensors.ZerosLike(k);
+        var dv = HostTensors.ZerosLike(v);
         CpuKernel.ForEachBlock(g.Batch * g.KvHeads, unit =>
         {
             fixed (float* pq = CpuKernel.Floats(q), pk = CpuKernel.Floats(k), pv = CpuKernel.Floats(v), pl = CpuKernel.Floats(lse),
@@ -216,7 +251,10 @@ internal static unsafe class BlockedCausalAttention
     }
 }
 
-/// <summary>The autograd node behind <see cref="BlockedCausalAttention.Apply"/>: saves q, k, v and the log-sum-exp.</summary>
+/// <summary>
+/// The autograd node behind <see cref="BlockedCausalAttention.Apply(Tensor, Tensor, Tensor, Tensor?, Tensor?)"/>: saves
+/// the (rotated) q and k, v, the log-sum-exp and the rotary tables.
+/// </summary>
 internal sealed class BlockedCausalAttentionFunction : autograd.SingleTensorFunction<BlockedCausalAttentionFunction>
 {
     public override string Name => "BlockedCausalAttention";
@@ -224,11 +262,15 @@ internal sealed class BlockedCausalAttentionFunction : autograd.SingleTensorFunc
     public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
     {
         CustomBackward.Starting(ctx);
-        var q = ((Tensor)vars[0]).contiguous();
-        var k = ((Tensor)vars[1]).contiguous();
-        var v = ((Tensor)vars[2]).contiguous();
+        var (cos, sin) = ((Tensor?)vars[3], (Tensor?)vars[4]);
+        using var noGrad = no_grad();
+        var q = BlockedCausalAttention.Prepare((Tensor)vars[0], cos, sin);
+        var k = BlockedCausalAttention.Prepare((Tensor)vars[1], cos, sin);
+        var v = BlockedCausalAttention.Contiguous((Tensor)vars[2]);
         var lse = BlockedCausalAttention.Forward(q, k, v, out var output);
-        ctx.save_for_backward(new List<Tensor> { q, k, v, lse });
+        var saved = new List<Tensor> { q, k, v, lse };
+        if (cos is not null && sin is not null) saved.AddRange(new[] { cos.contiguous(), sin.contiguous() });
+        ctx.save_for_backward(saved);
         return output;
     }
 
@@ -236,6 +278,15 @@ internal sealed class BlockedCausalAttentionFunction : autograd.SingleTensorFunc
     {
         using var dOut = grad_output.contiguous();
         var (dq, dk, dv) = BlockedCausalAttention.Backward(saved[0], saved[1], saved[2], saved[3], dOut);
-        return new List<Tensor> { dq, dk, dv };
+        if (saved.Count > 4)
+        {
+            // The gradient of the rotation, written in the (B, T, heads, d) layout of the projections.
+            var (rotatedQ, rotatedK) = (dq, dk);
+            dq = CausalAttention.RotateBack(rotatedQ, saved[4], saved[5]);
+            dk = CausalAttention.RotateBack(rotatedK, saved[4], saved[5]);
+            rotatedQ.Dispose();
+            rotatedK.Dispose();
+        }
+        return new List<Tensor> { dq, dk, dv, null!, null! };
     });
 }

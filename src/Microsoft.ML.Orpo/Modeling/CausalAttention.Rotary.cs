@@ -83,7 +83,7 @@ internal static partial class CausalAttention
     /// </summary>
     public static Tensor RotateBack(Tensor dy, Tensor cos, Tensor sin)
     {
-        var dx = empty(new[] { dy.shape[0], dy.shape[2], dy.shape[1], dy.shape[3] }, ScalarType.Float32, dy.device);
+        var dx = HostTensors.Empty(dy.shape[0], dy.shape[2], dy.shape[1], dy.shape[3]);
         RotateBack(dy, dx, cos, sin);
         var view = dx.transpose(1, 2);
         dx.Dispose(); // the view holds the memory

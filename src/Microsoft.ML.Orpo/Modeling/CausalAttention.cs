@@ -55,11 +55,11 @@ internal static partial class CausalAttention
         Tensor q, Tensor k, Tensor v, Tensor cos, Tensor sin)
     {
         long b = q.shape[0], h = q.shape[1], t = q.shape[2], d = q.shape[3];
-        var rotatedQ = empty(q.shape, ScalarType.Float32, q.device);
-        var rotatedK = empty(k.shape, ScalarType.Float32, k.device);
+        var rotatedQ = HostTensors.Empty(q.shape);
+        var rotatedK = HostTensors.Empty(k.shape);
         RotateInto(q, rotatedQ, cos, sin);
         RotateInto(k, rotatedK, cos, sin);
-        var o = empty(new[] { b, t, h * d }, ScalarType.Float32, q.device);
+        var o = HostTensors.Empty(b, t, h * d);
         var lse = empty(new[] { b, h, t }, ScalarType.Float32, q.device);
         Forward(rotatedQ, rotatedK, v, o, lse);
         return (rotatedQ, rotatedK, o, lse);
@@ -307,9 +307,9 @@ internal sealed class CausalAttentionFunction : autograd.SingleTensorFunction<Ca
     public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad_output) => CustomBackward.Run(ctx, grad_output, saved =>
     {
         var (q, k, v, o, lse, cos, sin) = (saved[0], saved[1], saved[2], saved[3], saved[4], saved[5], saved[6]);
-        using var rotatedQGrad = empty_like(q);
-        using var rotatedKGrad = empty_like(k);
-        var dv = empty_like(v);
+        using var rotatedQGrad = HostTensors.EmptyLike(q);
+        using var rotatedKGrad = HostTensors.EmptyLike(k);
+        var dv = HostTensors.EmptyLike(v);
         using (var upstream = grad_output.contiguous())
             CausalAttention.Backward(q, k, v, o, lse, upstream, rotatedQGrad, rotatedKGrad, dv);
         // The query/key gradients go back through the rotation, into the (B, T, heads, d) layout of the projections.

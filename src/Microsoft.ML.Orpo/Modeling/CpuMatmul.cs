@@ -18,7 +18,7 @@ internal static class CpuMatmul
     {
         var (m, k, n) = Dimensions(a, transA, b, transB);
         if (!Applies(a, b, m, k, n)) return Fallback(a, transA, b, transB);
-        var c = empty(new[] { m, n }, ScalarType.Float32);
+        var c = HostTensors.Empty(m, n);
         Run(c, a, transA, b, transB, (int)m, (int)k, (int)n, accumulate: false);
         return c;
     }

@@ -30,7 +30,7 @@ internal static class FusedRmsNorm
         // Nothing to differentiate (decoding): skip the autograd node, whose set-up costs more than a decode step's norm.
         using var input = x.contiguous();
         using var inverseRms = empty(x.numel() / weight.shape[0], ScalarType.Float32, x.device);
-        var y = empty_like(input);
+        var y = HostTensors.EmptyLike(input);
         Forward(input, weight, y, inverseRms, eps);
         return y;
     }
@@ -176,7 +176,7 @@ internal sealed class RmsNormFunction : autograd.SingleTensorFunction<RmsNormFun
         var x = ((Tensor)vars[0]).contiguous();
         var weight = ((Tensor)vars[1]).contiguous();
         double eps = (double)vars[2];
-        var y = empty_like(x);
+        var y = HostTensors.EmptyLike(x);
         var inverseRms = empty(x.numel() / weight.shape[0], ScalarType.Float32, x.device);
         FusedRmsNorm.Forward(x, weight, y, inverseRms, eps);
         ctx.save_for_backward(new List<Tensor> { x, weight, inverseRms });
@@ -189,7 +189,7 @@ internal sealed class RmsNormFunction : autograd.SingleTensorFunction<RmsNormFun
     {
         var (x, weight, inverseRms) = (saved[0], saved[1], saved[2]);
         bool needInput = (bool)ctx.get_data("needInput"), needWeight = (bool)ctx.get_data("needWeight");
-        var dx = needInput ? empty_like(x) : null;
+        var dx = needInput ? HostTensors.EmptyLike(x) : null;
         var dw = needWeight ? new double[weight.shape[0]] : null;
         using (var upstream = grad_output.contiguous())
             FusedRmsNorm.Backward(x, weight, inverseRms, upstream, dx, dw);

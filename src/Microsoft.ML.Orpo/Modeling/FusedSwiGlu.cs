@@ -49,7 +49,7 @@ internal static class FusedSwiGlu
     {
         using var g = gate.contiguous();
         using var u = up.contiguous();
-        var product = empty_like(g);
+        var product = HostTensors.EmptyLike(g);
         ForEachChunk((int)g.numel(), (start, length) => ProductChunk(Floats(g, start, length), Floats(u, start, length), Floats(product, start, length)));
         return product;
     }

@@ -227,6 +227,9 @@ internal sealed class LlamaAttention : nn.Module
         (q, k, v) = (q.to_type(cos.dtype), k.to_type(cos.dtype), v.to_type(cos.dtype));
         if (mask is null && cache is null && sharedPrefix is null && CausalAttention.Supports(q, k, v, cos))
             return MixedPrecision.Linear(CausalAttention.Apply(q, k, v, cos, sin), o_proj, matmulType); // small float32 heads, RoPE fused
+        if (mask is null && cache is null && sharedPrefix is null && BlockedCausalAttention.Supports(q, k, v)
+            && BlockedCausalAttention.SupportsRotation(q, cos))
+            return MixedPrecision.Linear(BlockedCausalAttention.Apply(q, k, v, cos, sin), o_proj, matmulType); // wider float32 heads, RoPE fused
         q = RotaryEmbedding.Apply(q, cos, sin);
         k = RotaryEmbedding.Apply(k, cos, sin);
         if (mask is null && cache is null && sharedPrefix is null && BlockedCausalAttention.Supports(q, k, v))
@@ -293,9 +296,16 @@ internal sealed class LlamaDecoderLayer : nn.Module
         // Autograd keeps what the backward pass needs; the layer's other temporaries are released here, not at the
         // end of the whole forward pass (lower peak training memory).
         using var scope = NewDisposeScope();
-        var h = x + self_attn.Forward(input_layernorm.forward(x), cos, sin, mask, cache, sharedPrefix, matmulType);
-        return (h + mlp.Forward(post_attention_layernorm.forward(h), matmulType)).MoveToOuterDisposeScope();
+        var h = Residual(x, self_attn.Forward(input_layernorm.forward(x), cos, sin, mask, cache, sharedPrefix, matmulType));
+        return Residual(h, mlp.Forward(post_attention_layernorm.forward(h), matmulType)).MoveToOuterDisposeScope();
     }
+
+    /// <summary>
+    /// x + branch, into the branch's fresh output where the types agree: no new (B, T, D) tensor per residual (their
+    /// gradients are the same, and floating-point addition commutes). A float32 stream plus a bfloat16 branch is
+    /// promoted out of place.
+    /// </summary>
+    private static Tensor Residual(Tensor x, Tensor branch) => branch.dtype == x.dtype ? branch.add_(x) : x + branch;
 }
 
 /// <summary>The decoder stack: embeddings, layers, final norm (HF <c>model.*</c>).</summary>

@@ -40,11 +40,15 @@ internal static class PackedLinear
         long[] shape = x.shape;
         using var flat = x.reshape(-1, shape[^1]).contiguous();
         using var w = weight.contiguous();
-        var y = CpuMatmul.Multiply(flat, false, w, true);                     // (N, out)
-        if (bias is not null) y.add_(bias);
         var outputShape = (long[])shape.Clone();
-        outputShape[^1] = y.shape[1];
-        using (y) return y.view(outputShape);
+        outputShape[^1] = weight.shape[0];
+        // The result is its own tensor, not a view of a 2-D product: the decoder adds the residual stream into it in
+        // place, which autograd forbids on a view made inside a custom node.
+        var y = HostTensors.Empty(outputShape);
+        using var product = y.view(flat.shape[0], outputShape[^1]);           // (N, out)
+        CpuMatmul.MultiplyInto(product, flat, false, w, true, accumulate: false);
+        if (bias is not null) product.add_(bias);
+        return y;
     }
 }
 

@@ -54,8 +54,8 @@ internal static class FusedOrpoLoss
         var dtype = hidden.dtype;
         bool cast = matmulType != dtype || matmulType != weight.dtype;
         var loss = zeros(1, dtype, hidden.device);
-        var gradHidden = empty_like(hidden);
-        var gradWeight = needWeight ? zeros_like(weight) : null;
+        var gradHidden = HostTensors.EmptyLike(hidden);
+        var gradWeight = needWeight ? HostTensors.ZerosLike(weight) : null;
         // Cast once per call, not per chunk (no-ops without mixed precision).
         var matmulHidden = hidden.to_type(matmulType);
         var matmulWeight = weight.to_type(matmulType);

@@ -63,6 +63,39 @@ public sealed class BlockedCausalAttentionTests
     }
 
     [TestMethod]
+    public void FusedRotationEqualsRotaryEmbeddingThenAttentionBitForBit()
+    {
+        if (!PackedGemm.IsEnabled) Assert.Inconclusive("PackedGemm is not used on this CPU.");
+        using var scope = NewDisposeScope();
+        manual_seed(5);
+        var config = new LlamaConfig { HiddenSize = 256, IntermediateSize = 8, NumHiddenLayers = 1, NumAttentionHeads = 4, NumKeyValueHeads = 2, HeadDim = 64, VocabSize = 8 };
+        using var rotary = new RotaryEmbedding(config);
+        var (cos, sin) = rotary.CosSin(arange(3, 103).unsqueeze(0).expand(2, 100), ScalarType.Float32);     // (2, 1, 100, 64)
+        // The projections' layout: (B, T, heads, d) tensors seen as (B, heads, T, d).
+        var qLeaf = randn(2, 100, 4, 64).requires_grad_(true);
+        var kLeaf = randn(2, 100, 2, 64).requires_grad_(true);
+        var vLeaf = randn(2, 100, 2, 64).requires_grad_(true);
+        var (q, k, v) = (qLeaf.transpose(1, 2), kLeaf.transpose(1, 2), vLeaf.transpose(1, 2));
+        var upstream = randn(2, 100, 256);
+        Assert.IsTrue(BlockedCausalAttention.SupportsRotation(q, cos));
+
+        var fused = BlockedCausalAttention.Apply(q, k, v, cos, sin);
+        var fusedGrads = autograd.grad(new[] { (fused * upstream).sum() }, new[] { qLeaf, kLeaf, vLeaf });
+        var separate = BlockedCausalAttention.Apply(RotaryEmbedding.Apply(q, cos, sin), RotaryEmbedding.Apply(k, cos, sin), v);
+        var separateGrads = autograd.grad(new[] { (separate * upstream).sum() }, new[] { qLeaf, kLeaf, vLeaf });
+        Tensor inference;
+        using (no_grad()) inference = BlockedCausalAttention.Apply(q, k, v, cos, sin);
+
+        Assert.IsTrue(fused.eq(separate).all().ToBoolean(), $"outputs differ by {(fused - separate).abs().max().ToDouble():E2}");
+        Assert.IsTrue(inference.eq(separate).all().ToBoolean(), "the no-grad path rotates the same way");
+        foreach (var (name, i) in new[] { ("query", 0), ("key", 1), ("value", 2) })
+            Assert.IsTrue(fusedGrads[i].eq(separateGrads[i]).all().ToBoolean(),
+                $"{name} gradients differ by {(fusedGrads[i] - separateGrads[i]).abs().max().ToDouble():E2}");
+        Assert.IsFalse(BlockedCausalAttention.SupportsRotation(q, cos.to_type(ScalarType.Float64)), "float32 tables only");
+        Assert.IsFalse(BlockedCausalAttention.SupportsRotation(q, cos.narrow(2, 0, 50)), "tables for every position");
+    }
+
+    [TestMethod]
     public void OnlyPlainFloat32CpuAttentionWithWideHeads()
     {
         using var scope = NewDisposeScope();

@@ -1,5 +1,5 @@
-using System.Diagnostics;
 using Microsoft.ML.Orpo.Modeling;
+using Microsoft.ML.Orpo.Tests.Infrastructure;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -14,13 +14,6 @@ namespace Microsoft.ML.Orpo.Tests.Modeling;
 public sealed class CustomBackwardTests
 {
     private const long Rows = 16384, Width = 1024; // 64 MiB per float32 tensor: allocated with mmap, returned on free
-
-    private static long Rss()
-    {
-        using var self = Process.GetCurrentProcess();
-        self.Refresh();
-        return self.WorkingSet64;
-    }
 
     [TestMethod]
     public void SavedTensorsAreFreedByTheBackwardPassWhileTheGraphStillExists()
@@ -59,9 +52,9 @@ public sealed class CustomBackwardTests
     private static void AssertBackwardGrowsByOneTensor(Tensor loss, string freed)
     {
         long tensorBytes = Rows * Width * sizeof(float);
-        long before = Rss();
+        long before = ResidentMemory.Bytes();
         loss.backward();
-        long growth = Rss() - before;
+        long growth = ResidentMemory.Bytes() - before;
         Console.WriteLine($"RSS growth over the backward pass: {growth / 1048576.0:F1} MiB (one tensor {tensorBytes / 1048576} MiB)");
         Assert.IsLessThan(1.5 * tensorBytes, growth, freed);
         Assert.IsGreaterThan(0.5 * tensorBytes, growth, "the measurement must see the gradient it allocates");
