@@ -70,6 +70,12 @@ using var model = ml.Transforms.OrpoFineTune(new OrpoOptions
 }).Fit(pairs);
 string text = model.Generate("Once upon a time, there was a little girl named", new GenerationOptions { MaxNewTokens = 16 });
 Console.WriteLine($"pack-smoke: {model.TrainingHistory.Count} steps, generated: {text.ReplaceLineEndings(" ")}");
+// The kernels' malloc'd tensors bind LibTorchSharp's THSTensor_new themselves: that binding must resolve in a package
+// consumer too (without it the library silently falls back to libtorch's allocator).
+var hostTensors = typeof(OrpoOptions).Assembly.GetType("Microsoft.ML.Orpo.Modeling.HostTensors", throwOnError: true)!;
+bool bound = (bool)hostTensors.GetMethod("Serves")!.Invoke(null, new object[] { 1L << 20 })!;
+Console.WriteLine($"pack-smoke: malloc'd kernel tensors bound: {bound}");
+if (OperatingSystem.IsLinux() && !bound) return 1;
 return string.IsNullOrWhiteSpace(text) ? 1 : 0;
 CS
 

@@ -21,11 +21,13 @@ internal static unsafe class HostTensors
     public const long MinBytes = 1L << 20;
 
     // malloc, calloc and free as the process binds them (an LD_PRELOADed allocator such as jemalloc included), so
-    // that a block always goes back to the allocator it came from; all three or none.
-    private static readonly (nint Malloc, nint Calloc, nint Free) C = BindAllocator();
+    // that a block always goes back to the allocator it came from, and LibTorchSharp's THSTensor_new (its wrapper of
+    // torch::from_blob(data, sizes, deleter, options), which TorchSharp's own array factories use but do not expose
+    // with a deleter). All four or none: without them every tensor comes from libtorch.
+    private static readonly (nint Malloc, nint Calloc, nint Free, nint FromBlob) C = Bind();
 
     /// <summary>Whether tensors of these bytes come from the C library (false: from libtorch).</summary>
-    public static bool Serves(long bytes) => C.Free != 0 && bytes >= MinBytes;
+    public static bool Serves(long bytes) => C.FromBlob != 0 && bytes >= MinBytes;
 
     /// <summary>An uninitialised float32 CPU tensor of <paramref name="shape"/>.</summary>
     public static Tensor Empty(params long[] shape) => Create(shape, zeroed: false);
@@ -53,8 +55,8 @@ internal static unsafe class HostTensors
         if (data is null) throw new OutOfMemoryException($"Could not allocate {bytes} bytes for a tensor of shape [{string.Join(", ", shape)}].");
         nint handle;
         fixed (long* sizes = shape)
-            handle = THSTensor_new((nint)data, C.Free, sizes, shape.Length, (sbyte)ScalarType.Float32, (sbyte)ScalarType.Float32,
-                (int)DeviceType.CPU, -1, requiresGrad: false);
+            handle = ((delegate* unmanaged<nint, nint, long*, int, sbyte, sbyte, int, int, byte, nint>)C.FromBlob)(
+                (nint)data, C.Free, sizes, shape.Length, (sbyte)ScalarType.Float32, (sbyte)ScalarType.Float32, (int)DeviceType.CPU, -1, 0);
         if (handle == 0)
         {
             ((delegate* unmanaged<void*, void>)C.Free)(data);
@@ -64,17 +66,17 @@ internal static unsafe class HostTensors
         return Tensor.UnsafeCreateTensor(handle);
     }
 
-    private static (nint, nint, nint) BindAllocator()
+    private static (nint, nint, nint, nint) Bind()
     {
-        if (!OperatingSystem.IsLinux()) return (0, 0, 0);
+        if (!OperatingSystem.IsLinux()) return default;
         nint process = NativeLibrary.GetMainProgramHandle(); // dlsym's global lookup, the PLT's binding
-        return NativeLibrary.TryGetExport(process, "malloc", out nint malloc) && NativeLibrary.TryGetExport(process, "calloc", out nint calloc)
-            && NativeLibrary.TryGetExport(process, "free", out nint free) ? (malloc, calloc, free) : (0, 0, 0);
+        if (!NativeLibrary.TryGetExport(process, "malloc", out nint malloc) || !NativeLibrary.TryGetExport(process, "calloc", out nint calloc)
+            || !NativeLibrary.TryGetExport(process, "free", out nint free))
+            return default;
+        // The library TorchSharp itself loaded, found the way TorchSharp's own imports find it.
+        if (!NativeLibrary.TryLoad("LibTorchSharp", typeof(torch).Assembly, null, out nint torchSharp)
+            || !NativeLibrary.TryGetExport(torchSharp, "THSTensor_new", out nint fromBlob))
+            return default;
+        return (malloc, calloc, free, fromBlob);
     }
-
-    // LibTorchSharp's wrapper of torch::from_blob(data, sizes, deleter, options), the one TorchSharp's own array
-    // factories use; TorchSharp does not expose the deleter overload.
-    [DllImport("LibTorchSharp")]
-    private static extern nint THSTensor_new(nint data, nint deleter, long* sizes, int dimensions, sbyte scalarType, sbyte dtype,
-        int deviceType, int deviceIndex, [MarshalAs(UnmanagedType.U1)] bool requiresGrad);
 }

@@ -17,6 +17,9 @@ public sealed class HostTensorsTests
     [TestMethod]
     public void TensorsHaveTheShapeTypeAndContentsAsked()
     {
+        if (OperatingSystem.IsLinux())
+            Assert.IsTrue(HostTensors.Serves(HostTensors.MinBytes), "malloc, calloc, free and LibTorchSharp's THSTensor_new are bound");
+        Assert.IsFalse(HostTensors.Serves(HostTensors.MinBytes - 1), "smaller blocks stay with libtorch");
         using var scope = NewDisposeScope();
         var zeros = HostTensors.Zeros(3, FourMiBOfFloats / 3 + 1);
         CollectionAssert.AreEqual(new[] { 3, FourMiBOfFloats / 3 + 1 }, zeros.shape);
