@@ -42,7 +42,7 @@ public sealed class ResourceSafetyTests
         void Generate(int i) => model.Generate(prompts[i % prompts.Length], i % 2 == 0 ? greedy : sampled);
 
         for (int i = 0; i < 50; i++) Generate(i); // warm-up: caches, allocator pools, JIT
-        long tensors0 = Tensor.TotalCount, rss0 = ResidentMemory.BytesAfterCollection();
+        long rss0 = ResidentMemory.BytesAfterCollection(), tensors0 = Tensor.TotalCount; // counted after the finalizers ran
         long maxTensors = tensors0, maxRss = rss0;
         var clock = Stopwatch.StartNew();
         const int Iterations = 1000;
@@ -55,7 +55,7 @@ public sealed class ResourceSafetyTests
                 maxRss = Math.Max(maxRss, ResidentMemory.BytesAfterCollection());
             }
         }
-        long tensors1 = Tensor.TotalCount, rss1 = ResidentMemory.BytesAfterCollection();
+        long rss1 = ResidentMemory.BytesAfterCollection(), tensors1 = Tensor.TotalCount;
         Console.WriteLine($"leak test, generation: {Iterations} generations in {clock.Elapsed.TotalSeconds:F1} s; live tensors {tensors0} -> {tensors1} (max {maxTensors}); " +
                           $"RSS {Mb(rss0)} -> {Mb(rss1)} (max {Mb(maxRss)}, growth {Mb(maxRss - rss0)}, bound {Mb(RssBoundBytes)})");
         Assert.AreEqual(tensors0, tensors1, "generation must not leak tensors");
@@ -126,13 +126,13 @@ public sealed class ResourceSafetyTests
         // Large enough (about 40 MB of float32 weights) that the allocator returns freed blocks to the OS.
         string folder = ReliabilityFixtures.TinyModelFolder(vocabulary: 16384, hidden: 512, layers: 2);
         var ml = new MLContext(seed: 1);
-        long tensors0 = Tensor.TotalCount, rss0 = ResidentMemory.BytesAfterCollection();
+        long rss0 = ResidentMemory.BytesAfterCollection(), tensors0 = Tensor.TotalCount; // counted after the finalizers ran
         var model = OrpoTransformer.FromPretrained(ml, folder);
         model.Generate("Once upon a time", new GenerationOptions { MaxNewTokens = 2 });
-        long tensors1 = Tensor.TotalCount, rss1 = ResidentMemory.BytesAfterCollection();
+        long rss1 = ResidentMemory.BytesAfterCollection(), tensors1 = Tensor.TotalCount;
         model.Dispose();
         model.Dispose(); // idempotent
-        long tensors2 = Tensor.TotalCount, rss2 = ResidentMemory.BytesAfterCollection();
+        long rss2 = ResidentMemory.BytesAfterCollection(), tensors2 = Tensor.TotalCount;
         Console.WriteLine($"dispose: live tensors {tensors0} -> {tensors1} loaded -> {tensors2} disposed; RSS {Mb(rss0)} -> {Mb(rss1)} loaded -> {Mb(rss2)} disposed");
         Assert.IsGreaterThan(tensors0, tensors1);
         // Measured: the parameters themselves (20 here) are freed, but TorchSharp keeps one extra wrapper per Linear/RMSNorm
