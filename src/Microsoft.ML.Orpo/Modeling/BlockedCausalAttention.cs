@@ -59,19 +59,18 @@ internal static unsafe class BlockedCausalAttention
         if (is_grad_enabled() && (q.requires_grad || k.requires_grad || v.requires_grad))
             return BlockedCausalAttentionFunction.apply(q, k, v, cos!, sin!);
         using var scope = NewDisposeScope(); // nothing to differentiate: no autograd node, nothing saved
-        var (qc, kc, vc) = (Prepare(q, cos, sin), Prepare(k, cos, sin), Contiguous(v));
+        var (c, s) = (cos?.contiguous(), sin?.contiguous());
+        var (qc, kc, vc) = (Prepare(q, c, s), Prepare(k, c, s), Contiguous(v));
         Forward(qc, kc, vc, out var output);
         return output.MoveToOuterDisposeScope();
     }
 
-    /// <summary>x rotated (with tables) or as is, as a contiguous tensor.</summary>
+    /// <summary>x rotated (with contiguous tables) or as is, as a contiguous tensor.</summary>
     internal static Tensor Prepare(Tensor x, Tensor? cos, Tensor? sin)
     {
         if (cos is null || sin is null) return Contiguous(x);
         var rotated = HostTensors.Empty(x.shape);
-        using (var c = cos.contiguous())
-        using (var s = sin.contiguous())
-            CausalAttention.RotateInto(x, rotated, c, s);
+        CausalAttention.RotateInto(x, rotated, cos, sin);
         return rotated;
     }
 
@@ -262,14 +261,14 @@ internal sealed class BlockedCausalAttentionFunction : autograd.SingleTensorFunc
     public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
     {
         CustomBackward.Starting(ctx);
-        var (cos, sin) = ((Tensor?)vars[3], (Tensor?)vars[4]);
+        var (cos, sin) = (((Tensor?)vars[3])?.contiguous(), ((Tensor?)vars[4])?.contiguous());
         using var noGrad = no_grad();
         var q = BlockedCausalAttention.Prepare((Tensor)vars[0], cos, sin);
         var k = BlockedCausalAttention.Prepare((Tensor)vars[1], cos, sin);
         var v = BlockedCausalAttention.Contiguous((Tensor)vars[2]);
         var lse = BlockedCausalAttention.Forward(q, k, v, out var output);
         var saved = new List<Tensor> { q, k, v, lse };
-        if (cos is not null && sin is not null) saved.AddRange(new[] { cos.contiguous(), sin.contiguous() });
+        if (cos is not null && sin is not null) saved.AddRange(new[] { cos, sin });
         ctx.save_for_backward(saved);
         return output;
     }
