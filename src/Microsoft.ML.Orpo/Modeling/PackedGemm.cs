@@ -26,6 +26,7 @@ internal static unsafe class PackedGemm
     [ThreadStatic] private static float[]? packedB; // KC * NC floats
 
     [ThreadStatic] private static int disabled;
+    [ThreadStatic] private static int forced;
     [ThreadStatic] private static long products;
 
     /// <summary>Products this thread has run through the kernel (tests check that a path takes it).</summary>
@@ -35,27 +36,72 @@ internal static unsafe class PackedGemm
     public static bool IsSupported => Avx512F.IsSupported;
 
     /// <summary>
-    /// Whether products on this thread use the kernel: supported, not inside <see cref="Disable"/>, and not an Intel
-    /// CPU, where MKL dispatches to its own AVX-512 kernels (measured only on AMD, where it takes the AVX2 path).
+    /// Whether products on this thread use the kernel: inside <see cref="Force"/> wherever it is supported; inside
+    /// <see cref="Disable"/> never; otherwise where <see cref="Preferred"/> says so.
     /// </summary>
-    public static bool IsEnabled => disabled == 0 && Preferred;
+    public static bool IsEnabled => disabled == 0 && (forced > 0 || Preferred);
 
-    private static readonly bool Preferred = Avx512F.IsSupported && !IsIntel();
+    /// <summary>
+    /// The dispatcher's own decision for this process (<see cref="PreferredOn"/> for this CPU). Tests and benchmarks
+    /// ask it instead of assuming what a CPU gets.
+    /// </summary>
+    public static bool Preferred => simulatedVendor is { } vendor ? PreferredOn(vendor, IsSupported) : preferred;
 
-    private static bool IsIntel()
+    /// <summary>The vendor the dispatcher decides for: this CPU's, or the one <see cref="SimulateVendor"/> set.</summary>
+    public static string Vendor => simulatedVendor ?? cpuVendor;
+
+    private static readonly string cpuVendor = CpuVendor();
+    private static readonly bool preferred = PreferredOn(cpuVendor, IsSupported);
+    private static string? simulatedVendor;
+
+    /// <summary>
+    /// The kernel replaces libtorch's GEMM on AVX-512 CPUs except Intel's. libtorch multiplies with MKL, which on
+    /// Intel dispatches to its own AVX-512 kernels and on other vendors to its AVX2 path (see benchmarks/README.md,
+    /// "Which CPUs take which path"); without AVX-512 the kernel cannot run.
+    /// </summary>
+    /// <param name="vendor">The CPUID vendor string, e.g. "GenuineIntel" or "AuthenticAMD".</param>
+    /// <param name="avx512">Whether the CPU (as .NET sees it) has AVX-512F.</param>
+    public static bool PreferredOn(string vendor, bool avx512) => avx512 && vendor != "GenuineIntel";
+
+    /// <summary>The CPUID vendor string ("GenuineIntel", "AuthenticAMD", ...), or "" where there is no x86 CPUID.</summary>
+    public static string CpuVendor()
     {
-        var (_, ebx, ecx, edx) = X86Base.CpuId(0, 0); // vendor string "GenuineIntel" in EBX, EDX, ECX
-        return ebx == 0x756E6547 && edx == 0x49656E69 && ecx == 0x6C65746E;
+        if (!X86Base.IsSupported) return "";
+        var (_, ebx, ecx, edx) = X86Base.CpuId(0, 0); // the vendor string, 4 bytes each in EBX, EDX, ECX
+        Span<int> parts = [ebx, edx, ecx];
+        return System.Text.Encoding.ASCII.GetString(System.Runtime.InteropServices.MemoryMarshal.AsBytes(parts));
+    }
+
+    /// <summary>
+    /// Until disposed, the whole process decides as it would on a CPU of <paramref name="vendor"/> with this CPU's
+    /// instruction sets (the test suite runs an Intel leg on any AVX-512 machine this way).
+    /// </summary>
+    public static IDisposable SimulateVendor(string vendor)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(vendor);
+        string? outer = Interlocked.Exchange(ref simulatedVendor, vendor);
+        return new Scope(() => Volatile.Write(ref simulatedVendor, outer));
     }
 
     /// <summary>Until disposed, products on this thread go to libtorch (tests and benchmarks compare the two paths).</summary>
     public static IDisposable Disable()
     {
         disabled++;
-        return new Reenable();
+        return new Scope(() => disabled--);
     }
 
-    private sealed class Reenable : IDisposable
+    /// <summary>
+    /// Until disposed, products on this thread that the kernel applies to use it, whatever the vendor preference, so
+    /// that its tests run on every CPU that can execute it. Throws where it cannot (no AVX-512F).
+    /// </summary>
+    public static IDisposable Force()
+    {
+        if (!IsSupported) throw new PlatformNotSupportedException("PackedGemm needs AVX-512F, which this CPU (or DOTNET_EnableAVX512=0) does not offer.");
+        forced++;
+        return new Scope(() => forced--);
+    }
+
+    private sealed class Scope(Action end) : IDisposable
     {
         private bool done;
 
@@ -63,7 +109,7 @@ internal static unsafe class PackedGemm
         {
             if (done) return;
             done = true;
-            disabled--;
+            end();
         }
     }
 

@@ -15,7 +15,7 @@ public sealed class BlockedCausalAttentionTests
     [DataRow(3, 2, 1, 1, 32, DisplayName = "a single token")]
     public void MatchesFloat64AttentionInValuesAndGradients(int batch, int heads, int kvHeads, int length, int headDim)
     {
-        if (!PackedGemm.IsEnabled) Assert.Inconclusive("PackedGemm is not used on this CPU.");
+        using var kernel = Kernels.ForcePackedGemm();
         using var scope = NewDisposeScope();
         manual_seed(batch * 100 + length);
         var q = randn(batch, heads, length, headDim).requires_grad_(true);
@@ -46,7 +46,7 @@ public sealed class BlockedCausalAttentionTests
     [TestMethod]
     public void ResultsDoNotDependOnTheThreadCount()
     {
-        if (!PackedGemm.IsEnabled) Assert.Inconclusive("PackedGemm is not used on this CPU.");
+        using var kernel = Kernels.ForcePackedGemm();
         using var scope = NewDisposeScope();
         manual_seed(21);
         var q = randn(2, 4, 150, 64);
@@ -65,7 +65,7 @@ public sealed class BlockedCausalAttentionTests
     [TestMethod]
     public void FusedRotationEqualsRotaryEmbeddingThenAttentionBitForBit()
     {
-        if (!PackedGemm.IsEnabled) Assert.Inconclusive("PackedGemm is not used on this CPU.");
+        using var kernel = Kernels.ForcePackedGemm();
         using var scope = NewDisposeScope();
         manual_seed(5);
         var config = new LlamaConfig { HiddenSize = 256, IntermediateSize = 8, NumHiddenLayers = 1, NumAttentionHeads = 4, NumKeyValueHeads = 2, HeadDim = 64, VocabSize = 8 };
@@ -101,7 +101,9 @@ public sealed class BlockedCausalAttentionTests
         using var scope = NewDisposeScope();
         var q = randn(1, 4, 10, 64);
         var k = randn(1, 2, 10, 64);
-        Assert.AreEqual(PackedGemm.IsEnabled, BlockedCausalAttention.Supports(q, k, k));
+        Assert.AreEqual(PackedGemm.IsEnabled, BlockedCausalAttention.Supports(q, k, k), "follows the dispatcher's decision");
+        if (PackedGemm.IsSupported)
+            using (PackedGemm.Force()) Assert.IsTrue(BlockedCausalAttention.Supports(q, k, k));
         Assert.IsFalse(BlockedCausalAttention.Supports(randn(1, 4, 10, 16), randn(1, 2, 10, 16), randn(1, 2, 10, 16)), "small heads: CausalAttention");
         Assert.IsFalse(BlockedCausalAttention.Supports(q.to_type(ScalarType.Float64), k.to_type(ScalarType.Float64), k.to_type(ScalarType.Float64)));
         Assert.IsFalse(BlockedCausalAttention.Supports(q, randn(1, 3, 10, 64), randn(1, 3, 10, 64)), "heads not a multiple of key/value heads");

@@ -12,7 +12,7 @@ public sealed class PackedGemmTests
 {
     private static void RequireKernel()
     {
-        if (!PackedGemm.IsSupported) Assert.Inconclusive("This CPU has no AVX-512F: PackedGemm is not used here.");
+        if (!PackedGemm.IsSupported) Assert.Inconclusive("This CPU has no AVX-512F (or DOTNET_EnableAVX512=0): PackedGemm cannot run here.");
     }
 
     [TestMethod]
@@ -62,7 +62,7 @@ public sealed class PackedGemmTests
     [TestMethod]
     public void ResultsDoNotDependOnTheThreadCount()
     {
-        RequireKernel();
+        using var kernel = Kernels.ForcePackedGemm();
         using var scope = NewDisposeScope();
         manual_seed(3);
         var a = randn(700, 600);
@@ -73,7 +73,7 @@ public sealed class PackedGemmTests
     [TestMethod]
     public void CpuMatmulTakesTheKernelOnlyWhereItApplies()
     {
-        RequireKernel();
+        using var kernel = Kernels.ForcePackedGemm();
         using var scope = NewDisposeScope();
         manual_seed(4);
         var a = randn(300, 200);
@@ -99,9 +99,49 @@ public sealed class PackedGemmTests
     }
 
     [TestMethod]
+    public void WithoutAScopeCpuMatmulFollowsTheDispatchersDecision()
+    {
+        // Runs on every CPU: the kernel is taken exactly where the dispatcher prefers it (not on Intel, not without
+        // AVX-512), and the product is the same either way.
+        using var scope = NewDisposeScope();
+        manual_seed(9);
+        var a = randn(300, 200);
+        var b = randn(200, 100);
+        Assert.AreEqual(PackedGemm.PreferredOn(PackedGemm.Vendor, PackedGemm.IsSupported), PackedGemm.Preferred);
+        Assert.AreEqual(PackedGemm.Preferred, PackedGemm.IsEnabled);
+        long before = PackedGemm.ProductsOnThisThread;
+        var product = CpuMatmul.Multiply(a, false, b, false);
+        Assert.AreEqual(before + (PackedGemm.IsEnabled ? 1 : 0), PackedGemm.ProductsOnThisThread);
+        Assert.IsLessThan(1e-4, (product - a.mm(b)).abs().max().ToDouble());
+    }
+
+    [TestMethod]
+    public void TheDispatcherLeavesIntelToMklAndNeedsAvx512()
+    {
+        Assert.IsTrue(PackedGemm.PreferredOn("AuthenticAMD", avx512: true));
+        Assert.IsTrue(PackedGemm.PreferredOn("HygonGenuine", avx512: true));
+        Assert.IsFalse(PackedGemm.PreferredOn("GenuineIntel", avx512: true), "MKL runs its own AVX-512 kernels on Intel");
+        Assert.IsFalse(PackedGemm.PreferredOn("AuthenticAMD", avx512: false));
+        Assert.IsFalse(PackedGemm.PreferredOn("GenuineIntel", avx512: false));
+        string vendor = PackedGemm.CpuVendor();
+        Assert.IsTrue(vendor.Length is 0 or 12, $"CPUID vendor '{vendor}'");
+
+        using (PackedGemm.SimulateVendor("GenuineIntel"))
+        {
+            Assert.IsFalse(PackedGemm.IsEnabled, "an Intel CPU keeps libtorch's GEMM");
+            if (PackedGemm.IsSupported)
+                using (PackedGemm.Force()) Assert.IsTrue(PackedGemm.IsEnabled, "a test can still force the kernel there");
+        }
+        using (PackedGemm.SimulateVendor("AuthenticAMD"))
+            Assert.AreEqual(PackedGemm.IsSupported, PackedGemm.IsEnabled, "AMD takes the kernel wherever AVX-512F is usable");
+        using (PackedGemm.Disable()) Assert.IsFalse(PackedGemm.IsEnabled);
+        if (!PackedGemm.IsSupported) Assert.ThrowsExactly<PlatformNotSupportedException>(() => PackedGemm.Force());
+    }
+
+    [TestMethod]
     public void LinearNodeMatchesFloat64ValuesAndGradients()
     {
-        RequireKernel();
+        using var kernel = Kernels.ForcePackedGemm();
         using var scope = NewDisposeScope();
         manual_seed(5);
         var x = randn(2, 70, 160).requires_grad_(true);
@@ -127,7 +167,7 @@ public sealed class PackedGemmTests
     [TestMethod]
     public void LinearNodeSkipsGradientsNobodyNeeds()
     {
-        RequireKernel();
+        using var kernel = Kernels.ForcePackedGemm();
         using var scope = NewDisposeScope();
         manual_seed(6);
         var x = randn(140, 160);                                   // an input that needs no gradient (frozen embeddings)
@@ -143,7 +183,7 @@ public sealed class PackedGemmTests
     {
         // Wide enough that every projection (512 x 512 up) goes through PackedLinear and the LM head through the fused
         // loss's kernel products; with biases and grouped-query attention.
-        if (!PackedGemm.IsEnabled) Assert.Inconclusive("PackedGemm is not used on this CPU.");
+        using var kernel = Kernels.ForcePackedGemm();
         var config = new LlamaConfig
         {
             HiddenSize = 512, IntermediateSize = 600, NumHiddenLayers = 2, NumAttentionHeads = 8, NumKeyValueHeads = 4, HeadDim = 64,

@@ -101,7 +101,7 @@ public sealed class ResourceSafetyTests
     {
         // 512 wide with 256-wide heads: every projection goes through PackedLinear, attention through
         // BlockedCausalAttention and the LM head through the fused loss's kernel products.
-        if (!PackedGemm.IsEnabled) Assert.Inconclusive("PackedGemm is not used on this CPU.");
+        using var kernel = Kernels.ForcePackedGemm();
         string folder = ReliabilityFixtures.TinyModelFolder(vocabulary: 2100, hidden: 512, layers: 2);
         using var model = CausalLanguageModel.Load(folder, null, "cpu");
         var pairs = TrainingFixtures.Encode(model, ProtagonistPairs.Create().Train.Take(4));
