@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Pack smoke test: packs Microsoft.ML.Orpo into a temporary local feed, then creates a throwaway console app OUTSIDE
-# the repository (so none of the repo's Directory.Build.* files apply) that references only the package (plus the
-# CPU libtorch runtime), restores it from that feed + nuget.org, builds it, and runs it: it loads the bundled
-# preference set with LoadPreferenceJsonl, fine-tunes models/stories260K for one epoch and generates one story.
-# The run only succeeds if the package's buildTransitive/Microsoft.ML.Orpo.targets patched the TorchSharp native
-# library in the app's output (on Debian 12 and other systems whose libstdc++ lacks GLIBCXX_3.4.32).
+# Pack smoke test: packs Microsoft.ML.Orpo into a temporary local feed, then builds two throwaway console apps OUTSIDE
+# the repository (so none of the repo's Directory.Build.* files apply) that reference only the package, the CPU
+# libtorch runtime and a Microsoft.ML of their own choosing:
+#   mlnet6  Microsoft.ML 6.0.0, plus Microsoft.ML.TorchSharp 0.24.0 (ML.NET's own TorchSharp trainers), so that restore
+#           must settle on one TorchSharp and one Microsoft.ML.Tokenizers beside ours
+#   mlnet5  Microsoft.ML 5.0.1, the oldest release the package accepts
+# Each restores with no warning about our package, generates with the base model (FromPretrained), fine-tunes
+# models/stories260K for one epoch on the bundled preference set, saves a model zip, and then loads that zip in a
+# fresh process and generates again: the texts must be identical. The runs only succeed if the package's
+# buildTransitive/Microsoft.ML.Orpo.targets patched the TorchSharp native library in the app's output (on Debian 12
+# and other systems whose libstdc++ lacks GLIBCXX_3.4.32).
 # A stale copy cannot be used: the package's version folder is removed from the NuGet global packages cache before
 # the restore and again on exit. Prints the elapsed time; exits non-zero on any failure.
 set -euo pipefail
@@ -29,10 +34,12 @@ for entry in buildTransitive/Microsoft.ML.Orpo.targets build/Microsoft.ML.Orpo.t
   grep -q " $entry\$" <<<"$listing" || { echo "pack-smoke: the package lacks $entry" >&2; exit 1; }
 done
 if grep -q "lib.*libtorch\|runtimes/" <<<"$listing"; then echo "pack-smoke: the package must not carry native runtimes" >&2; exit 1; fi
+nuspec="$(unzip -p "$nupkg" Microsoft.ML.Orpo.nuspec)"
+grep -q 'id="Microsoft.ML" version="\[5.0.1, 7.0)"' <<<"$nuspec" \
+  || { echo "pack-smoke: the package must accept Microsoft.ML [5.0.1, 7.0):" >&2; grep 'dependency' <<<"$nuspec" >&2; exit 1; }
 
 torch_runtime="$(sed -n 's:.*Include="libtorch-cpu-linux-x64" Version="\[\(.*\)\]".*:\1:p' Directory.Packages.props)"
-mkdir -p "$work/app"
-cat > "$work/app/NuGet.config" <<XML
+cat > "$work/NuGet.config" <<XML
 <?xml version="1.0" encoding="utf-8"?>
 <configuration>
   <packageSources>
@@ -42,34 +49,41 @@ cat > "$work/app/NuGet.config" <<XML
   </packageSources>
 </configuration>
 XML
-cat > "$work/app/SmokeApp.csproj" <<XML
-<Project Sdk="Microsoft.NET.Sdk">
-  <PropertyGroup>
-    <OutputType>Exe</OutputType>
-    <TargetFramework>net10.0</TargetFramework>
-    <Nullable>enable</Nullable>
-    <ImplicitUsings>enable</ImplicitUsings>
-  </PropertyGroup>
-  <ItemGroup>
-    <PackageReference Include="Microsoft.ML.Orpo" Version="$version" />
-    <PackageReference Include="libtorch-cpu-linux-x64" Version="$torch_runtime" />
-  </ItemGroup>
-</Project>
-XML
-cat > "$work/app/Program.cs" <<'CS'
+
+# One program for both apps: "train ROOT ZIP" generates with the base model, fine-tunes, saves the zip and prints the
+# fine-tuned text; "load ZIP" (a fresh process) loads the zip and prints the same prompt's text.
+cat > "$work/Program.cs" <<'CS'
 using Microsoft.ML;
+using Microsoft.ML.Data;
 using Microsoft.ML.Orpo;
 
-string root = args[0];
+const string Prompt = "Once upon a time, there was a little girl named";
+var generation = new GenerationOptions { MaxNewTokens = 16 };
+Console.WriteLine($"pack-smoke: Microsoft.ML {Version(typeof(MLContext))}, Microsoft.ML.Tokenizers {Version(typeof(Microsoft.ML.Tokenizers.Tokenizer))}, TorchSharp {Version(typeof(TorchSharp.torch))}");
+#if WITH_ML_TORCHSHARP
+Console.WriteLine($"pack-smoke: beside Microsoft.ML.TorchSharp {Version(typeof(Microsoft.ML.TorchSharp.TorchSharpCatalog))}");
+#endif
+if (args[0] == "load")
+{
+    var fresh = new MLContext(seed: 1).RegisterOrpo();
+    using var loaded = (OrpoTransformer)fresh.Model.Load(args[1], out _);
+    Console.WriteLine("text: " + loaded.Generate(Prompt, generation).ReplaceLineEndings(" "));
+    return 0;
+}
+string root = args[1];
 var ml = new MLContext(seed: 1);
+using (var baseModel = OrpoTransformer.FromPretrained(ml, Path.Combine(root, "models", "stories260K", "hf")))
+    Console.WriteLine("pack-smoke: base model: " + baseModel.Generate(Prompt, generation).ReplaceLineEndings(" "));
 var pairs = ml.Data.LoadPreferenceJsonl(Path.Combine(root, "data", "stories-preferences", "train.jsonl"));
 using var model = ml.Transforms.OrpoFineTune(new OrpoOptions
 {
     BaseModelPath = Path.Combine(root, "models", "stories260K", "hf"),
     Lambda = 0.25, LearningRate = 1e-3, Epochs = 1, BatchSize = 8,
 }).Fit(pairs);
-string text = model.Generate("Once upon a time, there was a little girl named", new GenerationOptions { MaxNewTokens = 16 });
-Console.WriteLine($"pack-smoke: {model.TrainingHistory.Count} steps, generated: {text.ReplaceLineEndings(" ")}");
+ml.Model.Save(model, pairs.Schema, args[2]);
+string text = model.Generate(Prompt, generation);
+Console.WriteLine($"pack-smoke: {model.TrainingHistory.Count} steps");
+Console.WriteLine("text: " + text.ReplaceLineEndings(" "));
 // The kernels' malloc'd tensors bind LibTorchSharp's THSTensor_new themselves: that binding must resolve in a package
 // consumer too (without it the library silently falls back to libtorch's allocator).
 var hostTensors = typeof(OrpoOptions).Assembly.GetType("Microsoft.ML.Orpo.Modeling.HostTensors", throwOnError: true)!;
@@ -77,11 +91,60 @@ bool bound = (bool)hostTensors.GetMethod("Serves")!.Invoke(null, new object[] { 
 Console.WriteLine($"pack-smoke: malloc'd kernel tensors bound: {bound}");
 if (OperatingSystem.IsLinux() && !bound) return 1;
 return string.IsNullOrWhiteSpace(text) ? 1 : 0;
+
+static string Version(Type type) =>
+    (type.Assembly.GetCustomAttributes(typeof(System.Reflection.AssemblyInformationalVersionAttribute), false)
+        .Cast<System.Reflection.AssemblyInformationalVersionAttribute>().SingleOrDefault()?.InformationalVersion ?? "?").Split('+')[0];
 CS
 
-echo "pack-smoke: building a console app against the package (restore from $work/feed)"
-rm -rf "$cached"
-dotnet build "$work/app" -c Release --nologo -v q
-[ -f "$cached/buildTransitive/Microsoft.ML.Orpo.targets" ] || { echo "pack-smoke: restore did not use the fresh package" >&2; exit 1; }
-dotnet "$work/app/bin/Release/net10.0/SmokeApp.dll" "$root"
+# smoke_app NAME MLNET_VERSION [EXTRA_PACKAGE_REFERENCE_XML] [DEFINE]
+smoke_app() {
+  local name="$1" mlnet="$2" extra="${3:-}" define="${4:-}" app="$work/$1"
+  mkdir -p "$app"
+  cp "$work/NuGet.config" "$work/Program.cs" "$app/"
+  cat > "$app/SmokeApp.csproj" <<XML
+<Project Sdk="Microsoft.NET.Sdk">
+  <PropertyGroup>
+    <OutputType>Exe</OutputType>
+    <TargetFramework>net10.0</TargetFramework>
+    <Nullable>enable</Nullable>
+    <ImplicitUsings>enable</ImplicitUsings>
+    <DefineConstants>\$(DefineConstants);$define</DefineConstants>
+  </PropertyGroup>
+  <ItemGroup>
+    <PackageReference Include="Microsoft.ML.Orpo" Version="$version" />
+    <PackageReference Include="Microsoft.ML" Version="$mlnet" />
+    <PackageReference Include="libtorch-cpu-linux-x64" Version="$torch_runtime" />
+    $extra
+  </ItemGroup>
+</Project>
+XML
+  echo "pack-smoke[$name]: restoring and building against Microsoft.ML $mlnet (our package from $work/feed)"
+  rm -rf "$cached"
+  dotnet restore "$app" --nologo -v n > "$app/restore.log" 2>&1 || { cat "$app/restore.log" >&2; return 1; }
+  [ -f "$cached/buildTransitive/Microsoft.ML.Orpo.targets" ] || { echo "pack-smoke[$name]: restore did not use the fresh package" >&2; return 1; }
+  # Warnings that concern our package (a version conflict, a downgrade, an unmet range) fail the test; others'
+  # (e.g. Microsoft.ML.TorchSharp's NU1603 on its own dependencies) are printed and left alone.
+  local warnings
+  warnings="$(grep -oE 'warning NU[0-9]+: .*' "$app/restore.log" | sort -u || true)"
+  [ -z "$warnings" ] || echo "pack-smoke[$name]: restore warnings not about our package: $(grep -v 'Microsoft.ML.Orpo' <<<"$warnings" | sed 's/ \[.*//' | tr '\n' ';')"
+  if grep -q 'Microsoft.ML.Orpo' <<<"$warnings"; then echo "pack-smoke[$name]: restore warns about our package:" >&2; grep 'Microsoft.ML.Orpo' <<<"$warnings" >&2; return 1; fi
+  local torchsharps
+  torchsharps="$(python3 -c 'import json,sys; libs=json.load(open(sys.argv[1]))["libraries"]; print(" ".join(sorted(k for k in libs if k.lower().startswith(("torchsharp/","microsoft.ml/","microsoft.ml.tokenizers/")))))' "$app/obj/project.assets.json")"
+  echo "pack-smoke[$name]: resolved $torchsharps"
+  [ "$(tr ' ' '\n' <<<"$torchsharps" | grep -c '^TorchSharp/')" = 1 ] || { echo "pack-smoke[$name]: not exactly one TorchSharp" >&2; return 1; }
+  grep -q "Microsoft.ML/$mlnet" <<<"$torchsharps" || { echo "pack-smoke[$name]: Microsoft.ML $mlnet was not resolved" >&2; return 1; }
+  dotnet build "$app" -c Release --no-restore --nologo -v q
+  local dll="$app/bin/Release/net10.0/SmokeApp.dll" trained fresh
+  trained="$(dotnet "$dll" train "$root" "$app/orpo.zip")" || { echo "$trained"; echo "pack-smoke[$name]: training run failed" >&2; return 1; }
+  echo "$trained" | sed "s/^/pack-smoke[$name] train: /"
+  fresh="$(dotnet "$dll" load "$app/orpo.zip")" || { echo "$fresh"; echo "pack-smoke[$name]: fresh-process load failed" >&2; return 1; }
+  echo "$fresh" | sed "s/^/pack-smoke[$name] fresh load: /"
+  [ "$(grep '^text: ' <<<"$trained")" = "$(grep '^text: ' <<<"$fresh")" ] \
+    || { echo "pack-smoke[$name]: the zip loaded in a fresh process generates different text" >&2; return 1; }
+  grep -q "Microsoft.ML $mlnet," <<<"$fresh" || { echo "pack-smoke[$name]: the app did not run on Microsoft.ML $mlnet" >&2; return 1; }
+}
+
+smoke_app mlnet6 6.0.0 '<PackageReference Include="Microsoft.ML.TorchSharp" Version="0.24.0" />' WITH_ML_TORCHSHARP
+smoke_app mlnet5 5.0.1
 echo "pack-smoke: passed in $(( $(date +%s) - start )) s"

@@ -12,7 +12,7 @@ public static class OrpoCatalog
     /// <param name="catalog">The transforms catalog of an <see cref="MLContext"/>.</param>
     /// <param name="options">All settings; copied, never modified.</param>
     public static OrpoEstimator OrpoFineTune(this TransformsCatalog catalog, OrpoOptions options) =>
-        new(ModelZipBridge.GetEnvironment(catalog), options);
+        new(MlNetAccess.GetEnvironment(catalog), options);
 
     /// <summary>Fine-tunes with ORPO using the common settings; everything else keeps its <see cref="OrpoOptions"/> default.</summary>
     /// <param name="catalog">The transforms catalog of an <see cref="MLContext"/>.</param>

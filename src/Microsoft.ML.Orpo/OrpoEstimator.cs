@@ -33,7 +33,7 @@ public sealed class OrpoEstimator : IEstimator<OrpoTransformer>
         ArgumentNullException.ThrowIfNull(inputSchema);
         PreferenceColumns.Check(inputSchema, options);
         var columns = inputSchema.Where(c => c.Name != options.OutputColumnName).ToList();
-        columns.Add(ModelZipBridge.ScalarColumn(options.OutputColumnName, TextDataViewType.Instance));
+        columns.Add(MlNetAccess.ScalarColumn(options.OutputColumnName, TextDataViewType.Instance));
         return new SchemaShape(columns);
     }
 
@@ -45,7 +45,7 @@ public sealed class OrpoEstimator : IEstimator<OrpoTransformer>
         if (options.ValidationSet is not null) PreferenceColumns.Check(options.ValidationSet.Schema, options, "validation set");
         var host = env.Register("OrpoFineTune");
         using var channel = host.Start("OrpoFineTune");
-        bool IsCanceled() => options.CancellationToken.IsCancellationRequested || ModelZipBridge.IsCanceled(env);
+        bool IsCanceled() => options.CancellationToken.IsCancellationRequested || MlNetAccess.IsCanceled(env);
 
         var model = CausalLanguageModel.Load(options.BaseModelPath, options.TokenizerPath, options.Device);
         try

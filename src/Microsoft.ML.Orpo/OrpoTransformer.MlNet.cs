@@ -40,6 +40,7 @@ public sealed partial class OrpoTransformer : ITransformer, IModelZipLoadable<Or
     void ICanSaveModel.Save(ModelSaveContext ctx)
     {
         using var lease = Acquire();
+        ModelZipBridge.RegisterLoader(env.ComponentCatalog); // the saving context can load the zip back at once
         ModelZipBridge.Save<OrpoTransformer>(ctx, ZipFormat, stream => OrpoModelPayload.Write(stream, settings, model, TrainingHistory));
     }
 

@@ -25,7 +25,6 @@ public sealed partial class OrpoTransformer : IDisposable
     internal OrpoTransformer(IHostEnvironment env, CausalLanguageModel model, TransformerSettings settings,
         IReadOnlyList<OrpoStepMetrics> history)
     {
-        ModelZipBridge.RegisterLoader(env.ComponentCatalog);
         this.env = env;
         this.model = model;
         this.settings = settings;

@@ -40,7 +40,7 @@ public static class OrpoEvaluation
         };
         var network = model.Model;
         var read = PreferenceDataReader.Read(data, columns, model.CreateEncoder(network), "evaluation data",
-            () => ModelZipBridge.IsCanceled(model.Environment));
+            () => MlNetAccess.IsCanceled(model.Environment));
         if (read.Pairs.Count == 0)
             throw new InvalidOperationException(
                 $"Nothing to evaluate: all {read.Rows} rows of the evaluation data were skipped or dropped. " + string.Join("; ", read.Describe()));

@@ -40,7 +40,8 @@ internal interface IModelZipLoadable<TSelf> where TSelf : class, ITransformer, I
 }
 
 /// <summary>
-/// The one place that touches ML.NET's non-public model-zip members (Microsoft.ML 5.0.1 exactly), by reflection.
+/// The one place that touches ML.NET's non-public model-zip members, by reflection: bound by name and signature, and used
+/// only on the Microsoft.ML releases they were verified on (<see cref="MlNetVersion"/>).
 /// </summary>
 /// <remarks>
 /// <para><b>Pattern for a transformer</b> (see <c>PayloadEchoTransformer</c> in the tests for a complete example):</para>
@@ -48,8 +49,11 @@ internal interface IModelZipLoadable<TSelf> where TSelf : class, ITransformer, I
 /// internal/public sealed class MyTransformer : ITransformer, IModelZipLoadable&lt;MyTransformer&gt;
 /// {
 ///     public static ModelZipFormat ZipFormat { get; } = new("MyTransformer", 0x00010001, 0x00010001, 0x00010001);
-///     ctor(IHostEnvironment env, ...) { ModelZipBridge.RegisterLoader(env.ComponentCatalog); ... }
-///     void ICanSaveModel.Save(ModelSaveContext ctx) =&gt; ModelZipBridge.Save&lt;MyTransformer&gt;(ctx, ZipFormat, stream =&gt; ...);
+///     void ICanSaveModel.Save(ModelSaveContext ctx)
+///     {
+///         ModelZipBridge.RegisterLoader(env.ComponentCatalog); // the saving context can load it back at once
+///         ModelZipBridge.Save&lt;MyTransformer&gt;(ctx, ZipFormat, stream =&gt; ...);
+///     }
 ///     public static MyTransformer LoadFromZip(IHostEnvironment env, Stream payload, uint writtenVersion) =&gt; ...;
 ///     // Transform / GetOutputSchema / GetRowToRowMapper: delegate to TextGenerationMapping.
 /// }
@@ -65,7 +69,8 @@ internal interface IModelZipLoadable<TSelf> where TSelf : class, ITransformer, I
 /// <para><b>A fresh process.</b> Nothing of this library runs in a fresh process before <c>Model.Load</c> with an
 /// environment in hand: ML.NET loads the header's assembly and scans it for <c>[LoadableClass]</c> attributes and
 /// extension attributes only, and each <see cref="MLContext"/> has its own catalog. So a process must call
-/// <c>mlContext.RegisterOrpo()</c> once (any context that constructed one of our transformers is registered already).
+/// <c>mlContext.RegisterOrpo()</c> once (a context that saved one of our transformers is registered already). Nothing
+/// else registers: generation, training and export never touch these members, so they work on any Microsoft.ML.
 /// To make forgetting it explain itself, the header names ML.NET's <c>CustomTransformer</c> loader as the
 /// alternative loader, with this library's contract <see cref="NotRegisteredContractName"/>: when our signature is
 /// missing, ML.NET falls back to it, instantiates <see cref="LoaderNotRegisteredFactory"/> and its exception names
@@ -89,8 +94,6 @@ internal static class ModelZipBridge
 
     /// <summary>The one public call a process needs before loading, named by the load errors.</summary>
     internal const string RegistrationCall = "mlContext.RegisterOrpo()";
-
-    private const string SupportedMlNetVersion = "5.0.1";
 
     // ML.NET's custom-mapping component (LambdaTransform): the fallback loader and the header it accepts.
     private const string FallbackLoaderSignature = "CustomTransformer";
@@ -118,6 +121,7 @@ internal static class ModelZipBridge
         ArgumentException.ThrowIfNullOrEmpty(format.Name);
         if (format.VersionReadable > format.VersionWritten || format.VersionWeCanRead > format.VersionWritten)
             throw new ArgumentException($"Inconsistent format versions for '{format.Name}'.", nameof(format));
+        MlNetVersion.EnsureVerified("save a model zip");
         Internals m = s_internals.Value;
         if (!(bool)m.SaveInRepository.GetValue(ctx)!)
             throw new InvalidOperationException("This transformer can only be saved into a model zip (a repository), not a single stream.");
@@ -159,6 +163,7 @@ internal static class ModelZipBridge
     internal static void RegisterLoader(ComponentCatalog catalog)
     {
         ArgumentNullException.ThrowIfNull(catalog);
+        MlNetVersion.EnsureVerified("register its model-zip loader");
         if (s_registered.TryGetValue(catalog, out _))
             return;
         Internals m = s_internals.Value;
@@ -177,49 +182,11 @@ internal static class ModelZipBridge
         }
     }
 
-    /// <summary>The environment behind a transforms catalog (ML.NET keeps that accessor internal).</summary>
-    /// <param name="catalog">For example <c>mlContext.Transforms</c>.</param>
-    internal static IHostEnvironment GetEnvironment(TransformsCatalog catalog)
-    {
-        ArgumentNullException.ThrowIfNull(catalog);
-        return (IHostEnvironment)s_internals.Value.CatalogEnvironment.GetValue(catalog)!;
-    }
-
-    private static readonly Lazy<PropertyInfo?> s_isCanceled = new(() =>
-        typeof(ComponentCatalog).Assembly.GetType("Microsoft.ML.Runtime.ICancelable")?.GetProperty("IsCanceled"));
-
-    /// <summary>
-    /// Whether <c>MLContext.CancelExecution()</c> was called on <paramref name="env"/> (ML.NET keeps the
-    /// <c>ICancelable</c> interface internal). False when the member cannot be found.
-    /// </summary>
-    /// <param name="env">The context's environment.</param>
-    internal static bool IsCanceled(IHostEnvironment env) =>
-        s_isCanceled.Value is { } property && property.DeclaringType!.IsInstanceOfType(env) && (bool)property.GetValue(env)!;
-
-    private static readonly Lazy<ConstructorInfo> s_schemaColumnCtor = new(() =>
-        typeof(SchemaShape.Column).GetConstructors(BindingFlags.Instance | BindingFlags.NonPublic)
-            .SingleOrDefault(c => c.GetParameters().Length == 5)
-        ?? throw new InvalidOperationException($"Microsoft.ML {SupportedMlNetVersion} is required: SchemaShape.Column's constructor was not found."));
-
-    /// <summary>
-    /// A scalar, non-key <see cref="SchemaShape.Column"/> (its constructor is internal, yet estimators must return
-    /// schema shapes holding the columns they add).
-    /// </summary>
-    /// <param name="name">Column name.</param>
-    /// <param name="itemType">Column type.</param>
-    internal static SchemaShape.Column ScalarColumn(string name, DataViewType itemType) =>
-        (SchemaShape.Column)s_schemaColumnCtor.Value.Invoke([name, SchemaShape.Column.VectorKind.Scalar, itemType, false, null]);
-
-    /// <summary>
-    /// Throws a clear error unless the loaded Microsoft.ML assemblies are exactly version 5.0.1, the only version
-    /// whose non-public members this bridge was written against. Runs on first use of the bridge.
-    /// </summary>
-    internal static void EnsureSupportedMlNet() => _ = s_internals.Value;
-
     /// <summary>The loader registered in the catalog; ML.NET calls it by reflection with a <c>ModelLoadContext</c>.</summary>
     private static ITransformer CreateFromCatalog(IHostEnvironment env, object ctx)
     {
         ArgumentNullException.ThrowIfNull(env);
+        MlNetVersion.EnsureVerified("load a model zip");
         Internals m = s_internals.Value;
         if (!m.ModelLoadContext.IsInstanceOfType(ctx))
             throw new InvalidOperationException("The model-zip bridge was called without an ML.NET ModelLoadContext.");
@@ -435,13 +402,9 @@ internal static class ModelZipBridge
         public required MethodInfo AddClass { get; init; }
         public required MethodInfo GetLoadableClassInfo { get; init; }
         public required FieldInfo CatalogLock { get; init; }
-        public required PropertyInfo CatalogEnvironment { get; init; }
 
         public static Internals Bind()
         {
-            CheckVersion(typeof(ComponentCatalog).Assembly);            // Microsoft.ML.Core
-            CheckVersion(typeof(TransformsCatalog).Assembly);           // Microsoft.ML.Data
-            CheckVersion(typeof(CustomMappingFactoryAttributeAttribute).Assembly); // Microsoft.ML.Transforms
             try
             {
                 const BindingFlags I = BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic;
@@ -453,52 +416,53 @@ internal static class ModelZipBridge
                 Type attribute = Need(core.GetType("Microsoft.ML.LoadableClassAttribute"), "LoadableClassAttribute");
                 Type attributeBase = Need(core.GetType("Microsoft.ML.LoadableClassAttributeBase"), "LoadableClassAttributeBase");
                 Type info = Need(typeof(ComponentCatalog).GetNestedType("LoadableClassInfo", BindingFlags.NonPublic), "LoadableClassInfo");
-                Type internalCatalog = Need(typeof(TransformsCatalog).Assembly.GetType("Microsoft.ML.Data.IInternalCatalog"), "IInternalCatalog");
                 return new Internals
                 {
-                    SaveWriter = Need(save.GetField("Writer", I), "ModelSaveContext.Writer"),
-                    SaveInRepository = Need(save.GetProperty("InRepository", I), "ModelSaveContext.InRepository"),
-                    SaveCheckAtModel = Need(save.GetMethod("CheckAtModel", I, Type.EmptyTypes), "ModelSaveContext.CheckAtModel"),
-                    SetVersionInfo = Need(save.GetMethod("SetVersionInfo", I, [versionInfo]), "ModelSaveContext.SetVersionInfo"),
-                    SaveBinaryStream = Need(save.GetMethod("SaveBinaryStream", I, [typeof(string), typeof(Action<BinaryWriter>)]), "ModelSaveContext.SaveBinaryStream"),
-                    SaveString = Need(save.GetMethod("SaveString", I, [typeof(string)]), "ModelSaveContext.SaveString"),
+                    SaveWriter = Need(save.GetField("Writer", I), "ModelSaveContext.Writer", typeof(BinaryWriter)),
+                    SaveInRepository = Need(save.GetProperty("InRepository", I), "ModelSaveContext.InRepository", typeof(bool)),
+                    SaveCheckAtModel = Need(save.GetMethod("CheckAtModel", I, Type.EmptyTypes), "ModelSaveContext.CheckAtModel", typeof(void)),
+                    SetVersionInfo = Need(save.GetMethod("SetVersionInfo", I, [versionInfo]), "ModelSaveContext.SetVersionInfo", typeof(void)),
+                    SaveBinaryStream = Need(save.GetMethod("SaveBinaryStream", I, [typeof(string), typeof(Action<BinaryWriter>)]), "ModelSaveContext.SaveBinaryStream", typeof(void)),
+                    SaveString = Need(save.GetMethod("SaveString", I, [typeof(string)]), "ModelSaveContext.SaveString", typeof(void)),
                     VersionInfoCtor = Need(versionInfo.GetConstructor(I, [typeof(string), typeof(uint), typeof(uint), typeof(uint),
                         typeof(string), typeof(string), typeof(string)]), "VersionInfo..ctor"),
                     ModelLoadContext = load,
-                    LoadReader = Need(load.GetField("Reader", I), "ModelLoadContext.Reader"),
-                    LoadInRepository = Need(load.GetProperty("InRepository", I), "ModelLoadContext.InRepository"),
-                    LoadString = Need(load.GetMethod("LoadString", I, Type.EmptyTypes), "ModelLoadContext.LoadString"),
-                    TryLoadBinaryStream = Need(load.GetMethod("TryLoadBinaryStream", I, [typeof(string), typeof(Action<BinaryReader>)]), "ModelLoadContext.TryLoadBinaryStream"),
+                    LoadReader = Need(load.GetField("Reader", I), "ModelLoadContext.Reader", typeof(BinaryReader)),
+                    LoadInRepository = Need(load.GetProperty("InRepository", I), "ModelLoadContext.InRepository", typeof(bool)),
+                    LoadString = Need(load.GetMethod("LoadString", I, Type.EmptyTypes), "ModelLoadContext.LoadString", typeof(string)),
+                    TryLoadBinaryStream = Need(load.GetMethod("TryLoadBinaryStream", I, [typeof(string), typeof(Action<BinaryReader>)]), "ModelLoadContext.TryLoadBinaryStream", typeof(bool)),
                     SignatureLoadModel = signature,
                     LoadableClassAttributeCtor = Need(attribute.GetConstructor(I, [typeof(Type), typeof(Type), typeof(Type), typeof(Type),
                         typeof(string), typeof(string[])]), "LoadableClassAttribute..ctor"),
                     LoadableClassInfoCtor = Need(info.GetConstructor(I, [attributeBase, typeof(MethodInfo), typeof(ConstructorInfo),
                         typeof(MethodInfo), typeof(bool)]), "LoadableClassInfo..ctor"),
-                    AddClass = Need(typeof(ComponentCatalog).GetMethod("AddClass", I, [info, typeof(string[]), typeof(bool)]), "ComponentCatalog.AddClass"),
-                    GetLoadableClassInfo = Need(typeof(ComponentCatalog).GetMethod("GetLoadableClassInfo", I, [typeof(string), typeof(Type)]), "ComponentCatalog.GetLoadableClassInfo"),
-                    CatalogLock = Need(typeof(ComponentCatalog).GetField("_lock", I), "ComponentCatalog._lock"),
-                    CatalogEnvironment = Need(internalCatalog.GetProperty("Environment", I), "IInternalCatalog.Environment"),
+                    AddClass = Need(typeof(ComponentCatalog).GetMethod("AddClass", I, [info, typeof(string[]), typeof(bool)]), "ComponentCatalog.AddClass", typeof(void)),
+                    GetLoadableClassInfo = Need(typeof(ComponentCatalog).GetMethod("GetLoadableClassInfo", I, [typeof(string), typeof(Type)]), "ComponentCatalog.GetLoadableClassInfo", info),
+                    CatalogLock = Need(typeof(ComponentCatalog).GetField("_lock", I), "ComponentCatalog._lock", typeof(object)),
                 };
             }
             catch (MissingMemberException ex)
             {
                 throw new InvalidOperationException(
-                    $"Microsoft.ML.Orpo cannot bind to ML.NET's model-zip internals ({ex.Message}); it supports Microsoft.ML {SupportedMlNetVersion} only.", ex);
+                    $"Microsoft.ML.Orpo cannot bind to ML.NET's model-zip internals in Microsoft.ML {MlNetVersion.Loaded} ({ex.Message}); " +
+                    $"they were verified on Microsoft.ML {string.Join(" and ", MlNetVersion.Verified)}.", ex);
             }
-        }
-
-        private static void CheckVersion(Assembly assembly)
-        {
-            string? version = assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion;
-            string plain = version?.Split('+')[0] ?? "unknown";
-            if (plain != SupportedMlNetVersion)
-                throw new InvalidOperationException(
-                    $"Microsoft.ML.Orpo saves and loads model zips through members of Microsoft.ML {SupportedMlNetVersion} that are not public, " +
-                    $"but this process loaded {assembly.GetName().Name} {plain}. Reference Microsoft.ML {SupportedMlNetVersion} exactly " +
-                    "(a newer Microsoft.ML needs a Microsoft.ML.Orpo built and tested against it).");
         }
 
         private static T Need<T>(T? member, string name) where T : class =>
             member ?? throw new MissingMemberException(name);
+
+        // Shape as well as name: a member whose type changed is as unusable as a missing one.
+        private static T Need<T>(T? member, string name, Type type) where T : MemberInfo
+        {
+            Type? actual = Need(member, name) switch
+            {
+                FieldInfo f => f.FieldType,
+                PropertyInfo p => p.PropertyType,
+                MethodInfo m => m.ReturnType,
+                _ => null,
+            };
+            return actual == type ? member! : throw new MissingMemberException($"{name} of type {type.Name} (found {actual?.Name})");
+        }
     }
 }

@@ -36,7 +36,7 @@ internal sealed class SweepTrialRunner
     public static SweepTrialRunner Prepare(IHostEnvironment env, OrpoOptions baseOptions, IDataView trainData, IDataView validationData,
         int seed, IChannel channel)
     {
-        bool IsCanceled() => ModelZipBridge.IsCanceled(env);
+        bool IsCanceled() => MlNetAccess.IsCanceled(env);
         using var model = CausalLanguageModel.Load(baseOptions.BaseModelPath, baseOptions.TokenizerPath, baseOptions.Device);
         var settings = TrainingSettings.Resolve(baseOptions, model.Config, seed);
         var encoder = new PairEncoder(model.Tokenizer, settings.PromptTemplate, settings.MaxLength, settings.MaxPromptLength, settings.TruncateLongPrompts);
@@ -67,7 +67,7 @@ internal sealed class SweepTrialRunner
                 Log = log,
                 Progress = options.Progress,
                 CancellationToken = cancellationToken,
-                IsCanceled = () => ModelZipBridge.IsCanceled(env),
+                IsCanceled = () => MlNetAccess.IsCanceled(env),
                 AfterStep = afterStep,
             };
             var history = new OrpoTrainer(model, settings, callbacks).Train(train, validation);

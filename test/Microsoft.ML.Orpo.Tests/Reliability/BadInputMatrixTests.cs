@@ -83,7 +83,7 @@ public sealed class BadInputMatrixTests
         new("missing prompt column", ml => Fit(ml, Data(ml, new NoPrompt())), typeof(ArgumentOutOfRangeException), "Column 'Prompt'", "not found", "PromptColumnName"),
         new("missing column at GetOutputSchema", ml => ml.Transforms.OrpoFineTune(Options(o => o.ChosenColumnName = "Better"))
             .GetOutputSchema(new SchemaShape(
-            new[] { "Prompt", "Chosen", "Rejected" }.Select(n => Microsoft.ML.Orpo.MlNet.ModelZipBridge.ScalarColumn(n, TextDataViewType.Instance)))), typeof(ArgumentOutOfRangeException), "Column 'Better'", "ChosenColumnName"),
+            new[] { "Prompt", "Chosen", "Rejected" }.Select(n => Microsoft.ML.Orpo.MlNet.MlNetAccess.ScalarColumn(n, TextDataViewType.Instance)))), typeof(ArgumentOutOfRangeException), "Column 'Better'", "ChosenColumnName"),
         new("numeric chosen column", ml => Fit(ml, Data(ml, new NumericChosen())), typeof(ArgumentOutOfRangeException), "Column 'Chosen'", "Single", "scalar text"),
         new("vector rejected column", ml => Fit(ml, Data(ml, new VectorRejected())), typeof(ArgumentOutOfRangeException), "Column 'Rejected'", "Vector", "scalar text"),
         new("validation set without the rejected column", ml => Fit(ml, Data(ml, Good), o => o.ValidationSet = Data(ml, new NumericChosen())),
