@@ -46,6 +46,7 @@ public sealed class OrpoEstimator : IEstimator<OrpoTransformer>
         var host = env.Register("OrpoFineTune");
         using var channel = host.Start("OrpoFineTune");
         bool IsCanceled() => options.CancellationToken.IsCancellationRequested || MlNetAccess.IsCanceled(env);
+        foreach (string reason in NativeAbiGuard.FallbackReasons()) channel.Warning(MessageSensitivity.None, reason);
 
         var model = CausalLanguageModel.Load(options.BaseModelPath, options.TokenizerPath, options.Device);
         try

@@ -23,8 +23,14 @@ internal static class CustomBackward
     // TorchSharp 0.107 keeps, per custom node, an empty_like of every output for the node's lifetime (Node._outputCache,
     // used only to materialise a missing output gradient as zeros). Our outputs always receive their gradient, so those
     // copies are dead weight: with PackedLinear, a q/k/v/o/gate/up-sized allocation per projection, ~340 MB reserved
-    // per 41.7M step. Reached by reflection; if a TorchSharp version renames the fields, nothing is released.
+    // per 41.7M step. Reached by reflection into private fields, so only on the TorchSharp versions that layout was
+    // verified on; elsewhere nothing is released (the rest of this class uses public API only).
     private static readonly FieldInfo? NodeField = typeof(autograd.AutogradContext).GetField("_node", BindingFlags.Instance | BindingFlags.NonPublic);
+    private static readonly NativeAbiGuard Guard = new(
+        "CustomBackward's release of TorchSharp's output copies", "each custom node keeps its copies until the graph is released", CheckFields);
+
+    /// <summary>Null while the output copies are released; otherwise why they are not.</summary>
+    public static string? FallbackReason => Guard.FallbackReason;
 
     /// <summary>
     /// Runs <paramref name="body"/> on the saved tensors and returns its gradients (one per forward argument, null for
@@ -69,24 +75,28 @@ internal static class CustomBackward
     public static void Starting(autograd.AutogradContext ctx)
     {
         ReleaseOutputCaches();
-        (created ??= new()).Add(ctx);
+        if (FallbackReason is null) (created ??= new()).Add(ctx);
     }
+
+    /// <summary>TorchSharp's copies of the outputs of <paramref name="ctx"/>'s node (null if it has none).</summary>
+    internal static List<Tensor>? OutputCache(autograd.AutogradContext ctx) =>
+        NodeField?.GetValue(ctx) is { } node ? OutputCacheField(node.GetType())?.GetValue(node) as List<Tensor> : null;
 
     private static void ReleaseOutputCaches()
     {
         if (created is not { Count: > 0 }) return;
-        foreach (var ctx in created)
-        {
-            if (NodeField?.GetValue(ctx) is not { } node) continue;
-            if (OutputCacheField(node.GetType())?.GetValue(node) is not List<Tensor> cache) continue;
-            for (int i = 0; i < cache.Count; i++)
+        if (FallbackReason is null)
+            foreach (var ctx in created)
             {
-                if (cache[i] is not { } copy || copy.IsInvalid || copy.numel() <= 1) continue;
-                using (var zero = zeros(1, copy.dtype, copy.device))
-                    cache[i] = zero.expand(copy.shape).DetachFromDisposeScope(); // owned by the node, as the copy was
-                copy.Dispose();
+                if (OutputCache(ctx) is not { } cache) continue;
+                for (int i = 0; i < cache.Count; i++)
+                {
+                    if (cache[i] is not { } copy || copy.IsInvalid || copy.numel() <= 1) continue;
+                    using (var zero = zeros(1, copy.dtype, copy.device))
+                        cache[i] = zero.expand(copy.shape).DetachFromDisposeScope(); // owned by the node, as the copy was
+                    copy.Dispose();
+                }
             }
-        }
         created.Clear();
     }
 
@@ -96,6 +106,20 @@ internal static class CustomBackward
             if (type.GetField("_outputCache", BindingFlags.Instance | BindingFlags.NonPublic | BindingFlags.DeclaredOnly) is { } field)
                 return field;
         return null;
+    }
+
+    // The fields as this class uses them: the context's node, and on the node types TorchSharp derives from its
+    // declared type (the generic Node<T> of the custom functions) a list of tensors.
+    private static string? CheckFields(bool _)
+    {
+        if (NodeField is null) return "AutogradContext has no private field _node";
+        var caches = typeof(autograd).GetNestedTypes(BindingFlags.Public | BindingFlags.NonPublic)
+            .Where(t => t.IsSubclassOf(NodeField.FieldType))
+            .Select(t => OutputCacheField(t)).OfType<FieldInfo>().ToList();
+        if (caches.Count == 0) return $"no type derived from {NodeField.FieldType.Name} has a private field _outputCache";
+        return caches.FirstOrDefault(f => f.FieldType != typeof(List<Tensor>)) is { } other
+            ? $"{other.DeclaringType?.Name}._outputCache is a {other.FieldType.Name}, not a List<Tensor>"
+            : null;
     }
 
     private static void ReleaseReturned()

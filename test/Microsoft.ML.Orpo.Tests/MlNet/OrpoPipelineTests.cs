@@ -1,4 +1,5 @@
 using Microsoft.ML.Data;
+using Microsoft.ML.Orpo.Modeling;
 using Microsoft.ML.Orpo.Tests.Infrastructure;
 
 namespace Microsoft.ML.Orpo.Tests.MlNet;
@@ -171,6 +172,34 @@ public sealed class OrpoPipelineTests
         Assert.IsTrue(messages.Any(m => m.Contains("step 10/10", StringComparison.Ordinal) && m.Contains("tok/s", StringComparison.Ordinal)),
             "each step is logged with throughput");
         Assert.AreEqual(before, System.Text.Json.JsonSerializer.Serialize(options.Generation) + options.Epochs + options.LearningRate);
+    }
+
+    [TestMethod]
+    [DoNotParallelize]
+    public void FitWarnsOnTheLogWhenANativeAbiGuardIsOffAndTrainsTheSame()
+    {
+        using var expected = Fit(new MLContext(seed: 1));
+        var ml = new MLContext(seed: 1);
+        var warnings = new List<string>();
+        ml.Log += (_, e) => { if (e.Kind == Runtime.ChannelMessageKind.Warning) lock (warnings) warnings.Add(e.RawMessage); };
+        var sink = NativeAbiGuard.Log;
+        NativeAbiGuard.Log = _ => { };
+        OrpoTransformer simulated;
+        try
+        {
+            using (NativeAbiGuard.SimulateTorchSharpVersion("0.108.0")) simulated = Fit(ml);
+        }
+        finally
+        {
+            NativeAbiGuard.Log = sink;
+        }
+        using (simulated)
+        {
+            Assert.AreEqual(1, warnings.Count(w => w.StartsWith("HostTensors is off", StringComparison.Ordinal) && w.Contains("TorchSharp 0.108.0")), string.Join("\n", warnings));
+            Assert.AreEqual(1, warnings.Count(w => w.StartsWith("CustomBackward", StringComparison.Ordinal) && w.Contains("TorchSharp 0.108.0")), string.Join("\n", warnings));
+            CollectionAssert.AreEqual(expected.TrainingHistory.Select(m => (m.Loss, m.GradNorm)).ToList(),
+                simulated.TrainingHistory.Select(m => (m.Loss, m.GradNorm)).ToList(), "the plain path trains identically");
+        }
     }
 
     [TestMethod]
