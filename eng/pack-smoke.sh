@@ -35,7 +35,7 @@ for entry in buildTransitive/Microsoft.ML.Orpo.targets build/Microsoft.ML.Orpo.t
 done
 if grep -q "lib.*libtorch\|runtimes/" <<<"$listing"; then echo "pack-smoke: the package must not carry native runtimes" >&2; exit 1; fi
 nuspec="$(unzip -p "$nupkg" Microsoft.ML.Orpo.nuspec)"
-grep -q 'id="Microsoft.ML" version="\[5.0.1, 7.0)"' <<<"$nuspec" \
+grep -q 'id="Microsoft.ML" version="\[5.0.1, 7.0.0)"' <<<"$nuspec" \
   || { echo "pack-smoke: the package must accept Microsoft.ML [5.0.1, 7.0):" >&2; grep 'dependency' <<<"$nuspec" >&2; exit 1; }
 
 torch_runtime="$(sed -n 's:.*Include="libtorch-cpu-linux-x64" Version="\[\(.*\)\]".*:\1:p' Directory.Packages.props)"
@@ -127,7 +127,9 @@ XML
   # (e.g. Microsoft.ML.TorchSharp's NU1603 on its own dependencies) are printed and left alone.
   local warnings
   warnings="$(grep -oE 'warning NU[0-9]+: .*' "$app/restore.log" | sort -u || true)"
-  [ -z "$warnings" ] || echo "pack-smoke[$name]: restore warnings not about our package: $(grep -v 'Microsoft.ML.Orpo' <<<"$warnings" | sed 's/ \[.*//' | tr '\n' ';')"
+  local others
+  others="$(grep -v 'Microsoft.ML.Orpo' <<<"$warnings" || true)"
+  [ -z "$others" ] || echo "pack-smoke[$name]: restore warnings not about our package: $(sed 's/ \[.*//' <<<"$others" | tr '\n' ';')"
   if grep -q 'Microsoft.ML.Orpo' <<<"$warnings"; then echo "pack-smoke[$name]: restore warns about our package:" >&2; grep 'Microsoft.ML.Orpo' <<<"$warnings" >&2; return 1; fi
   local torchsharps
   torchsharps="$(python3 -c 'import json,sys; libs=json.load(open(sys.argv[1]))["libraries"]; print(" ".join(sorted(k for k in libs if k.lower().startswith(("torchsharp/","microsoft.ml/","microsoft.ml.tokenizers/")))))' "$app/obj/project.assets.json")"
