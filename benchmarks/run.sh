@@ -34,7 +34,7 @@ echo "$PROBE" > "$OUT/blas-probe.jsonl"
 CORE=$(/usr/bin/python3 -c 'import json, sys; print(json.loads(sys.argv[1])["chosen"])' "$PROBE")
 PEER_ENV=(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "${PEER_MALLOC[@]}")
 [ "$CORE" != auto ] && PEER_ENV+=(OPENBLAS_CORETYPE="$CORE")
-echo "== peer: OPENBLAS_CORETYPE=$CORE ${PEER_MALLOC[*]}; ours: glibc defaults"
+echo "== peer: OPENBLAS_CORETYPE=${CORE/#auto/(unset: auto-detected)} ${PEER_MALLOC[*]}; ours: glibc defaults"
 dotnet build benchmarks/Microsoft.ML.Orpo.Benchmarks -c Release -v q -nologo >/dev/null
 BIN=benchmarks/Microsoft.ML.Orpo.Benchmarks/bin/Release/net10.0/Microsoft.ML.Orpo.Benchmarks
 PEER=benchmarks/peer/orpo_peer.py
