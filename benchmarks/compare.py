@@ -1,16 +1,26 @@
 #!/usr/bin/python3
 """Prints our/their ratios per scenario from two JSON-lines result files (ours first), with MFU against each side's
-own matmul peak measured in the same run: the fp32 peak for fp32 scenarios, the bf16 peak for bf16 ones."""
-import json, sys
+own matmul peak measured in the same run: the fp32 peak for fp32 scenarios, the bf16 peak for bf16 ones.
+An optional third file is the default-configured peer (auto-detected BLAS kernel, glibc defaults): its tokens/s and
+our ratio to it are listed beside, for reference; the ratio that counts is against the tuned peer."""
+import json, os, sys
 
 
 def read(path):
+    if not os.path.exists(path):
+        return {}
     with open(path) as f:
         return {r["scenario"]: r for r in (json.loads(l) for l in f if l.startswith("{"))}
 
 
 ours, peer = read(sys.argv[1]), read(sys.argv[2])
+default = read(sys.argv[3]) if len(sys.argv) > 3 else {}
 nan = float("nan")
+# Which BLAS kernel and allocator settings each peer ran with (every peer result line names them).
+for label, side in (("peer", peer), ("default peer", default)):
+    if side:
+        print("%s: %s; malloc: %s" % (label, ", ".join(sorted({r.get("blas", "?") for r in side.values()})),
+                                      ", ".join(sorted({r.get("malloc", "?") for r in side.values()}))))
 peak_o = ours.get("matmul", {}).get("value", nan)
 peak_p = peer.get("matmul", {}).get("value", nan)
 bf16_o = ours.get("matmul", {}).get("bf16_value", nan)
@@ -25,7 +35,8 @@ def peak(r, side):
     return (bf16_o if bf16 else peak_o) if side == "ours" else (bf16_p if bf16 else peak_p)
 
 
-print("%-40s %12s %12s %7s %8s %8s %9s %9s" % ("scenario", "ours", "peer", "ratio", "MFU us", "MFU peer", "RSS us", "RSS peer"))
+print("%-40s %12s %12s %7s %8s %8s %9s %9s%s" % ("scenario", "ours", "peer", "ratio", "MFU us", "MFU peer", "RSS us", "RSS peer",
+                                                "  %12s %7s" % ("default peer", "ratio") if default else ""))
 for name, o in ours.items():
     if name not in peer or name == "matmul":
         if name != "matmul":
@@ -34,9 +45,11 @@ for name, o in ours.items():
         continue
     p = peer[name]
     mfu = lambda r, side: r.get("model_gflops", nan) / peak(r, side)
-    print("%-40s %12.1f %12.1f %7.2f %7.1f%% %7.1f%% %9.0f %9.0f" % (
+    d = default.get(name, {}).get("value", nan)
+    print("%-40s %12.1f %12.1f %7.2f %7.1f%% %7.1f%% %9.0f %9.0f%s" % (
         name, o["value"], p["value"], o["value"] / p["value"], 100 * mfu(o, "ours"), 100 * mfu(p, "peer"),
-        o.get("peak_rss_mib", float("nan")), p.get("peak_rss_mib", float("nan"))))
+        o.get("peak_rss_mib", float("nan")), p.get("peak_rss_mib", float("nan")),
+        "  %12.1f %7.2f" % (d, o["value"] / d) if default else ""))
 
 
 def ratio(a, b, field="value", side=None):

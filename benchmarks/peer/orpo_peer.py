@@ -373,6 +373,20 @@ def plans(quick):
                 yield "gen.%s.recompute.b%d" % (model, b), (lambda model=model, b=b: gen(model, b, 64, n, False))
 
 
+def blas_name():
+    """The BLAS kernel this process runs, as OpenBLAS itself reports it (e.g. "OpenBLAS 0.3.21 SkylakeX"), with
+    "(auto)" when OPENBLAS_CORETYPE is unset, i.e. the library's own CPU detection chose it."""
+    from blas_probe import openblas
+    _, version, core = openblas()
+    return "OpenBLAS %s %s%s" % (version, core, "" if os.environ.get("OPENBLAS_CORETYPE") else " (auto)")
+
+
+def malloc_settings():
+    """glibc allocator settings from the environment ("glibc defaults" when none): they move the peer's speed."""
+    names = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_ARENA_MAX", "GLIBC_TUNABLES")
+    return " ".join("%s=%s" % (n, os.environ[n]) for n in names if n in os.environ) or "glibc defaults"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -390,7 +404,8 @@ def main():
         if a.threads > 0:
             torch.set_num_threads(a.threads)
         result = dict(plans(a.quick))[a.scenario]()
-        result.update(impl="pytorch-eager", scenario=a.scenario, threads=torch.get_num_threads(), torch=torch.__version__)
+        result.update(impl="pytorch-eager", scenario=a.scenario, threads=torch.get_num_threads(), torch=torch.__version__,
+                      blas=blas_name(), malloc=malloc_settings())
         print(json.dumps(result), flush=True)
         return
     only = [o for o in a.only.split(",") if o]
