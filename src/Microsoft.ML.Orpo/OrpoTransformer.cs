@@ -68,6 +68,17 @@ public sealed partial class OrpoTransformer : IDisposable
     public IReadOnlyList<string> Generate(IReadOnlyList<string> prompts, GenerationOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(prompts);
+        return GenerateCore(prompts, options, onToken: null, CancellationToken.None).Select(r => r.Text).ToArray();
+    }
+
+    /// <summary>
+    /// <see cref="Generate(IReadOnlyList{string}, GenerationOptions?)"/> with what a chat client needs beside the text:
+    /// a callback after every token of a row (its generated ids so far), cancellation between tokens, token counts and
+    /// whether a row ran out of room (new-token limit or context) rather than stopping.
+    /// </summary>
+    internal GeneratedText[] GenerateCore(IReadOnlyList<string> prompts, GenerationOptions? options,
+        Action<int, IReadOnlyList<int>>? onToken, CancellationToken cancellationToken)
+    {
         using var lease = Acquire();
         var m = model;
         options ??= settings.Generation;
@@ -84,9 +95,18 @@ public sealed partial class OrpoTransformer : IDisposable
             ids.Add(promptIds);
         }
         var stops = options.StopSequences;
-        Func<IReadOnlyList<int>, bool>? shouldStop = stops.Count == 0 ? null : new StopSequenceMatcher(stops, m.Tokenizer).ShouldStop;
+        var matcher = stops.Count == 0 ? null : new StopSequenceMatcher(stops, m.Tokenizer);
+        var stopped = new bool[prompts.Count];
+        Func<int, IReadOnlyList<int>, bool>? shouldStop = matcher is null && onToken is null && !cancellationToken.CanBeCanceled ? null : (row, generated) =>
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            onToken?.Invoke(row, generated);
+            return matcher is not null && (stopped[row] = matcher.ShouldStop(generated));
+        };
         var generatedIds = TextGenerator.Generate(m.Network, ids, options, StopTokenIds(m), shouldStop, m.Tokenizer.VocabularySize);
-        return generatedIds.Select(g => StopSequenceMatcher.Cut(m.Tokenizer.Decode(g), stops)).ToArray();
+        int room = ids.Count == 0 ? 0 : Math.Min(options.MaxNewTokens, m.Config.MaxPositionEmbeddings - ids.Max(p => p.Count));
+        return generatedIds.Select((g, i) => new GeneratedText(StopSequenceMatcher.Cut(m.Tokenizer.Decode(g), stops),
+            ids[i].Count, g.Count, OutOfRoom: !stopped[i] && g.Count >= room)).ToArray();
     }
 
     /// <summary>The exact token ids training uses for a pair (template, BOS/EOS and truncation applied).</summary>

@@ -14,11 +14,11 @@ internal static class TextGenerator
     /// <param name="prompts">Token ids per prompt (each non-empty).</param>
     /// <param name="options">Sampling settings.</param>
     /// <param name="stopTokenIds">Ids that end a row (EOS); not included in the output.</param>
-    /// <param name="shouldStop">Called with a row's generated ids after each token; true ends that row.</param>
+    /// <param name="shouldStop">Called with a row's index and generated ids after each token; true ends that row.</param>
     /// <param name="vocabularyLimit">Ids at or above this (padding rows of a larger model vocabulary) are never sampled.</param>
     /// <returns>The generated ids of each row.</returns>
     public static List<int>[] Generate(LlamaForCausalLM network, IReadOnlyList<IReadOnlyList<int>> prompts,
-        GenerationOptions options, IReadOnlySet<int> stopTokenIds, Func<IReadOnlyList<int>, bool>? shouldStop = null,
+        GenerationOptions options, IReadOnlySet<int> stopTokenIds, Func<int, IReadOnlyList<int>, bool>? shouldStop = null,
         int? vocabularyLimit = null)
     {
         int batch = prompts.Count;
@@ -76,7 +76,7 @@ internal static class TextGenerator
                 int token = (int)nextHost[row];
                 if (stopTokenIds.Contains(token)) { finished[row] = true; continue; }
                 generated[row].Add(token);
-                if (shouldStop?.Invoke(generated[row]) == true) finished[row] = true;
+                if (shouldStop?.Invoke(row, generated[row]) == true) finished[row] = true;
             }
             if (finished.All(f => f) || step == maxNew - 1) break;
 

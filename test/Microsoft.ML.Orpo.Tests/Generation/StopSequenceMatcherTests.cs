@@ -98,8 +98,8 @@ public sealed class StopSequenceMatcherTests
         Assert.AreEqual(at, text.IndexOf(stop, StringComparison.Ordinal), "the stop must first occur there");
 
         var stops = new[] { stop };
-        var wholeText = TextGenerator.Generate(model.Network, new[] { prompt }, options, none, ids => WholeText(model.Tokenizer, ids, stops))[0];
-        var windowed = TextGenerator.Generate(model.Network, new[] { prompt }, options, none, new StopSequenceMatcher(stops, model.Tokenizer).ShouldStop)[0];
+        var wholeText = TextGenerator.Generate(model.Network, new[] { prompt }, options, none, (_, ids) => WholeText(model.Tokenizer, ids, stops))[0];
+        var windowed = TextGenerator.Generate(model.Network, new[] { prompt }, options, none, (_, ids) => new StopSequenceMatcher(stops, model.Tokenizer).ShouldStop(ids))[0];
         CollectionAssert.AreEqual(wholeText, windowed);
         Assert.IsLessThan(80, windowed.Count, "generation stopped early");
         Assert.IsGreaterThan(61, windowed.Count, "the stop spans several tokens");
