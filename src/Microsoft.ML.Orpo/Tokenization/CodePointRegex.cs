@@ -21,7 +21,7 @@ internal sealed class CodePointRegex
 
     public CodePointRegex(string pattern, string where, string source)
     {
-        try { _regex = new Regex(pattern, RegexOptions.CultureInvariant, MatchTimeout); }
+        try { _regex = new Regex(OnigurumaWord(pattern, where, source), RegexOptions.CultureInvariant, MatchTimeout); }
         catch (ArgumentException e)
         {
             throw new NotSupportedException($"{source}: '{where}' pattern is not a valid .NET regular expression ({e.Message}).", e);
@@ -54,6 +54,42 @@ internal sealed class CodePointRegex
                 $"(catastrophic backtracking in '{e.Pattern}'); the tokenizer file is unusable.", e);
         }
         return result;
+    }
+
+    // Oniguruma's \w is Unicode's word property (letters, all marks, decimal digits, letter numbers, connector
+    // punctuation, joiners, and the circled letters that are Alphabetic); .NET's leaves out spacing and enclosing marks.
+    private const string WordClass = @"\p{L}\p{M}\p{Nd}\p{Nl}\p{Pc}\u200C\u200D\u24B6-\u24E9";
+
+    private static string OnigurumaWord(string pattern, string where, string source)
+    {
+        if (!pattern.Contains(@"\w", StringComparison.OrdinalIgnoreCase)) return pattern;
+        var sb = new StringBuilder(pattern.Length + 64);
+        bool inClass = false;
+        for (int i = 0; i < pattern.Length; i++)
+        {
+            char c = pattern[i];
+            if (c == '\\' && i + 1 < pattern.Length)
+            {
+                char e = pattern[++i];
+                if (e == 'w') sb.Append(inClass ? WordClass : "[" + WordClass + "]");
+                else if (e == 'W' && !inClass) sb.Append("[^" + WordClass + "]");
+                else if (e == 'W')
+                    throw new NotSupportedException($"{source}: '{where}' pattern uses \\W inside a character class, which is not supported.");
+                else sb.Append(c).Append(e);
+                continue;
+            }
+            if (!inClass && c == '[')
+            {
+                inClass = true;
+                sb.Append(c);
+                if (i + 1 < pattern.Length && pattern[i + 1] == '^') sb.Append(pattern[++i]);
+                if (i + 1 < pattern.Length && pattern[i + 1] == ']') sb.Append(pattern[++i]); // a leading ']' is literal
+                continue;
+            }
+            if (inClass && c == ']') inClass = false;
+            sb.Append(c);
+        }
+        return sb.ToString();
     }
 
     private static bool HasSurrogates(string text)

@@ -34,7 +34,7 @@ public sealed class HfTokenizerParityTests
     private static void AssertMatches(string name, IEnumerable<string> texts, HfReference reference, int minimum) =>
         AssertMatches(name, Load(name), texts, reference, minimum);
 
-    private static void AssertMatches(string name, OrpoTokenizer tokenizer, IEnumerable<string> texts, HfReference reference, int minimum)
+    internal static void AssertMatches(string name, OrpoTokenizer tokenizer, IEnumerable<string> texts, HfReference reference, int minimum)
     {
         int count = 0;
         var failures = new List<string>();
