@@ -17,6 +17,9 @@ internal sealed class BpeModel
     private readonly bool _fuseUnknown, _byteFallback, _ignoreMerges;
     private readonly string _prefix, _suffix;
     private readonly int[] _byteIds = new int[256];
+    // Words repeat: Hugging Face caches them too. Bounded, and only short words, so memory stays small.
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, int[]> _cache = new(StringComparer.Ordinal);
+    private const int CacheCapacity = 20_000, CachedWordLength = 64;
 
     public BpeModel(HfTokenizerJson json)
     {
@@ -43,6 +46,23 @@ internal sealed class BpeModel
     public void Encode(string word, List<int> output)
     {
         if (word.Length == 0) return;
+        if (word.Length > CachedWordLength)
+        {
+            EncodeUncached(word, output);
+            return;
+        }
+        if (!_cache.TryGetValue(word, out int[]? ids))
+        {
+            var list = new List<int>();
+            EncodeUncached(word, list);
+            ids = list.ToArray();
+            if (_cache.Count < CacheCapacity) _cache.TryAdd(word, ids);
+        }
+        output.AddRange(ids);
+    }
+
+    private void EncodeUncached(string word, List<int> output)
+    {
         if (_ignoreMerges && _vocab.TryGetValue(word, out int whole))
         {
             output.Add(whole);

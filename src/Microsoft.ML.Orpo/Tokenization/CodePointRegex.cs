@@ -21,7 +21,7 @@ internal sealed class CodePointRegex
 
     public CodePointRegex(string pattern, string where, string source)
     {
-        try { _regex = new Regex(OnigurumaWord(pattern, where, source), RegexOptions.CultureInvariant, MatchTimeout); }
+        try { _regex = new Regex(OnigurumaWord(pattern, where, source), RegexOptions.CultureInvariant | RegexOptions.Compiled, MatchTimeout); }
         catch (ArgumentException e)
         {
             throw new NotSupportedException($"{source}: '{where}' pattern is not a valid .NET regular expression ({e.Message}).", e);
