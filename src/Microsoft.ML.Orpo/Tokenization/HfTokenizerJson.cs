@@ -1,13 +1,13 @@
 using System.Text.Json.Nodes;
-using System.Text.RegularExpressions;
 
 namespace Microsoft.ML.Orpo.Tokenization;
 
 /// <summary>One entry of <c>added_tokens</c>.</summary>
-internal sealed record HfAddedToken(int Id, string Content, bool Special);
+internal sealed record HfAddedToken(int Id, string Content, bool Special,
+    bool SingleWord = false, bool LeftStrip = false, bool RightStrip = false, bool Normalized = false);
 
 /// <summary>
-/// A validated Hugging Face <c>tokenizer.json</c> describing a byte-level BPE model. Every structural problem
+/// A validated Hugging Face <c>tokenizer.json</c> describing a BPE model (byte-level or SentencePiece-style). Every structural problem
 /// (malformed JSON, missing vocabulary, merges naming unknown tokens...) is an <see cref="InvalidDataException"/>
 /// naming the file; features this library does not implement are a <see cref="NotSupportedException"/>.
 /// </summary>
@@ -16,8 +16,11 @@ internal sealed class HfTokenizerJson
     public required Dictionary<string, int> Vocabulary { get; init; }
     public required IReadOnlyList<string> Merges { get; init; }
     public required IReadOnlyList<HfAddedToken> AddedTokens { get; init; }
-    public required IReadOnlyList<Regex> Splits { get; init; }
+    public required IReadOnlyList<Func<List<Piece>, List<Piece>>> PreTokenizer { get; init; }
     public required IReadOnlyList<Func<string, string>> Normalizers { get; init; }
+    public Func<List<string>, List<string>>? Decoder { get; init; }
+    public bool ByteFallback { get; init; }
+    public bool IgnoreMerges { get; init; }
     public string? UnknownToken { get; init; }
     public string? ContinuingSubwordPrefix { get; init; }
     public string? EndOfWordSuffix { get; init; }
@@ -37,17 +40,13 @@ internal sealed class HfTokenizerJson
             throw new InvalidDataException($"{source}: 'model' is missing or not an object.");
         string type = JsonFile.OptionalString(model, "type", source) ?? (model["merges"] is not null ? "BPE" : "(none)");
         if (type != "BPE")
-            throw new NotSupportedException($"{source}: model type '{type}' is not supported; only byte-level BPE tokenizer.json files are.");
+            throw new NotSupportedException($"{source}: model type '{type}' is not supported; only BPE tokenizer.json files are.");
         if (model["dropout"] is JsonValue dropout && dropout.TryGetValue(out double p) && p > 0)
             throw new NotSupportedException($"{source}: BPE dropout ({p}) is not supported.");
 
-        var (splits, byteLevel) = HfPipelineJson.ParsePreTokenizer(root["pre_tokenizer"], source);
-        if (!byteLevel)
-            throw new NotSupportedException(
-                $"{source}: only byte-level BPE (a ByteLevel pre_tokenizer) is supported; for a SentencePiece model load its tokenizer.model.");
-
+        var (preTokenizer, byteLevel) = HfPipelineJson.ParsePreTokenizer(root["pre_tokenizer"], source);
         Dictionary<string, int> vocab = ParseVocabulary(model, source);
-        string[] missing = ByteLevelAlphabet.Symbols.Where(s => !vocab.ContainsKey(s)).ToArray();
+        string[] missing = byteLevel ? ByteLevelAlphabet.Symbols.Where(s => !vocab.ContainsKey(s)).ToArray() : [];
         if (missing.Length > 0)
             throw new InvalidDataException(
                 $"{source}: the byte-level vocabulary lacks {missing.Length} of the 256 byte symbols (first: '{missing[0]}'), so some text could not be encoded.");
@@ -56,15 +55,19 @@ internal sealed class HfTokenizerJson
         if (unknown is not null && !vocab.ContainsKey(unknown))
             throw new InvalidDataException($"{source}: 'model.unk_token' '{unknown}' is not in the vocabulary.");
 
+        string? prefix = JsonFile.OptionalString(model, "continuing_subword_prefix", source);
         return new HfTokenizerJson
         {
             Vocabulary = vocab,
-            Merges = ParseMerges(model, vocab, source),
+            Merges = ParseMerges(model, vocab, prefix?.Length ?? 0, source),
             AddedTokens = ParseAddedTokens(root, vocab, source),
-            Splits = splits,
+            PreTokenizer = preTokenizer,
             Normalizers = HfPipelineJson.ParseNormalizer(root["normalizer"], source),
+            Decoder = HfPipelineJson.ParseDecoder(root["decoder"], source),
+            ByteFallback = JsonFile.OptionalBool(model, "byte_fallback", false, source),
+            IgnoreMerges = JsonFile.OptionalBool(model, "ignore_merges", false, source),
             UnknownToken = unknown,
-            ContinuingSubwordPrefix = JsonFile.OptionalString(model, "continuing_subword_prefix", source),
+            ContinuingSubwordPrefix = prefix,
             EndOfWordSuffix = JsonFile.OptionalString(model, "end_of_word_suffix", source),
             FuseUnknownTokens = JsonFile.OptionalBool(model, "fuse_unk", false, source),
         };
@@ -88,7 +91,7 @@ internal sealed class HfTokenizerJson
         return vocab;
     }
 
-    private static List<string> ParseMerges(JsonObject model, Dictionary<string, int> vocab, string source)
+    private static List<string> ParseMerges(JsonObject model, Dictionary<string, int> vocab, int prefixLength, string source)
     {
         if (model["merges"] is not JsonArray mergesNode)
             throw new InvalidDataException($"{source}: 'model.merges' is missing or not an array.");
@@ -106,7 +109,8 @@ internal sealed class HfTokenizerJson
             if (pair.Length != 2 || pair[0].Length == 0 || pair[1].Length == 0 || pair.Any(p => p.Contains(' ')))
                 throw new InvalidDataException(
                     $"{source}: 'model.merges[{i}]' must be \"left right\" or [\"left\", \"right\"] with non-empty parts without spaces, found {node?.ToJsonString() ?? "null"}.");
-            foreach (string token in pair.Append(pair[0] + pair[1]))
+            // The merged token drops the right part's continuing-subword prefix, as Hugging Face builds it.
+            foreach (string token in pair.Append(pair[0] + pair[1][Math.Min(prefixLength, pair[1].Length)..]))
                 if (!vocab.ContainsKey(token))
                     throw new InvalidDataException($"{source}: 'model.merges[{i}]' ({pair[0]} {pair[1]}) refers to '{token}', which is not in the vocabulary.");
             merges.Add(pair[0] + " " + pair[1]);
@@ -134,7 +138,10 @@ internal sealed class HfTokenizerJson
             if (byId.TryGetValue(id, out string? other) && other != content)
                 throw new InvalidDataException($"{source}: added token '{content}' reuses id {id} of '{other}'.");
             byId[id] = content;
-            added.Add(new HfAddedToken(id, content, JsonFile.OptionalBool(o, "special", false, source)));
+            bool special = JsonFile.OptionalBool(o, "special", false, source);
+            added.Add(new HfAddedToken(id, content, special,
+                JsonFile.OptionalBool(o, "single_word", false, source), JsonFile.OptionalBool(o, "lstrip", false, source),
+                JsonFile.OptionalBool(o, "rstrip", false, source), JsonFile.OptionalBool(o, "normalized", !special, source)));
         }
         return added;
     }

@@ -1,27 +1,28 @@
 using Microsoft.ML.Orpo.Modeling;
-using Microsoft.ML.Tokenizers;
 
 namespace Microsoft.ML.Orpo.Tokenization;
 
 /// <summary>
-/// The tokenizer of a language model: a SentencePiece <c>tokenizer.model</c> or a Hugging Face byte-level BPE
-/// <c>tokenizer.json</c>, run by Microsoft.ML.Tokenizers. <see cref="Encode"/> never adds BOS/EOS; callers add
+/// The tokenizer of a language model: a SentencePiece <c>tokenizer.model</c> (run by Microsoft.ML.Tokenizers) or a
+/// Hugging Face BPE <c>tokenizer.json</c>, byte-level or SentencePiece-style (run by this library, exactly as
+/// Hugging Face's tokenizers runs it). <see cref="Encode"/> never adds BOS/EOS; callers add
 /// <see cref="BosId"/> / <see cref="EosId"/> where the training or generation convention wants them.
 /// </summary>
 public sealed class OrpoTokenizer
 {
     /// <summary>The <see cref="Kind"/> of a SentencePiece tokenizer.</summary>
     public const string SentencePieceKind = "sentencepiece";
-    /// <summary>The <see cref="Kind"/> of a Hugging Face byte-level BPE tokenizer.</summary>
+    /// <summary>The <see cref="Kind"/> of a Hugging Face BPE <c>tokenizer.json</c> tokenizer.</summary>
     public const string BpeKind = "bpe";
 
     private readonly HashSet<int> _skippedOnDecode;
     private readonly Func<IEnumerable<int>, string> _decode;
+    private readonly Func<string, IReadOnlyList<int>> _encode;
 
-    internal OrpoTokenizer(Tokenizer inner, string kind, IReadOnlyDictionary<string, byte[]> files, int vocabularySize,
+    internal OrpoTokenizer(Func<string, IReadOnlyList<int>> encode, string kind, IReadOnlyDictionary<string, byte[]> files, int vocabularySize,
         SpecialTokenIds ids, IEnumerable<int> controlIds, Func<IEnumerable<int>, string> decode)
     {
-        Inner = inner;
+        _encode = encode;
         Kind = kind;
         Files = files;
         VocabularySize = vocabularySize;
@@ -54,16 +55,13 @@ public sealed class OrpoTokenizer
     /// </summary>
     public IReadOnlyDictionary<string, byte[]> Files { get; }
 
-    /// <summary>The Microsoft.ML.Tokenizers tokenizer doing the work.</summary>
-    internal Tokenizer Inner { get; }
-
     /// <summary>Encodes plain text to ids; never adds BOS/EOS. Added tokens written literally in the text of a
     /// <c>tokenizer.json</c> map to their ids; a SentencePiece model treats text such as "&lt;s&gt;" as ordinary characters.</summary>
     /// <param name="text">The text.</param>
     public IReadOnlyList<int> Encode(string text)
     {
         ArgumentNullException.ThrowIfNull(text);
-        return text.Length == 0 ? Array.Empty<int>() : Inner.EncodeToIds(text);
+        return text.Length == 0 ? Array.Empty<int>() : _encode(text);
     }
 
     /// <summary>Whether <see cref="Decode"/> leaves this id out (BOS, EOS, padding, control tokens).</summary>

@@ -1,7 +1,8 @@
 namespace Microsoft.ML.Orpo.Tokenization;
 
-/// <summary>The special-token strings a Hugging Face <c>tokenizer_config.json</c> declares.</summary>
-internal sealed record TokenizerConfigJson(string? BosToken, string? EosToken, string? PadToken)
+/// <summary>The special-token strings a Hugging Face <c>tokenizer_config.json</c> declares, and whether special tokens
+/// written in text are encoded as plain text (<c>split_special_tokens</c>).</summary>
+internal sealed record TokenizerConfigJson(string? BosToken, string? EosToken, string? PadToken, bool SplitSpecialTokens = false)
 {
     public static readonly TokenizerConfigJson Empty = new(null, null, null);
 
@@ -11,6 +12,7 @@ internal sealed record TokenizerConfigJson(string? BosToken, string? EosToken, s
         return new TokenizerConfigJson(
             JsonFile.TokenContent(root, "bos_token", source),
             JsonFile.TokenContent(root, "eos_token", source),
-            JsonFile.TokenContent(root, "pad_token", source));
+            JsonFile.TokenContent(root, "pad_token", source),
+            JsonFile.OptionalBool(root, "split_special_tokens", false, source));
     }
 }

@@ -3,7 +3,8 @@ using Microsoft.ML.Tokenizers;
 
 namespace Microsoft.ML.Orpo.Tokenization;
 
-/// <summary>Builds an <see cref="OrpoTokenizer"/> from its files through Microsoft.ML.Tokenizers.</summary>
+/// <summary>Builds an <see cref="OrpoTokenizer"/> from its files: a SentencePiece model through Microsoft.ML.Tokenizers,
+/// a <c>tokenizer.json</c> BPE through <see cref="HfTokenizer"/> (Microsoft.ML.Tokenizers has no loader for it).</summary>
 internal static class TokenizerFactory
 {
     public static OrpoTokenizer Create(
@@ -27,7 +28,7 @@ internal static class TokenizerFactory
         if (files.TryGetValue(TokenizerFiles.TokenizerJson, out byte[]? json))
         {
             kept[TokenizerFiles.TokenizerJson] = json;
-            return ByteLevelBpe(json, Source(TokenizerFiles.TokenizerJson), tokenizerConfig,
+            return HuggingFaceBpe(json, Source(TokenizerFiles.TokenizerJson), tokenizerConfig,
                 Source(TokenizerFiles.TokenizerConfig), config, kept);
         }
         throw new ArgumentException(
@@ -53,48 +54,23 @@ internal static class TokenizerFactory
         var ids = SpecialTokenIds.Resolve(tokenizerConfig, tokenizerConfigSource,
             new SpecialTokenIds(info.BosId, info.EosId, info.PadId), config, t => Lookup(inner, t), vocabularySize);
         // Decoding without special tokens drops BOS/EOS/unknown in the library; control pieces (e.g. <pad>) are dropped here.
-        return new OrpoTokenizer(inner, OrpoTokenizer.SentencePieceKind, files, vocabularySize, ids, info.ControlIds,
+        return new OrpoTokenizer(text => inner.EncodeToIds(text), OrpoTokenizer.SentencePieceKind, files, vocabularySize, ids, info.ControlIds,
             kept => inner.Decode(kept, considerSpecialTokens: false));
     }
 
-    private static OrpoTokenizer ByteLevelBpe(byte[] json, string source, TokenizerConfigJson tokenizerConfig,
+    private static OrpoTokenizer HuggingFaceBpe(byte[] json, string source, TokenizerConfigJson tokenizerConfig,
         string tokenizerConfigSource, LlamaConfig? config, Dictionary<string, byte[]> files)
     {
         HfTokenizerJson parsed = HfTokenizerJson.Parse(json, source);
-        var added = parsed.AddedTokens.ToDictionary(t => t.Content, t => t.Id, StringComparer.Ordinal);
+        var tokenizer = new HfTokenizer(parsed, tokenizerConfig.SplitSpecialTokens);
         var vocabulary = new Dictionary<string, int>(parsed.Vocabulary, StringComparer.Ordinal);
-        foreach (var (content, id) in added) vocabulary[content] = id;
-
-        BpeTokenizer inner;
-        try
-        {
-            // Every added token (special or not) is matched literally in text, as Hugging Face does; the library
-            // calls them all "special tokens".
-            inner = BpeTokenizer.Create(new BpeOptions(vocabulary)
-            {
-                Merges = parsed.Merges,
-                ByteLevel = true,
-                SpecialTokens = added.Count == 0 ? null : added,
-                PreTokenizer = new SplitPreTokenizer(parsed.Splits, added.Keys),
-                Normalizer = parsed.Normalizers.Count == 0 ? null : new TextNormalizer(parsed.Normalizers),
-                UnknownToken = parsed.UnknownToken,
-                ContinuingSubwordPrefix = parsed.ContinuingSubwordPrefix,
-                EndOfWordSuffix = parsed.EndOfWordSuffix,
-                FuseUnknownTokens = parsed.FuseUnknownTokens,
-            });
-        }
-        catch (Exception e) when (e is not OutOfMemoryException)
-        {
-            throw new InvalidDataException($"{source}: Microsoft.ML.Tokenizers could not build the BPE model ({e.Message}).", e);
-        }
+        foreach (var t in parsed.AddedTokens) vocabulary[t.Content] = t.Id;
 
         int vocabularySize = vocabulary.Values.Max() + 1;
         var ids = SpecialTokenIds.Resolve(tokenizerConfig, tokenizerConfigSource, new SpecialTokenIds(null, null, null), config,
             t => vocabulary.TryGetValue(t, out int id) ? id : null, vocabularySize);
         var control = parsed.AddedTokens.Where(t => t.Special).Select(t => t.Id);
-        // Non-special added tokens are "special" to the library, so it must not drop them; the special ones are dropped here.
-        return new OrpoTokenizer(inner, OrpoTokenizer.BpeKind, files, vocabularySize, ids, control,
-            kept => inner.Decode(kept, considerSpecialTokens: true));
+        return new OrpoTokenizer(tokenizer.Encode, OrpoTokenizer.BpeKind, files, vocabularySize, ids, control, tokenizer.Decode);
     }
 
     private static int? Lookup(SentencePieceTokenizer tokenizer, string token) =>

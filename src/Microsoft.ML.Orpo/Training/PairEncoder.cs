@@ -78,7 +78,7 @@ internal sealed class PairEncoder
     /// <summary>Encodes and truncates one pair; returns null (with the reason) when the pair cannot be trained on.</summary>
     public EncodedPair? Encode(string prompt, string chosen, string rejected, out PairOutcome outcome)
     {
-        if (string.IsNullOrWhiteSpace(chosen) || string.IsNullOrWhiteSpace(rejected))
+        if (string.IsNullOrEmpty(chosen) || string.IsNullOrEmpty(rejected))
         {
             outcome = PairOutcome.SkippedEmptyResponse;
             return null;

@@ -90,24 +90,39 @@ public sealed class TokenizerErrorTests
         StringAssert.Contains(e.Message, "'zz'");
     }
 
+    // Each component or option value the library cannot reproduce exactly is refused, naming it.
     [TestMethod]
-    [DataRow("""{"type": "Metaspace", "replacement": "▁"}""")]
-    [DataRow("""{"type": "ByteLevel", "add_prefix_space": true}""")]
-    [DataRow("""{"type": "Split", "pattern": {"Regex": "\\s"}, "behavior": "Removed"}""")]
-    public void UnsupportedPreTokenizersAreRefused(string preTokenizer)
+    [DataRow("model", """{"type": "Unigram", "vocab": [["a", 0.0]]}""", "'Unigram'")]
+    [DataRow("model", """{"type": "WordPiece", "vocab": {"a": 0}}""", "'WordPiece'")]
+    [DataRow("model", """{"type": "WordLevel", "vocab": {"a": 0}}""", "'WordLevel'")]
+    [DataRow("pre_tokenizer", """{"type": "BertPreTokenizer"}""", "'BertPreTokenizer'")]
+    [DataRow("pre_tokenizer", """{"type": "UnicodeScripts"}""", "'UnicodeScripts'")]
+    [DataRow("pre_tokenizer", """{"type": "Sequence", "pretokenizers": [{"type": "FixedLength", "length": 5}]}""", "'FixedLength'")]
+    [DataRow("pre_tokenizer", """{"type": "Split", "pattern": {"Regex": "\\s"}, "behavior": "Sideways"}""", "'Sideways'")]
+    [DataRow("pre_tokenizer", """{"type": "Split", "pattern": {"Regex": "(?<"}, "behavior": "Isolated"}""", "pattern")]
+    [DataRow("pre_tokenizer", """{"type": "Metaspace", "replacement": "▁", "prepend_scheme": "sometimes"}""", "'sometimes'")]
+    [DataRow("normalizer", """{"type": "Precompiled", "precompiled_charsmap": "AAAA"}""", "'Precompiled'")]
+    [DataRow("normalizer", """{"type": "BertNormalizer"}""", "'BertNormalizer'")]
+    [DataRow("normalizer", """{"type": "Sequence", "normalizers": [{"type": "Nmt"}]}""", "'Nmt'")]
+    [DataRow("decoder", """{"type": "WordPiece", "prefix": "##"}""", "'WordPiece'")]
+    [DataRow("decoder", """{"type": "CTC"}""", "'CTC'")]
+    public void UnsupportedComponentsAreRefusedNamingThem(string section, string component, string named)
     {
-        var bytes = new Dictionary<string, byte[]> { ["tokenizer.json"] = ByteLevelBpeTokenizerTests.Bytes(TinyBpe.Json(JsonNode.Parse(preTokenizer))) };
+        JsonObject root = TinyBpe.Json();
+        root[section] = JsonNode.Parse(component);
+        var bytes = new Dictionary<string, byte[]> { ["tokenizer.json"] = ByteLevelBpeTokenizerTests.Bytes(root) };
         var e = Assert.ThrowsExactly<NotSupportedException>(() => OrpoTokenizer.FromFiles(bytes));
         StringAssert.StartsWith(e.Message, "tokenizer.json:");
+        StringAssert.Contains(e.Message, named);
     }
 
     [TestMethod]
-    public void NonBpeModelIsRefused()
+    public void BpeDropoutIsRefused()
     {
         JsonObject root = TinyBpe.Json();
-        root["model"]!["type"] = "WordPiece";
+        root["model"]!["dropout"] = 0.1;
         var bytes = new Dictionary<string, byte[]> { ["tokenizer.json"] = ByteLevelBpeTokenizerTests.Bytes(root) };
-        Assert.ThrowsExactly<NotSupportedException>(() => OrpoTokenizer.FromFiles(bytes));
+        StringAssert.Contains(Assert.ThrowsExactly<NotSupportedException>(() => OrpoTokenizer.FromFiles(bytes)).Message, "dropout");
     }
 
     [TestMethod]

@@ -46,8 +46,11 @@ public sealed class PairEncoderTests
     public void EmptyAndIdenticalResponsesAreSkippedWithTheirReason()
     {
         var encoder = new PairEncoder(Tokenizer, null, 64, 32);
-        Assert.IsNull(encoder.Encode("p", " ", "b", out var empty));
+        Assert.IsNull(encoder.Encode("p", "", "b", out var empty));
         Assert.AreEqual(PairOutcome.SkippedEmptyResponse, empty);
+        // Whitespace is text, with ids of its own.
+        Assert.IsNotNull(encoder.Encode("p", " ", "b", out var whitespace));
+        Assert.AreEqual(PairOutcome.Kept, whitespace);
         Assert.IsNull(encoder.Encode("p", "same", "same", out var identical));
         Assert.AreEqual(PairOutcome.SkippedIdenticalResponses, identical);
         var tight = new PairEncoder(Tokenizer, null, 6, 3);
