@@ -53,7 +53,7 @@ internal static partial class Filters
         },
         ["abs"] = (r, v, a, p) => NoArgs(a, "abs", p, v) switch
         {
-            long l => l == long.MinValue ? throw p.Error("Integer overflow in abs") : Math.Abs(l),
+            long l => l == long.MinValue ? throw p.Error("Integer overflow in abs") : (object)Math.Abs(l),
             double d => Math.Abs(d),
             bool b => b ? 1L : 0L,
             _ => throw p.Error($"bad operand type for abs(): '{Py.TypeName(v)}'"),
@@ -65,7 +65,7 @@ internal static partial class Filters
             double x = Py.ToDouble(v), scale = Math.Pow(10, b[0] is long prec ? prec : 0);
             return b[1] switch
             {
-                "common" => Math.Round(x * scale, MidpointRounding.AwayFromZero) / scale,
+                "common" => Math.Round(x, (int)Math.Clamp(b[0] is long digits ? digits : 0, 0, 15), MidpointRounding.ToEven),
                 "ceil" => Math.Ceiling(x * scale) / scale,
                 "floor" => Math.Floor(x * scale) / scale,
                 _ => throw p.Error("method must be common, ceil or floor"),

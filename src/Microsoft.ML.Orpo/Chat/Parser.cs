@@ -113,6 +113,8 @@ internal sealed class Parser
                     if (loopDepth == 0) throw t.Pos.Error($"'{t.Value}' outside of a loop");
                     Expect(TokenKind.BlockEnd);
                     return new LoopControlNode(t.Pos, t.Value == "break");
+                case "elif" or "else" or "endif" or "endfor" or "endset" or "endmacro" or "endfilter" or "endwith" or "endgeneration" or "endraw":
+                    throw t.Pos.Error($"Unexpected '{t.Value}': no block is open");
                 default:
                     throw t.Pos.Error(Unsupported.Contains(t.Value)
                         ? $"Unsupported construct '{{% {t.Value} %}}'"
