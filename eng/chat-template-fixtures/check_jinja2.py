@@ -49,24 +49,29 @@ env.filters["tojson"] = tojson
 env.globals["raise_exception"] = raise_exception
 env.globals["strftime_now"] = strftime_now
 
-templates = {}
-differences = 0
-for case in fixture["cases"]:
-    name = case["template"]
-    if name not in templates:
-        templates[name] = env.from_string((root / f"{name}.jinja").read_text(encoding="utf-8"))
-    tokens = {k: case[k] for k in ("bos_token", "eos_token") if k in case}
-    try:
-        actual = {"expected": templates[name].render(
-            messages=fixture["conversations"][case["conversation"]], tools=None, documents=None,
-            add_generation_prompt=case["add_generation_prompt"], **tokens)}
-    except TemplateError as e:
-        actual = {"error": str(e)}
-    wanted = {k: case[k] for k in ("expected", "error") if k in case}
-    if actual != wanted:
-        differences += 1
-        print(f"DIFFERS {name} / {case['conversation']} / add_generation_prompt={case['add_generation_prompt']}")
-        print(f"  @huggingface/jinja: {wanted!r}\n  jinja2:             {actual!r}")
+def main():
+    templates = {}
+    differences = 0
+    for case in fixture["cases"]:
+        name = case["template"]
+        if name not in templates:
+            templates[name] = env.from_string((root / f"{name}.jinja").read_text(encoding="utf-8"))
+        tokens = {k: case[k] for k in ("bos_token", "eos_token") if k in case}
+        try:
+            actual = {"expected": templates[name].render(
+                messages=fixture["conversations"][case["conversation"]], tools=None, documents=None,
+                add_generation_prompt=case["add_generation_prompt"], **tokens)}
+        except TemplateError as e:
+            actual = {"error": str(e)}
+        wanted = {k: case[k] for k in ("expected", "error") if k in case}
+        if actual != wanted:
+            differences += 1
+            print(f"DIFFERS {name} / {case['conversation']} / add_generation_prompt={case['add_generation_prompt']}")
+            print(f"  @huggingface/jinja: {wanted!r}\n  jinja2:             {actual!r}")
 
-print(f"jinja2 {jinja2.__version__}: {len(fixture['cases']) - differences} of {len(fixture['cases'])} renderings agree with {fixture['generator']}")
-sys.exit(1 if differences else 0)
+    print(f"jinja2 {jinja2.__version__}: {len(fixture['cases']) - differences} of {len(fixture['cases'])} renderings agree with {fixture['generator']}")
+    sys.exit(1 if differences else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -254,6 +254,11 @@ internal sealed class Lexer
                     for (int k = 0; k < 2 && pos < src.Length && src[pos] is >= '0' and <= '7'; k++) value = value * 8 + (src[pos++] - '0');
                     sb.Append((char)value);
                     break;
+                case > '\x7f':
+                    // Jinja escapes non-ASCII as \xNN, \uNNNN or \UNNNNNNNN before decoding: a backslash then 'é' is the text \xe9.
+                    int cp = char.IsHighSurrogate(e) && pos < src.Length && char.IsLowSurrogate(src[pos]) ? char.ConvertToUtf32(e, src[pos++]) : e;
+                    sb.Append('\\').Append(cp < 0x100 ? $"x{cp:x2}" : cp < 0x10000 ? $"u{cp:x4}" : $"U{cp:x8}");
+                    break;
                 default: sb.Append('\\').Append(e); break;
             }
         }

@@ -12,6 +12,9 @@ internal sealed class Parser
     private int index;
     private int depth;
     private int loopDepth;
+    // Inside an if statement (test and branches, not nested loop, macro or block bodies) an unknown filter or test
+    // fails only when evaluated, as in Jinja >= 3.0 ("soft" frames).
+    private bool soft;
 
     private Parser(List<Token> tokens, int maxDepth)
     {
@@ -83,6 +86,13 @@ internal sealed class Parser
         return body;
     }
 
+    /// <summary>The end of a tag that opens a body; Jinja allows a colon before it, for Python's sake.</summary>
+    private void BodyStart()
+    {
+        if (IsOp(":")) index++;
+        Expect(TokenKind.BlockEnd);
+    }
+
     private void EndTag()
     {
         if (Current.Kind == TokenKind.Name) index++; // Jinja allows a name after endmacro/endblock: ignore it
@@ -103,12 +113,12 @@ internal sealed class Parser
                 case "macro": return MacroDef(t.Pos);
                 case "filter":
                     var filters = FilterChain(null);
-                    Expect(TokenKind.BlockEnd);
-                    return new FilterBlockNode(t.Pos, filters, BodyUntil("endfilter"));
+                    BodyStart();
+                    return new FilterBlockNode(t.Pos, filters, Hard(() => BodyUntil("endfilter")));
                 case "with": return With(t.Pos);
                 case "generation":
-                    Expect(TokenKind.BlockEnd);
-                    return new ScopeNode(t.Pos, BodyUntil("endgeneration"));
+                    BodyStart();
+                    return new ScopeNode(t.Pos, Hard(() => BodyUntil("endgeneration")));
                 case "break" or "continue":
                     if (loopDepth == 0) throw t.Pos.Error($"'{t.Value}' outside of a loop");
                     Expect(TokenKind.BlockEnd);
@@ -126,17 +136,33 @@ internal sealed class Parser
 
     private IfNode If(Pos pos)
     {
+        bool outer = soft;
+        soft = true;
+        try { return IfBody(pos); }
+        finally { soft = outer; }
+    }
+
+    private List<Node> Hard(Func<List<Node>> body)
+    {
+        bool outer = soft;
+        soft = false;
+        try { return body(); }
+        finally { soft = outer; }
+    }
+
+    private IfNode IfBody(Pos pos)
+    {
         var branches = new List<(Expr, IReadOnlyList<Node>)>();
         var test = Expression();
         while (true)
         {
-            Expect(TokenKind.BlockEnd);
+            BodyStart();
             var (body, end) = Body("elif", "else", "endif");
             branches.Add((test, body));
             if (end!.Value == "elif") { test = Expression(); continue; }
             if (end.Value == "else")
             {
-                Expect(TokenKind.BlockEnd);
+                BodyStart();
                 return new IfNode(pos, branches, BodyUntil("endif"));
             }
             Expect(TokenKind.BlockEnd);
@@ -152,12 +178,19 @@ internal sealed class Parser
         Expr? filter = null;
         if (IsName("if")) { index++; filter = Expression(withCondition: false); }
         if (IsName("recursive")) throw Current.Pos.Error("Unsupported construct 'recursive' loop");
-        Expect(TokenKind.BlockEnd);
+        BodyStart();
         loopDepth++;
-        var (body, end) = Body("else", "endfor");
+        Token? end = null;
+        var body = Hard(() =>
+        {
+            var (nodes, endTag) = Body("else", "endfor");
+            end = endTag;
+            return nodes;
+        });
         loopDepth--;
-        Expect(TokenKind.BlockEnd);
-        var elseBody = end!.Value == "else" ? BodyUntil("endfor") : new List<Node>();
+        if (end!.Value == "else") BodyStart();
+        else Expect(TokenKind.BlockEnd);
+        var elseBody = end!.Value == "else" ? Hard(() => BodyUntil("endfor")) : new List<Node>();
         return new ForNode(pos, target, iterable, filter, body, elseBody);
     }
 
@@ -172,8 +205,8 @@ internal sealed class Parser
             return new SetNode(pos, target, value);
         }
         var filters = IsOp("|") ? FilterChain(null) : new List<FilterExpr>();
-        Expect(TokenKind.BlockEnd);
-        return new SetBlockNode(pos, target, filters, BodyUntil("endset"));
+        BodyStart();
+        return new SetBlockNode(pos, target, filters, Hard(() => BodyUntil("endset")));
     }
 
     private MacroNode MacroDef(Pos pos)
@@ -192,10 +225,10 @@ internal sealed class Parser
             parameters.Add((p, def));
         }
         index++;
-        Expect(TokenKind.BlockEnd);
+        BodyStart();
         int outerLoops = loopDepth;
         loopDepth = 0;
-        var body = BodyUntil("endmacro");
+        var body = Hard(() => BodyUntil("endmacro"));
         loopDepth = outerLoops;
         return new MacroNode(pos, name, parameters, body);
     }
@@ -203,15 +236,15 @@ internal sealed class Parser
     private WithNode With(Pos pos)
     {
         var assignments = new List<(Expr, Expr)>();
-        while (!(Current.Kind == TokenKind.BlockEnd))
+        while (Current.Kind != TokenKind.BlockEnd && !IsOp(":"))
         {
             if (assignments.Count > 0) Expect(TokenKind.Operator, ",");
             var target = AssignTarget(allowAttribute: false);
             Expect(TokenKind.Operator, "=");
             assignments.Add((target, Expression()));
         }
-        Expect(TokenKind.BlockEnd);
-        return new WithNode(pos, assignments, BodyUntil("endwith"));
+        BodyStart();
+        return new WithNode(pos, assignments, Hard(() => BodyUntil("endwith")));
     }
 
     private Expr AssignTarget(bool allowAttribute)
@@ -445,6 +478,7 @@ internal sealed class Parser
     {
         var pos = Current.Pos;
         Expr? start = null, stop = null, step = null;
+        if (IsOp("]")) return new TupleExpr(pos, Array.Empty<Expr>());
         if (!IsOp(":")) { start = TupleOrExpression(); if (!IsOp(":")) return start; }
         index++;
         if (!IsOp("]") && !IsOp(":")) stop = Expression();
@@ -504,7 +538,7 @@ internal sealed class Parser
             if (IsOp("|")) index++;
             var t = Expect(TokenKind.Name);
             string name = DottedName(t.Value);
-            if (!Filters.IsKnown(name)) throw t.Pos.Error($"Unsupported filter '{name}'");
+            if (!soft && !Filters.IsKnown(name)) throw t.Pos.Error($"Unsupported filter '{name}'");
             var (args, kwargs) = IsOp("(") ? ArgumentsAfterParen() : (new List<Expr>(), new List<(string, Expr)>());
             var f = new FilterExpr(t.Pos, chain.Count == 0 ? input : chain[^1], name, args, kwargs);
             chain.Add(f);
@@ -535,7 +569,7 @@ internal sealed class Parser
         if (IsName("not")) { index++; negated = true; }
         var t = Expect(TokenKind.Name);
         string name = DottedName(t.Value);
-        if (!Tests.IsKnown(name)) throw t.Pos.Error($"Unsupported test '{name}'");
+        if (!soft && !Tests.IsKnown(name)) throw t.Pos.Error($"Unsupported test '{name}'");
         var args = new List<Expr>();
         if (IsOp("("))
         {
