@@ -35,6 +35,13 @@ public sealed class GgufLlamaCppTests
     {
         using var model = OrpoTransformer.FromPretrained(new MLContext(seed: 1), TestAssets.Stories260KHf);
         AssertEqualInF32(model, "stories260K");
+        // eng/gguf-llamacpp-check.sh asks for the exports and our ids, to check them with node-llama-cpp.
+        if (Environment.GetEnvironmentVariable("ORPO_GGUF_EXPORT_DIR") is { Length: > 0 } folder)
+        {
+            foreach (var type in Enum.GetValues<GgufTensorType>())
+                model.SaveGguf(Path.Combine(folder, $"stories260K-{type.ToString().ToLowerInvariant()}.gguf"), type);
+            File.WriteAllText(Path.Combine(folder, "ours.txt"), string.Join(' ', LlamaCppGreedy.Ours(model, Tokens)));
+        }
     }
 
     [TestMethod]
