@@ -1,0 +1,50 @@
+using System.Text;
+using Microsoft.ML.Orpo.Checkpoints;
+using Microsoft.ML.Orpo.Checkpoints.Gguf;
+
+namespace Microsoft.ML.Orpo;
+
+public sealed partial class OrpoTransformer
+{
+    /// <summary>
+    /// Writes the model as a GGUF file for llama.cpp, Ollama and LM Studio (llama architecture, with the tokenizer, special
+    /// ids and chat template), and an Ollama <c>Modelfile</c> beside it (<c>name.Modelfile</c> for <c>name.gguf</c>).
+    /// </summary>
+    /// <param name="path">The GGUF file; replaced atomically if it exists.</param>
+    /// <param name="type">How matrices are stored; norms and other 1-D tensors are always F32.</param>
+    /// <exception cref="NotSupportedException">The model uses something llama.cpp's llama architecture or GGUF tokenizers
+    /// cannot express (a rope scaling, a tokenizer pre-tokenizer...); the message names it and no file is written.</exception>
+    public void SaveGguf(string path, GgufTensorType type = GgufTensorType.F16)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(path);
+        if (!Enum.IsDefined(type)) throw new ArgumentOutOfRangeException(nameof(type), type, "Unknown GGUF tensor type.");
+        using var lease = Acquire();
+        var m = model;
+        GgufLlamaMetadata.Validate(m.Config);
+        var tokenizer = GgufTokenizerMetadata.Build(m.Tokenizer, m.Config.VocabSize);
+
+        string fileName = Path.GetFileName(Path.GetFullPath(path));
+        string name = Path.GetFileNameWithoutExtension(fileName);
+        var writer = new GgufWriter();
+        GgufLlamaMetadata.Add(writer, m.Config, name, type);
+        tokenizer.AddTo(writer);
+        var weights = m.ExportWeights();
+        try
+        {
+            foreach (var tensor in GgufLlamaTensors.Map(m.Config, weights, type)) writer.AddTensor(tensor);
+        }
+        finally
+        {
+            foreach (var t in weights.Values) t.Dispose();
+        }
+
+        var stops = new List<string>();
+        foreach (int id in StopTokenIds(m).Order()) stops.Add(tokenizer.Tokens[id]);
+        stops.AddRange(settings.Generation.StopSequences);
+        string modelfile = OllamaModelfile.Create(fileName, settings.PromptTemplate, tokenizer.ChatTemplate, stops, settings.Generation);
+
+        AtomicFile.Write(path, writer.WriteTo);
+        AtomicFile.WriteAllBytes(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, name + ".Modelfile"),
+            Encoding.UTF8.GetBytes(modelfile));
+    }
+}
