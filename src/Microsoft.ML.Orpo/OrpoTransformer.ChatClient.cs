@@ -12,9 +12,9 @@ public sealed partial class OrpoTransformer
     /// conversation with the same options; <see cref="ChatOptions"/>' <c>Temperature</c>, <c>TopP</c>, <c>TopK</c>,
     /// <c>MaxOutputTokens</c>, <c>StopSequences</c> and <c>Seed</c> override <see cref="GenerationDefaults"/>, and
     /// options it cannot honour (tools, response formats, penalties, ...) throw <see cref="NotSupportedException"/>.
-    /// The conversation is rendered with the model's chat template where it has one; otherwise its texts are joined
-    /// by newlines into one prompt (<see cref="PromptTemplate"/> applied), so a single user message is exactly that
-    /// prompt. The client is stateless and thread-safe; disposing it does not dispose this transformer.
+    /// The conversation is rendered with the model's chat template where it has one (<see cref="ApplyChatTemplate"/>,
+    /// encoded as rendered: the template replaces <see cref="PromptTemplate"/>); otherwise its texts are joined by
+    /// newlines into one prompt (<see cref="PromptTemplate"/> applied), so a single user message is exactly that prompt. The client is stateless and thread-safe; disposing it does not dispose this transformer.
     /// </summary>
     public IChatClient AsIChatClient()
     {
@@ -25,8 +25,15 @@ public sealed partial class OrpoTransformer
     /// <summary>How the chat client names this model (<c>ChatResponse.ModelId</c>, <c>ChatClientMetadata</c>).</summary>
     internal string ModelId => $"orpo-{Model.Config.Architecture.ToString().ToLowerInvariant()}-{Model.Config.NumHiddenLayers}x{Model.Config.HiddenSize}";
 
-    /// <summary>The prompt a conversation (ending with a user turn) becomes.</summary>
-    internal string ChatPrompt(IReadOnlyList<ChatMessage> turns) => string.Join("\n", turns.Select(t => t.Text));
+    /// <summary>
+    /// The prompt a conversation (ending with a user turn) becomes: the chat template's rendering with the generation
+    /// prompt, encoded as it stands (<paramref name="turns"/> are the template's messages, so no prompt template and no
+    /// second BOS), or without a template the texts joined by newlines, encoded as <see cref="Generate(string, GenerationOptions?)"/> encodes a prompt.
+    /// </summary>
+    internal (string Prompt, bool Rendered) ChatPrompt(IReadOnlyList<ChatMessage> turns) =>
+        ReadTokenizerConfig().ChatTemplates.ContainsKey("default")
+            ? (ApplyChatTemplate(turns, addGenerationPrompt: true), true)
+            : (string.Join("\n", turns.Select(t => t.Text)), false);
 
     /// <summary>The text of generated ids, as <see cref="Generate(string, GenerationOptions?)"/> decodes them.</summary>
     internal string TextOf(IReadOnlyList<int> ids) => Model.Tokenizer.Decode(ids);

@@ -74,16 +74,17 @@ public sealed partial class OrpoTransformer : IDisposable
     /// <summary>
     /// <see cref="Generate(IReadOnlyList{string}, GenerationOptions?)"/> with what a chat client needs beside the text:
     /// a callback after every token of a row (its generated ids so far), cancellation between tokens, token counts and
-    /// whether a row ran out of room (new-token limit or context) rather than stopping.
+    /// whether a row ran out of room (new-token limit or context) rather than stopping. With <c>rendered</c> the prompts
+    /// are finished texts (a rendered chat template) and no prompt template is applied.
     /// </summary>
     internal GeneratedText[] GenerateCore(IReadOnlyList<string> prompts, GenerationOptions? options,
-        Action<int, IReadOnlyList<int>>? onToken, CancellationToken cancellationToken)
+        Action<int, IReadOnlyList<int>>? onToken, CancellationToken cancellationToken, bool rendered = false)
     {
         using var lease = Acquire();
         var m = model;
         options ??= settings.Generation;
         options.Validate();
-        var encoder = CreateEncoder(m);
+        var encoder = rendered ? CreateEncoder(m, template: null) : CreateEncoder(m);
         var ids = new List<IReadOnlyList<int>>(prompts.Count);
         for (int i = 0; i < prompts.Count; i++)
         {
@@ -188,8 +189,10 @@ public sealed partial class OrpoTransformer : IDisposable
         public void Dispose() => owner.EndCall();
     }
 
-    internal PairEncoder CreateEncoder(CausalLanguageModel m) =>
-        new(m.Tokenizer, settings.PromptTemplate, settings.MaxLength, settings.MaxPromptLength, settings.TruncateLongPrompts);
+    internal PairEncoder CreateEncoder(CausalLanguageModel m) => CreateEncoder(m, settings.PromptTemplate);
+
+    private PairEncoder CreateEncoder(CausalLanguageModel m, string? template) =>
+        new(m.Tokenizer, template, settings.MaxLength, settings.MaxPromptLength, settings.TruncateLongPrompts);
 
     private static HashSet<int> StopTokenIds(CausalLanguageModel m)
     {

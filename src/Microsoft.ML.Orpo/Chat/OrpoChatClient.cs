@@ -20,8 +20,8 @@ internal sealed class OrpoChatClient(OrpoTransformer model) : IChatClient
     public async Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null,
         CancellationToken cancellationToken = default)
     {
-        var (prompt, generation) = Prepare(messages, options);
-        var result = await Task.Run(() => model.GenerateCore([prompt], generation, onToken: null, cancellationToken)[0], cancellationToken)
+        var (prompt, rendered, generation) = Prepare(messages, options);
+        var result = await Task.Run(() => model.GenerateCore([prompt], generation, onToken: null, cancellationToken, rendered)[0], cancellationToken)
             .ConfigureAwait(false);
         return new ChatResponse(new ChatMessage(ChatRole.Assistant, result.Text))
         {
@@ -33,7 +33,7 @@ internal sealed class OrpoChatClient(OrpoTransformer model) : IChatClient
     public async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages,
         ChatOptions? options = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        var (prompt, generation) = Prepare(messages, options);
+        var (prompt, rendered, generation) = Prepare(messages, options);
         string responseId = NewId();
         var created = DateTimeOffset.UtcNow;
         ChatResponseUpdate Update(string? text) => new(ChatRole.Assistant, text)
@@ -50,7 +50,7 @@ internal sealed class OrpoChatClient(OrpoTransformer model) : IChatClient
             try
             {
                 var result = model.GenerateCore([prompt], generation,
-                    (_, ids) => { if (text.Advance(ids) is { } piece) channel.Writer.TryWrite(Update(piece)); }, stop.Token)[0];
+                    (_, ids) => { if (text.Advance(ids) is { } piece) channel.Writer.TryWrite(Update(piece)); }, stop.Token, rendered)[0];
                 if (text.Finish(result.Text) is { } rest) channel.Writer.TryWrite(Update(rest));
                 var last = Update(null);
                 last.FinishReason = FinishReason(result);
@@ -91,12 +91,13 @@ internal sealed class OrpoChatClient(OrpoTransformer model) : IChatClient
     {
     }
 
-    private (string Prompt, GenerationOptions Generation) Prepare(IEnumerable<ChatMessage> messages, ChatOptions? options)
+    private (string Prompt, bool Rendered, GenerationOptions Generation) Prepare(IEnumerable<ChatMessage> messages, ChatOptions? options)
     {
         if (options?.ModelId is { } id && id != model.ModelId)
             throw new NotSupportedException($"ChatOptions.ModelId is '{id}', but this client serves '{model.ModelId}' only.");
-        var turns = ChatRequest.Turns(messages, options);
-        return (model.ChatPrompt(turns), ChatRequest.Generation(options, model.GenerationDefaults));
+        var generation = ChatRequest.Generation(options, model.GenerationDefaults);
+        var (prompt, rendered) = model.ChatPrompt(ChatRequest.Turns(messages, options));
+        return (prompt, rendered, generation);
     }
 
     private static ChatFinishReason FinishReason(GeneratedText result) => result.OutOfRoom ? ChatFinishReason.Length : ChatFinishReason.Stop;

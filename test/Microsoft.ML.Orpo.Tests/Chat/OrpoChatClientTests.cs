@@ -143,6 +143,29 @@ public sealed class OrpoChatClientTests
     }
 
     [TestMethod]
+    public async Task AModelWithAChatTemplateIsAskedThroughIt()
+    {
+        string dir = TestAssets.NewTempDirectory("orpo-chat-client");
+        foreach (var file in Directory.GetFiles(TestAssets.Stories260KHf)) File.Copy(file, Path.Combine(dir, Path.GetFileName(file)));
+        File.WriteAllText(Path.Combine(dir, "tokenizer_config.json"), System.Text.Json.JsonSerializer.Serialize(new Dictionary<string, string>
+        {
+            ["bos_token"] = "<s>",
+            ["chat_template"] = "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'system' %}{{ m['content'] }}\n{% else %}{{ m['role'] }}: {{ m['content'] }}\n{% endif %}{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}",
+        }));
+        using var model = OrpoTransformer.FromPretrained(new MLContext(seed: 1), dir);
+        using var client = model.AsIChatClient();
+        ChatMessage[] conversation = [new(ChatRole.System, "A story."), new(ChatRole.User, "Once upon a time"), new(ChatRole.Assistant, " there was a cat."), new(ChatRole.User, "The cat")];
+        string rendered = model.ApplyChatTemplate(conversation);
+        Assert.AreEqual("<s>A story.\nuser: Once upon a time\nassistant:  there was a cat.\nuser: The cat\nassistant:", rendered);
+        var response = await client.GetResponseAsync(conversation, new ChatOptions { Temperature = 0, MaxOutputTokens = 20 });
+        Assert.AreEqual(model.Generate(rendered, new GenerationOptions { MaxNewTokens = 20 }), response.Text, "the rendering, with its one BOS");
+        Assert.AreEqual(model.Encode(rendered, "x", "y").PromptIds.Count, response.Usage!.InputTokenCount, "no second BOS before the rendered <s>");
+        var streamed = new System.Text.StringBuilder();
+        await foreach (var update in client.GetStreamingResponseAsync(conversation, new ChatOptions { Temperature = 0, MaxOutputTokens = 20 })) streamed.Append(update.Text);
+        Assert.AreEqual(response.Text, streamed.ToString());
+    }
+
+    [TestMethod]
     public void GetServiceDescribesTheClient()
     {
         using var client = Model.AsIChatClient();
