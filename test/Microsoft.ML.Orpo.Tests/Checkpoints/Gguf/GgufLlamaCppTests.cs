@@ -30,6 +30,25 @@ public sealed class GgufLlamaCppTests
         CollectionAssert.AreEqual(ours, theirs, $"{what}: llama.cpp's greedy ids differ from ours at token {LlamaCppGreedy.SharedPrefix(ours, theirs)}");
     }
 
+    /// <summary>
+    /// For models whose greedy path may pass a float32 near-tie (fine-tuned or random weights: two implementations sum
+    /// in different orders, and which kernel sums is CPU-dependent): equal up to the first difference, and there the
+    /// two choices must be a tie in our own logits (apart by at most 1e-3 of the largest logit), after at least
+    /// <paramref name="atLeast"/> equal tokens.
+    /// </summary>
+    private void AssertEqualUpToANearTieInF32(OrpoTransformer model, string what, int atLeast = 64)
+    {
+        var (ours, theirs, bytes) = Compare(model, GgufTensorType.F32);
+        int shared = LlamaCppGreedy.SharedPrefix(ours, theirs);
+        TestContext.WriteLine($"{what} F32 ({bytes} bytes): {shared}/{Tokens} tokens equal");
+        Assert.HasCount(Tokens, ours);
+        if (shared == Tokens) return;
+        Assert.IsGreaterThanOrEqualTo(atLeast, shared, $"{what}: llama.cpp's greedy ids differ from ours at token {shared}");
+        double gap = LlamaCppGreedy.LogitGap(model, ours.Take(shared).ToArray(), ours[shared], theirs[shared]);
+        TestContext.WriteLine($"{what}: at token {shared} ours {ours[shared]} vs llama.cpp's {theirs[shared]}, relative logit gap {gap:E2} in ours");
+        Assert.IsLessThan(1e-3, gap, $"{what}: llama.cpp's token {theirs[shared]} at {shared} is not a near-tie with ours ({ours[shared]})");
+    }
+
     [TestMethod]
     public void Stories260KInF32GeneratesOurGreedyTokensInLlamaCpp()
     {
@@ -71,7 +90,7 @@ public sealed class GgufLlamaCppTests
         Assert.HasCount(4, model.TrainingHistory);
         using var baseModel = OrpoTransformer.FromPretrained(ml, TestAssets.Stories260KHf);
         CollectionAssert.AreNotEqual(LlamaCppGreedy.Ours(baseModel, Tokens), LlamaCppGreedy.Ours(model, Tokens), "training changed the model");
-        AssertEqualInF32(model, "fine-tuned stories260K");
+        AssertEqualUpToANearTieInF32(model, "fine-tuned stories260K");
     }
 
     [TestMethod]
@@ -89,7 +108,7 @@ public sealed class GgufLlamaCppTests
         foreach (var (what, change) in variants)
         {
             using var model = StoriesVariant(change);
-            AssertEqualInF32(model, what);
+            AssertEqualUpToANearTieInF32(model, what);
         }
     }
 

@@ -1,4 +1,5 @@
 using LLama;
+using TorchSharp;
 using LLama.Common;
 using LLama.Native;
 using Microsoft.ML.Orpo.Generation;
@@ -46,6 +47,17 @@ internal static class LlamaCppGreedy
         int bos = m.Tokenizer.BosId ?? throw new InvalidOperationException("No BOS token.");
         var options = new GenerationOptions { MaxNewTokens = count, Temperature = 0 };
         return TextGenerator.Generate(m.Network, [new[] { bos }], options, new HashSet<int>())[0].ToArray();
+    }
+
+    /// <summary>|logit(a) - logit(b)| in this library's logits after BOS + <paramref name="generated"/>, relative to the largest |logit|.</summary>
+    public static double LogitGap(OrpoTransformer model, int[] generated, int a, int b)
+    {
+        var m = model.Model;
+        using var scope = TorchSharp.torch.NewDisposeScope();
+        using var noGrad = TorchSharp.torch.no_grad();
+        long[] ids = [m.Tokenizer.BosId!.Value, .. generated.Select(i => (long)i)];
+        var last = m.Network.Forward(TorchSharp.torch.tensor(ids).unsqueeze(0))[0, -1];
+        return Math.Abs(last[a].ToDouble() - last[b].ToDouble()) / last.abs().max().ToDouble();
     }
 
     /// <summary>How many leading ids two sequences share.</summary>
