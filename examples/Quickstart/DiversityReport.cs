@@ -11,6 +11,9 @@ namespace Quickstart;
 /// </summary>
 internal static class DiversityReport
 {
+    // Three sampling seeds, so the table shows how much of a difference is sampling noise.
+    private static readonly int[] Seeds = [0, 100, 200];
+
     public static void Print(OrpoTransformer baseModel, OrpoTransformer tuned, IReadOnlyList<string> prompts)
     {
         var c = CultureInfo.InvariantCulture;
@@ -18,14 +21,23 @@ internal static class DiversityReport
         var defaults = new OrpoDiversityOptions();
         Console.WriteLine();
         Console.WriteLine($"Diversity (paper Table 4 shape): {prompts.Count} held-out prompts, {defaults.SamplesPerPrompt} samples each, " +
-                          $"temperature {defaults.Generation.Temperature.ToString(c)}, {defaults.Generation.MaxNewTokens} new tokens; mean pairwise cosine, lower = more diverse");
-        Console.WriteLine($"  {"model",-8}{"embedding",-24}{"PID",8}{"AID",8}");
+                          $"temperature {defaults.Generation.Temperature.ToString(c)}, {defaults.Generation.MaxNewTokens} new tokens, seeds {string.Join("/", Seeds)}");
+        Console.WriteLine("  mean pairwise cosine (lower = more diverse), mean over the seeds [min, max]");
+        Console.WriteLine($"  {"model",-8}{"embedding",-20}{"PID",-26}AID");
+        string Cell(IReadOnlyList<double> v) =>
+            $"{v.Average().ToString("F4", c)} [{v.Min().ToString("F4", c)}, {v.Max().ToString("F4", c)}]";
         foreach (var (name, model) in new[] { ("base", baseModel), ("ORPO", tuned) })
         {
-            var withMiniLm = model.EvaluateDiversity(prompts, new OrpoDiversityOptions().WithMiniLm(miniLm));
-            var withHidden = model.EvaluateDiversity(prompts);
-            Console.WriteLine($"  {name,-8}{"all-MiniLM-L6-v2",-24}{withMiniLm.PerInputDiversity.ToString("F4", c),8}{withMiniLm.AcrossInputDiversity.ToString("F4", c),8}");
-            Console.WriteLine($"  {name,-8}{"own hidden states",-24}{withHidden.PerInputDiversity.ToString("F4", c),8}{withHidden.AcrossInputDiversity.ToString("F4", c),8}");
+            foreach (var (embedding, embed) in new[] { ("all-MiniLM-L6-v2", (Func<IReadOnlyList<string>, float[][]>)miniLm.Embed), ("own hidden states", model.HiddenStateEmbedding()) })
+            {
+                var runs = Seeds.Select(seed =>
+                {
+                    var options = new OrpoDiversityOptions { Embedding = embed };
+                    options.Generation.Seed = seed;
+                    return model.EvaluateDiversity(prompts, options);
+                }).ToList();
+                Console.WriteLine($"  {name,-8}{embedding,-20}{Cell(runs.Select(r => r.PerInputDiversity).ToList()),-26}{Cell(runs.Select(r => r.AcrossInputDiversity).ToList())}");
+            }
         }
     }
 }
