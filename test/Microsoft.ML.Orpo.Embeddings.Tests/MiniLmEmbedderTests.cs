@@ -88,6 +88,14 @@ public sealed class MiniLmEmbedderTests
     }
 
     [TestMethod]
+    public void AWordOfMoreThan100CharactersIsUnknownAsInBert()
+    {
+        CollectionAssert.AreEqual(new[] { 101, 100, 102 }, _embedder.Tokenize(new string('a', 101)).ToArray());
+        var hundred = _embedder.Tokenize(new string('a', 100));
+        Assert.IsTrue(hundred.Count > 3 && !hundred.Contains(100), "100 characters are still split into word pieces");
+    }
+
+    [TestMethod]
     public void DisposedEmbedderRefusesWork()
     {
         var embedder = MiniLmEmbedder.Create();
