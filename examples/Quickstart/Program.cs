@@ -82,6 +82,11 @@ Console.WriteLine($"  {history.Count} steps in {fitClock.Elapsed.TotalSeconds:F1
 
 var after = ModelSnapshot.Take(model, heldOut, prompts);
 BeforeAfterReport.Print(before, after, prompts);
+if (a.Diversity)
+{
+    using var baseModel = OrpoTransformer.FromPretrained(ml, options);
+    DiversityReport.Print(baseModel, model, Rows.Prompts(ml, heldOut).Distinct().ToArray());
+}
 
 string output = Path.GetFullPath(a.OutputDirectory);
 Directory.CreateDirectory(output);

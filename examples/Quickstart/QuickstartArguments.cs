@@ -16,6 +16,7 @@ internal sealed class QuickstartArguments
     public string? Template { get; private set; }
     public string? MakeDataDirectory { get; private set; }
     public bool Help { get; private set; }
+    public bool Diversity { get; private set; }
 
     /// <summary>CPU threads for libtorch; null: 1 for the bundled tiny model (fastest, and robust on a busy machine), else libtorch's default.</summary>
     public int? Threads { get; private set; }
@@ -32,6 +33,7 @@ internal sealed class QuickstartArguments
           --template TEXT     prompt template with a {prompt} placeholder (default: none)
           --out DIR           output folder (default orpo-output under the current directory)
           --threads N         CPU threads for libtorch (default 1 for the bundled tiny model, else libtorch's default)
+          --diversity         also print PID/AID of the base and tuned model (all-MiniLM-L6-v2 and hidden-state embeddings)
           --make-data DIR     regenerate the bundled preference set into DIR and exit
         """;
 
@@ -54,6 +56,7 @@ internal sealed class QuickstartArguments
                 case "--template": a.Template = Value(); break;
                 case "--out": a.OutputDirectory = Value(); break;
                 case "--threads": a.Threads = int.Parse(Value(), CultureInfo.InvariantCulture); break;
+                case "--diversity": a.Diversity = true; break;
                 case "--make-data": a.MakeDataDirectory = Value(); break;
                 case "-h": case "--help": a.Help = true; break;
                 default: throw new ArgumentException($"Unknown option '{name}'.");
