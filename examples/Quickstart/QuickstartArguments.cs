@@ -15,6 +15,8 @@ internal sealed class QuickstartArguments
     public string OutputDirectory { get; private set; } = "orpo-output";
     public string? Template { get; private set; }
     public string? MakeDataDirectory { get; private set; }
+    public string? MakeChatDataDirectory { get; private set; }
+    public bool Chat { get; private set; }
     public bool Help { get; private set; }
 
     /// <summary>CPU threads for libtorch; null: 1 for the bundled tiny model (fastest, and robust on a busy machine), else libtorch's default.</summary>
@@ -32,7 +34,10 @@ internal sealed class QuickstartArguments
           --template TEXT     prompt template with a {prompt} placeholder (default: none)
           --out DIR           output folder (default orpo-output under the current directory)
           --threads N         CPU threads for libtorch (default 1 for the bundled tiny model, else libtorch's default)
+          --chat              chat mode: the conversational set (data/stories-chat-preferences) trained with a plain-text
+                              chat template; prints the share of held-out greedy generations that stop before and after
           --make-data DIR     regenerate the bundled preference set into DIR and exit
+          --make-chat-data DIR  regenerate the conversational preference set into DIR and exit
         """;
 
     public static QuickstartArguments Parse(string[] args)
@@ -55,6 +60,8 @@ internal sealed class QuickstartArguments
                 case "--out": a.OutputDirectory = Value(); break;
                 case "--threads": a.Threads = int.Parse(Value(), CultureInfo.InvariantCulture); break;
                 case "--make-data": a.MakeDataDirectory = Value(); break;
+                case "--make-chat-data": a.MakeChatDataDirectory = Value(); break;
+                case "--chat": a.Chat = true; break;
                 case "-h": case "--help": a.Help = true; break;
                 default: throw new ArgumentException($"Unknown option '{name}'.");
             }
