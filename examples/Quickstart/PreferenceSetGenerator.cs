@@ -105,11 +105,29 @@ internal static class PreferenceSetGenerator
         return (train.Count, heldOut.Count);
     }
 
-    private static void WriteJsonl(string path, IEnumerable<Pair> pairs)
+    /// <summary>
+    /// Writes the same pairs in TRL's conversational form (data/stories-chat-preferences): the prompt a one-message user
+    /// list, chosen and rejected one-message assistant lists (their content without the leading space, which the chat
+    /// template writes).
+    /// </summary>
+    public static (int Train, int HeldOut) WriteChat(string directory)
+    {
+        var (train, heldOut) = Create();
+        Directory.CreateDirectory(directory);
+        WriteJsonl(Path.Combine(directory, "train.jsonl"), train, chat: true);
+        WriteJsonl(Path.Combine(directory, "heldout.jsonl"), heldOut, chat: true);
+        return (train.Count, heldOut.Count);
+    }
+
+    private static object[] Turn(string role, string content) => [new { role, content }];
+
+    private static void WriteJsonl(string path, IEnumerable<Pair> pairs, bool chat = false)
     {
         var options = new JsonSerializerOptions { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
         using var writer = new StreamWriter(path, append: false, new System.Text.UTF8Encoding(false)) { NewLine = "\n" };
         foreach (var p in pairs)
-            writer.WriteLine(JsonSerializer.Serialize(new { kind = p.Kind, prompt = p.Prompt, chosen = p.Chosen, rejected = p.Rejected }, options));
+            writer.WriteLine(chat
+                ? JsonSerializer.Serialize(new { kind = p.Kind, prompt = Turn("user", p.Prompt), chosen = Turn("assistant", p.Chosen.TrimStart()), rejected = Turn("assistant", p.Rejected.TrimStart()) }, options)
+                : JsonSerializer.Serialize(new { kind = p.Kind, prompt = p.Prompt, chosen = p.Chosen, rejected = p.Rejected }, options));
     }
 }

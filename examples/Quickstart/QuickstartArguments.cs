@@ -15,6 +15,8 @@ internal sealed class QuickstartArguments
     public string OutputDirectory { get; private set; } = "orpo-output";
     public string? Template { get; private set; }
     public string? MakeDataDirectory { get; private set; }
+    public string? MakeChatDataDirectory { get; private set; }
+    public bool Chat { get; private set; }
     public bool Help { get; private set; }
     public bool Diversity { get; private set; }
 
@@ -34,7 +36,10 @@ internal sealed class QuickstartArguments
           --out DIR           output folder (default orpo-output under the current directory)
           --threads N         CPU threads for libtorch (default 1 for the bundled tiny model, else libtorch's default)
           --diversity         also print PID/AID of the base and tuned model (all-MiniLM-L6-v2 and hidden-state embeddings)
+          --chat              chat mode: the conversational set (data/stories-chat-preferences) trained with a plain-text
+                              chat template; prints the share of held-out greedy generations that stop before and after
           --make-data DIR     regenerate the bundled preference set into DIR and exit
+          --make-chat-data DIR  regenerate the conversational preference set into DIR and exit
         """;
 
     public static QuickstartArguments Parse(string[] args)
@@ -58,6 +63,8 @@ internal sealed class QuickstartArguments
                 case "--threads": a.Threads = int.Parse(Value(), CultureInfo.InvariantCulture); break;
                 case "--diversity": a.Diversity = true; break;
                 case "--make-data": a.MakeDataDirectory = Value(); break;
+                case "--make-chat-data": a.MakeChatDataDirectory = Value(); break;
+                case "--chat": a.Chat = true; break;
                 case "-h": case "--help": a.Help = true; break;
                 default: throw new ArgumentException($"Unknown option '{name}'.");
             }

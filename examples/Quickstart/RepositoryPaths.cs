@@ -8,6 +8,7 @@ internal static class RepositoryPaths
 
     public static string Stories260K => Path.Combine(Root, "models", "stories260K", "hf");
     public static string PreferenceSet => Path.Combine(Root, "data", "stories-preferences");
+    public static string ChatPreferenceSet => Path.Combine(Root, "data", "stories-chat-preferences");
 
     private static string Find()
     {

@@ -51,8 +51,8 @@ public sealed class OrpoEstimator : IEstimator<OrpoTransformer>
         var model = CausalLanguageModel.Load(options.BaseModelPath, options.TokenizerPath, options.Device);
         try
         {
-            var settings = TrainingSettings.Resolve(options, model.Config, host.Rand.Next());
-            var encoder = new PairEncoder(model.Tokenizer, settings.PromptTemplate, settings.MaxLength, settings.MaxPromptLength, settings.TruncateLongPrompts);
+            var settings = TrainingSettings.Resolve(options, model.Config, host.Rand.Next(), model.Tokenizer);
+            var encoder = PairEncoder.For(model.Tokenizer, settings);
             var train = PreferenceDataReader.Read(input, options, encoder, "training data", IsCanceled);
             foreach (string line in train.Describe()) channel.Warning(MessageSensitivity.None, line);
             if (train.Pairs.Count == 0)

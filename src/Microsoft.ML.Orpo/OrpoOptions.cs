@@ -30,6 +30,24 @@ public sealed class OrpoOptions
     /// </summary>
     public string? PromptTemplate { get; set; }
 
+    /// <summary>
+    /// Chat template (Jinja, as in a Hugging Face <c>tokenizer_config.json</c>) that formats prompts and responses in
+    /// training, <c>Generate</c>, <c>Transform</c> and the chat client alike. Null (the default): none, prompts are text
+    /// (with <see cref="PromptTemplate"/>). <see cref="ModelChatTemplate"/> (<c>"model"</c>): the model's own
+    /// <c>chat_template</c> (an error if it has none). Any other string: that template. With a template, a prompt cell
+    /// that holds a JSON message list (<c>[{"role": "user", "content": "..."}]</c>) is that conversation and plain text
+    /// is one user message; a response cell is a message list ending with the assistant turn, or plain text (the
+    /// assistant's content). The prompt is rendered with <c>add_generation_prompt</c>, a response as the rendering of
+    /// prompt + response with the prompt's rendering removed, encoded as rendered (special tokens in the text are
+    /// tokens), ending with the template's end-of-turn token (e.g. <c>&lt;|im_end|&gt;</c>; EOS where the template
+    /// writes none), at which generation also stops. The resolved template is saved with the model (zip, and
+    /// <c>tokenizer_config.json</c> of <c>SaveHuggingFace</c>). Setting it together with <see cref="PromptTemplate"/> is an error.
+    /// </summary>
+    public string? ChatTemplate { get; set; }
+
+    /// <summary>The <see cref="ChatTemplate"/> value that selects the model's own chat template.</summary>
+    public const string ModelChatTemplate = "model";
+
     /// <summary>Weight of the odds-ratio term (the paper's lambda; it recommends 0.1 to 0.25). Default 0.1.</summary>
     public double Lambda { get; set; } = 0.1;
 

@@ -1,5 +1,9 @@
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
 using Microsoft.Extensions.AI;
 using Microsoft.ML.Orpo.Chat;
+using Microsoft.ML.Orpo.Modeling;
 using Microsoft.ML.Orpo.Tokenization;
 
 namespace Microsoft.ML.Orpo;
@@ -7,10 +11,11 @@ namespace Microsoft.ML.Orpo;
 public sealed partial class OrpoTransformer
 {
     /// <summary>
-    /// Renders a conversation with the model's chat template (<c>chat_template</c> of its <c>tokenizer_config.json</c>)
-    /// exactly as transformers' <c>apply_chat_template(messages, tokenize=False, add_generation_prompt=...)</c> does,
-    /// with the file's <c>bos_token</c>, <c>eos_token</c> and <c>pad_token</c>, <c>strftime_now</c> on the local clock
-    /// and no tools or documents. Messages carry text only: each becomes <c>{"role", "content"}</c>.
+    /// Renders a conversation with the transformer's chat template (<see cref="ChatTemplate"/>, the one training used,
+    /// or else the model's own <c>chat_template</c> of its <c>tokenizer_config.json</c>) exactly as transformers'
+    /// <c>apply_chat_template(messages, tokenize=False, add_generation_prompt=...)</c> does, with the file's
+    /// <c>bos_token</c>, <c>eos_token</c> and <c>pad_token</c>, <c>strftime_now</c> on the local clock and no tools or
+    /// documents. Messages carry text only: each becomes <c>{"role", "content"}</c>.
     /// </summary>
     /// <param name="messages">The conversation.</param>
     /// <param name="addGenerationPrompt">Whether to end with the prompt that opens the assistant's reply.</param>
@@ -22,40 +27,38 @@ public sealed partial class OrpoTransformer
     public string ApplyChatTemplate(IEnumerable<ChatMessage> messages, bool addGenerationPrompt = true)
     {
         ArgumentNullException.ThrowIfNull(messages);
-        var conversation = new List<object?>();
+        var conversation = new List<Jsonl.ChatMessage>();
         foreach (var message in messages)
         {
             if (message is null) throw new ArgumentException("A message is null.", nameof(messages));
             var other = message.Contents.FirstOrDefault(c => c is not TextContent);
             if (other is not null)
                 throw new NotSupportedException($"Message {conversation.Count} holds {other.GetType().Name}; chat templates are rendered for text messages only.");
-            var item = new Dict { ["role"] = message.Role.Value, ["content"] = message.Text };
-            conversation.Add(item);
+            conversation.Add(new Jsonl.ChatMessage(message.Role.Value, message.Text));
         }
-
-        var config = ReadTokenizerConfig();
-        if (!config.ChatTemplates.TryGetValue("default", out string? source))
-            throw new InvalidOperationException(config.ChatTemplates.Count == 0
-                ? "This model has no chat template: its tokenizer_config.json has no 'chat_template' (or there is no tokenizer_config.json). Use a PromptTemplate, or a model that ships a chat template."
-                : $"This model has several chat templates ({string.Join(", ", config.ChatTemplates.Keys)}) and none named 'default'.");
-
-        var variables = new Dictionary<string, object?>(StringComparer.Ordinal)
-        {
-            ["messages"] = conversation,
-            ["add_generation_prompt"] = addGenerationPrompt,
-            ["tools"] = null,
-            ["documents"] = null,
-        };
-        foreach (var (name, value) in new[] { ("bos_token", config.BosToken), ("eos_token", config.EosToken), ("pad_token", config.PadToken) })
-            if (value is not null) variables[name] = value;
-        return ChatTemplate.Parse(source).Render(variables);
+        using var lease = Acquire();
+        var format = ChatFormatOf(model) ?? ModelChatFormat(model) ?? throw new InvalidOperationException(ModelTemplates(model).Count == 0
+            ? "This model has no chat template: its tokenizer_config.json has no 'chat_template' (or there is no tokenizer_config.json). Use a PromptTemplate, or a model that ships a chat template."
+            : $"This model has several chat templates ({string.Join(", ", ModelTemplates(model).Keys)}) and none named 'default'.");
+        return format.Render(conversation, addGenerationPrompt);
     }
 
-    private TokenizerConfigJson ReadTokenizerConfig()
+    /// <summary>The model's own default chat template, or null.</summary>
+    private ChatFormat? ModelChatFormat(CausalLanguageModel m) =>
+        ModelTemplates(m).TryGetValue("default", out string? source) ? ChatFormat.Create(source, m.Tokenizer) : null;
+
+    private static IReadOnlyDictionary<string, string> ModelTemplates(CausalLanguageModel m) => ChatFormat.TokenizerConfig(m.Tokenizer).ChatTemplates;
+
+    /// <summary>The tokenizer files, with <see cref="ChatTemplate"/> as the <c>chat_template</c> of <c>tokenizer_config.json</c>.</summary>
+    private IReadOnlyDictionary<string, byte[]> ExportedTokenizerFiles(CausalLanguageModel m)
     {
-        using var lease = Acquire();
-        return model.Tokenizer.Files.TryGetValue(TokenizerFiles.TokenizerConfig, out byte[]? bytes)
-            ? TokenizerConfigJson.Parse(bytes, TokenizerFiles.TokenizerConfig)
-            : TokenizerConfigJson.Empty;
+        if (settings.ChatTemplate is null) return m.Tokenizer.Files;
+        var files = new Dictionary<string, byte[]>(m.Tokenizer.Files, StringComparer.Ordinal);
+        var config = files.TryGetValue(TokenizerFiles.TokenizerConfig, out byte[]? bytes)
+            ? JsonNode.Parse(bytes) as JsonObject ?? new JsonObject()
+            : new JsonObject();
+        config["chat_template"] = settings.ChatTemplate;
+        files[TokenizerFiles.TokenizerConfig] = Encoding.UTF8.GetBytes(config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        return files;
     }
 }

@@ -12,7 +12,7 @@ public sealed partial class OrpoTransformer
     /// conversation with the same options; <see cref="ChatOptions"/>' <c>Temperature</c>, <c>TopP</c>, <c>TopK</c>,
     /// <c>MaxOutputTokens</c>, <c>StopSequences</c> and <c>Seed</c> override <see cref="GenerationDefaults"/>, and
     /// options it cannot honour (tools, response formats, penalties, ...) throw <see cref="NotSupportedException"/>.
-    /// The conversation is rendered with the model's chat template where it has one (<see cref="ApplyChatTemplate"/>,
+    /// The conversation is rendered with <see cref="ChatTemplate"/>, else the model's chat template where it has one (<see cref="ApplyChatTemplate"/>,
     /// encoded as rendered: the template replaces <see cref="PromptTemplate"/>); otherwise its texts are joined by
     /// newlines into one prompt (<see cref="PromptTemplate"/> applied), so a single user message is exactly that prompt. The client is stateless and thread-safe; disposing it does not dispose this transformer.
     /// </summary>
@@ -26,12 +26,13 @@ public sealed partial class OrpoTransformer
     internal string ModelId => $"orpo-{Model.Config.Architecture.ToString().ToLowerInvariant()}-{Model.Config.NumHiddenLayers}x{Model.Config.HiddenSize}";
 
     /// <summary>
-    /// The prompt a conversation (ending with a user turn) becomes: the chat template's rendering with the generation
-    /// prompt, encoded as it stands (<paramref name="turns"/> are the template's messages, so no prompt template and no
-    /// second BOS), or without a template the texts joined by newlines, encoded as <see cref="Generate(string, GenerationOptions?)"/> encodes a prompt.
+    /// The prompt a conversation (ending with a user turn) becomes: with a chat template (<see cref="ChatTemplate"/>, else
+    /// the model's own) its rendering with the generation prompt, encoded as it stands (<paramref name="turns"/> are the
+    /// template's messages, so no prompt template and no second BOS), or without one the texts joined by newlines,
+    /// encoded as <see cref="Generate(string, GenerationOptions?)"/> encodes a prompt.
     /// </summary>
     internal (string Prompt, bool Rendered) ChatPrompt(IReadOnlyList<ChatMessage> turns) =>
-        ReadTokenizerConfig().ChatTemplates.ContainsKey("default")
+        settings.ChatTemplate is not null || ModelTemplates(Model).ContainsKey("default")
             ? (ApplyChatTemplate(turns, addGenerationPrompt: true), true)
             : (string.Join("\n", turns.Select(t => t.Text)), false);
 

@@ -39,7 +39,7 @@ public sealed partial class OrpoTransformer
         }
 
         var stops = new List<string>();
-        foreach (int id in StopTokenIds(m).Order()) stops.Add(tokenizer.Tokens[id]);
+        foreach (int id in StopTokenIds(m, ChatFormatOf(m)).Order()) stops.Add(tokenizer.Tokens[id]);
         stops.AddRange(settings.Generation.StopSequences);
         string modelfile = OllamaModelfile.Create(fileName, settings.PromptTemplate, tokenizer.ChatTemplate, stops, settings.Generation);
 

@@ -12,7 +12,7 @@ public sealed partial class OrpoTransformer : ITransformer, IModelZipLoadable<Or
     static ModelZipFormat IModelZipLoadable<OrpoTransformer>.ZipFormat => ZipFormat;
 
     internal static ModelZipFormat ZipFormat { get; } = new("OrpoTransformer",
-        OrpoModelPayload.FormatVersion, OrpoModelPayload.FormatVersion, OrpoModelPayload.FormatVersion);
+        OrpoModelPayload.FormatVersion, OrpoModelPayload.FormatVersion, OrpoModelPayload.OldestReadableVersion);
 
     private TextGenerationMapping Mapping => mapping ??= new TextGenerationMapping(settings.PromptColumnName, settings.OutputColumnName,
         prompt => Generate(prompt, settings.Generation));

@@ -19,7 +19,7 @@ public sealed partial class OrpoTransformer
         var model = CausalLanguageModel.Load(options.BaseModelPath, options.TokenizerPath, options.Device);
         try
         {
-            var training = TrainingSettings.Resolve(options, model.Config, fallbackSeed: 0);
+            var training = TrainingSettings.Resolve(options, model.Config, fallbackSeed: 0, model.Tokenizer);
             return new OrpoTransformer(mlContext, model, TransformerSettings.From(options, training), Array.Empty<OrpoStepMetrics>());
         }
         catch

@@ -1,3 +1,4 @@
+using Microsoft.ML.Orpo.Chat;
 using Microsoft.ML.Orpo.Checkpoints;
 using Microsoft.ML.Orpo.Generation;
 using Microsoft.ML.Orpo.MlNet;
@@ -43,6 +44,10 @@ public sealed partial class OrpoTransformer : IDisposable
     /// <summary>The template applied to prompts, or null.</summary>
     public string? PromptTemplate => settings.PromptTemplate;
 
+    /// <summary>The chat template (its Jinja source) prompts and responses are rendered with, or null
+    /// (<see cref="OrpoOptions.ChatTemplate"/>).</summary>
+    public string? ChatTemplate => settings.ChatTemplate;
+
     /// <summary>A copy of the generation settings <c>Transform</c> uses.</summary>
     public GenerationOptions GenerationDefaults => settings.Generation.Clone();
 
@@ -61,7 +66,8 @@ public sealed partial class OrpoTransformer : IDisposable
         return new OrpoTransformer(mlContext, model, TransformerSettings.ForBaseModel(model.Config), Array.Empty<OrpoStepMetrics>());
     }
 
-    /// <summary>Generates a response to one prompt (the prompt template is applied; an empty prompt starts from BOS).</summary>
+    /// <summary>Generates a response to one prompt (the prompt template is applied; an empty prompt starts from BOS). With a
+    /// <see cref="ChatTemplate"/> the prompt is one user message, or a JSON message list, rendered with the generation prompt.</summary>
     public string Generate(string prompt, GenerationOptions? options = null) => Generate(new[] { prompt }, options)[0];
 
     /// <summary>Generates responses to several prompts in one left-padded batch.</summary>
@@ -84,12 +90,12 @@ public sealed partial class OrpoTransformer : IDisposable
         var m = model;
         options ??= settings.Generation;
         options.Validate();
-        var encoder = rendered ? CreateEncoder(m, template: null) : CreateEncoder(m);
+        var encoder = CreateEncoder(m);
         var ids = new List<IReadOnlyList<int>>(prompts.Count);
         for (int i = 0; i < prompts.Count; i++)
         {
             if (prompts[i] is null) throw new ArgumentException($"Prompt {i} is null.", nameof(prompts));
-            var promptIds = encoder.EncodePrompt(prompts[i]);
+            var promptIds = rendered ? encoder.EncodeText(prompts[i]) : EncodeGenerationPrompt(encoder, prompts[i], i);
             // A prompt that leaves no room in the context keeps its end when the model was set up to truncate.
             if (settings.TruncateLongPrompts && promptIds.Count >= m.Config.MaxPositionEmbeddings)
                 promptIds = encoder.KeepEnd(promptIds, settings.MaxPromptLength);
@@ -104,7 +110,7 @@ public sealed partial class OrpoTransformer : IDisposable
             onToken?.Invoke(row, generated);
             return matcher is not null && (stopped[row] = matcher.ShouldStop(generated));
         };
-        var generatedIds = TextGenerator.Generate(m.Network, ids, options, StopTokenIds(m), shouldStop, m.Tokenizer.VocabularySize);
+        var generatedIds = TextGenerator.Generate(m.Network, ids, options, StopTokenIds(m, encoder.Chat), shouldStop, m.Tokenizer.VocabularySize);
         int room = ids.Count == 0 ? 0 : Math.Min(options.MaxNewTokens, m.Config.MaxPositionEmbeddings - ids.Max(p => p.Count));
         return generatedIds.Select((g, i) => new GeneratedText(StopSequenceMatcher.Cut(m.Tokenizer.Decode(g), stops),
             ids[i].Count, g.Count, OutOfRoom: !stopped[i] && g.Count >= room)).ToArray();
@@ -117,7 +123,16 @@ public sealed partial class OrpoTransformer : IDisposable
         ArgumentNullException.ThrowIfNull(chosen);
         ArgumentNullException.ThrowIfNull(rejected);
         using var lease = Acquire();
-        var pair = CreateEncoder(model).Encode(prompt, chosen, rejected, out var outcome);
+        EncodedPair? pair;
+        PairOutcome outcome;
+        try
+        {
+            pair = CreateEncoder(model).Encode(prompt, chosen, rejected, out outcome);
+        }
+        catch (FormatException e)
+        {
+            throw new ArgumentException(e.Message, e);
+        }
         return pair ?? throw new ArgumentException(outcome switch
         {
             PairOutcome.SkippedEmptyResponse => "The chosen or rejected response is empty; ORPO skips such pairs.",
@@ -137,7 +152,7 @@ public sealed partial class OrpoTransformer : IDisposable
         var weights = m.ExportWeights();
         try
         {
-            HuggingFaceCheckpoint.Save(directory, m.Config, weights, m.Tokenizer.Files);
+            HuggingFaceCheckpoint.Save(directory, m.Config, weights, ExportedTokenizerFiles(m));
         }
         finally
         {
@@ -189,15 +204,33 @@ public sealed partial class OrpoTransformer : IDisposable
         public void Dispose() => owner.EndCall();
     }
 
-    internal PairEncoder CreateEncoder(CausalLanguageModel m) => CreateEncoder(m, settings.PromptTemplate);
+    private ChatFormat? chatFormat;
 
-    private PairEncoder CreateEncoder(CausalLanguageModel m, string? template) =>
-        new(m.Tokenizer, template, settings.MaxLength, settings.MaxPromptLength, settings.TruncateLongPrompts);
+    internal PairEncoder CreateEncoder(CausalLanguageModel m) =>
+        new(m.Tokenizer, settings.PromptTemplate, settings.MaxLength, settings.MaxPromptLength, settings.TruncateLongPrompts, ChatFormatOf(m));
 
-    private static HashSet<int> StopTokenIds(CausalLanguageModel m)
+    /// <summary>The configured chat template bound to the tokenizer, parsed once.</summary>
+    private ChatFormat? ChatFormatOf(CausalLanguageModel m) =>
+        settings.ChatTemplate is null ? null : chatFormat ??= ChatFormat.Create(settings.ChatTemplate, m.Tokenizer);
+
+    private List<int> EncodeGenerationPrompt(PairEncoder encoder, string prompt, int index)
+    {
+        try
+        {
+            return encoder.EncodePrompt(prompt);
+        }
+        catch (FormatException e)
+        {
+            throw new ArgumentException($"Prompt {index}: {e.Message}", "prompts", e);
+        }
+    }
+
+    /// <summary>The model's stop ids, and the chat template's end-of-turn token.</summary>
+    private static HashSet<int> StopTokenIds(CausalLanguageModel m, ChatFormat? chat)
     {
         var ids = new HashSet<int>(m.Config.EosTokenIds);
         if (m.Tokenizer.EosId is int eos) ids.Add(eos);
+        if (chat?.EndOfTurnId is int endOfTurn) ids.Add(endOfTurn);
         return ids;
     }
 

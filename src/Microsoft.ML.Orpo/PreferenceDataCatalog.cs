@@ -24,6 +24,10 @@ public static class PreferenceDataCatalog
     /// <para>A prompt made of system and user turns becomes their contents joined by a blank line (a single user turn
     /// is its content as is); a prompt with an earlier assistant turn is written as <c>"role: content"</c> turns joined
     /// by blank lines. Apply a chat format with <see cref="OrpoOptions.PromptTemplate"/>.</para>
+    /// <para>With <paramref name="keepMessages"/> a conversational row keeps its messages instead, as JSON message lists in
+    /// the text columns (the prompt's messages; the chosen and the rejected assistant turn, each as a one-message list),
+    /// the shape <see cref="OrpoOptions.ChatTemplate"/> renders; every message must then have the role system, user or
+    /// assistant and non-empty content. Rows of the string shape stay plain text either way.</para>
     /// <para>The whole file is read and validated now, so a malformed line fails here, not during training.</para>
     /// </remarks>
     /// <param name="catalog">The data catalog of an <see cref="MLContext"/>.</param>
@@ -31,12 +35,14 @@ public static class PreferenceDataCatalog
     /// <param name="promptColumnName">Name of the prompt text column.</param>
     /// <param name="chosenColumnName">Name of the preferred-response text column.</param>
     /// <param name="rejectedColumnName">Name of the dispreferred-response text column.</param>
+    /// <param name="keepMessages">Keep conversational rows as JSON message lists for <see cref="OrpoOptions.ChatTemplate"/>
+    /// (default false: joined into text).</param>
     /// <returns>A data view with the prompt, chosen and rejected text columns, one row per non-blank line.</returns>
     /// <exception cref="FileNotFoundException">The file does not exist.</exception>
     /// <exception cref="InvalidDataException">A line is not valid UTF-8 or JSON or not one of the shapes; the message
     /// names the file and the 1-based line number.</exception>
     public static IDataView LoadPreferenceJsonl(this DataOperationsCatalog catalog, string path,
-        string promptColumnName = "Prompt", string chosenColumnName = "Chosen", string rejectedColumnName = "Rejected")
+        string promptColumnName = "Prompt", string chosenColumnName = "Chosen", string rejectedColumnName = "Rejected", bool keepMessages = false)
     {
         ArgumentNullException.ThrowIfNull(catalog);
         ArgumentException.ThrowIfNullOrWhiteSpace(promptColumnName);
@@ -44,7 +50,7 @@ public static class PreferenceDataCatalog
         ArgumentException.ThrowIfNullOrWhiteSpace(rejectedColumnName);
         if (new[] { promptColumnName, chosenColumnName, rejectedColumnName }.Distinct(StringComparer.Ordinal).Count() != 3)
             throw new ArgumentException($"The prompt, chosen and rejected column names must differ; got '{promptColumnName}', '{chosenColumnName}', '{rejectedColumnName}'.");
-        var records = PreferenceJsonlReader.Read(path);
+        var records = PreferenceJsonlReader.Read(path, keepMessages);
         var schema = SchemaDefinition.Create(typeof(PreferenceRecord));
         // Look every column up before renaming any, so swapped names cannot find an already renamed column.
         var (prompt, chosen, rejected) = (schema[nameof(PreferenceRecord.Prompt)], schema[nameof(PreferenceRecord.Chosen)],

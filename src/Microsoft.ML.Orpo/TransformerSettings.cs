@@ -9,6 +9,8 @@ internal sealed record TransformerSettings
     public string PromptColumnName { get; init; } = "Prompt";
     public string OutputColumnName { get; init; } = "Response";
     public string? PromptTemplate { get; init; }
+    /// <summary>The chat template's source (resolved, never the "model" sentinel), or null.</summary>
+    public string? ChatTemplate { get; init; }
     public int MaxLength { get; init; }
     public int MaxPromptLength { get; init; }
     public bool TruncateLongPrompts { get; init; }
@@ -27,6 +29,7 @@ internal sealed record TransformerSettings
         PromptColumnName = options.PromptColumnName,
         OutputColumnName = options.OutputColumnName,
         PromptTemplate = options.PromptTemplate,
+        ChatTemplate = training.ChatTemplate,
         MaxLength = training.MaxLength,
         MaxPromptLength = training.MaxPromptLength,
         TruncateLongPrompts = training.TruncateLongPrompts,

@@ -56,6 +56,7 @@ public static class OrpoEvaluation
         MaxLength = settings.MaxLength,
         MaxPromptLength = settings.MaxPromptLength,
         PromptTemplate = settings.PromptTemplate,
+        ChatTemplate = settings.ChatTemplate,
     };
 
     /// <summary>

@@ -1,6 +1,7 @@
 using System.IO.Compression;
 using System.Text;
 using System.Text.Json;
+using Microsoft.ML.Orpo.Chat;
 
 namespace Microsoft.ML.Orpo.Jsonl;
 
@@ -14,7 +15,10 @@ internal static class PreferenceJsonlReader
 {
     private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
 
-    public static List<PreferenceRecord> Read(string path)
+    /// <param name="path">The file.</param>
+    /// <param name="keepMessages">Whether conversational rows keep their messages as JSON message lists (the shape a chat
+    /// template renders) instead of being joined into text.</param>
+    public static List<PreferenceRecord> Read(string path, bool keepMessages = false)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(path);
         if (!File.Exists(path)) throw new FileNotFoundException($"Preference file not found: {path}", path);
@@ -39,7 +43,7 @@ internal static class PreferenceJsonlReader
             if (string.IsNullOrWhiteSpace(text)) continue;
             try
             {
-                records.Add(Parse(text));
+                records.Add(Parse(text, keepMessages));
             }
             catch (Exception e) when (e is JsonException or FormatException or InvalidOperationException)
             {
@@ -86,7 +90,7 @@ internal static class PreferenceJsonlReader
         return read == 2 && magic[0] == 0x1f && magic[1] == 0x8b ? new GZipStream(file, CompressionMode.Decompress) : file;
     }
 
-    public static PreferenceRecord Parse(string line)
+    public static PreferenceRecord Parse(string line, bool keepMessages = false)
     {
         using var document = JsonDocument.Parse(line);
         var root = document.RootElement;
@@ -124,7 +128,16 @@ internal static class PreferenceJsonlReader
         var (rejectedContext, rejectedText) = ConversationText.Split(context.Concat(Messages(rejected.Value, rejectedName)).ToArray(), rejectedName);
         if (!chosenContext.SequenceEqual(rejectedContext))
             throw new FormatException($"the \"{chosenName}\" and \"{rejectedName}\" conversations differ before their last message; only the final assistant response may differ.");
-        return new PreferenceRecord { Prompt = ConversationText.Prompt(chosenContext), Chosen = chosenText, Rejected = rejectedText };
+        if (!keepMessages) return new PreferenceRecord { Prompt = ConversationText.Prompt(chosenContext), Chosen = chosenText, Rejected = rejectedText };
+        var kept = chosenContext.Append(new ChatMessage("assistant", chosenText)).Append(new ChatMessage("assistant", rejectedText)).ToArray();
+        for (int i = 0; i < kept.Length; i++)
+            ConversationCells.Validated(kept[i], i < kept.Length - 2 ? $"prompt message {i}" : i == kept.Length - 2 ? $"the \"{chosenName}\" response" : $"the \"{rejectedName}\" response");
+        return new PreferenceRecord
+        {
+            Prompt = ConversationCells.ToJson(chosenContext),
+            Chosen = ConversationCells.ToJson([new ChatMessage("assistant", chosenText)]),
+            Rejected = ConversationCells.ToJson([new ChatMessage("assistant", rejectedText)]),
+        };
     }
 
     private static JsonElement Required(JsonElement obj, string name)
@@ -151,22 +164,6 @@ internal static class PreferenceJsonlReader
     private static ChatMessage[] Messages(JsonElement list, string field)
     {
         if (list.ValueKind != JsonValueKind.Array) throw new FormatException($"\"{field}\" must be a message list, found {list.ValueKind}.");
-        var messages = new ChatMessage[list.GetArrayLength()];
-        int i = 0;
-        foreach (var item in list.EnumerateArray())
-        {
-            if (item.ValueKind != JsonValueKind.Object)
-                throw new FormatException($"\"{field}\"[{i}] must be an object with \"role\" and \"content\", found {item.ValueKind}.");
-            messages[i] = new ChatMessage(StringField(item, "role", field, i), StringField(item, "content", field, i));
-            i++;
-        }
-        return messages;
-    }
-
-    private static string StringField(JsonElement message, string name, string field, int index)
-    {
-        if (!message.TryGetProperty(name, out var value) || value.ValueKind != JsonValueKind.String)
-            throw new FormatException($"\"{field}\"[{index}] needs a string \"{name}\".");
-        return value.GetString()!;
+        return list.EnumerateArray().Select((item, i) => ConversationCells.Message(item, $"\"{field}\"[{i}]")).ToArray();
     }
 }

@@ -15,7 +15,11 @@ namespace Microsoft.ML.Orpo.MlNet;
 /// </summary>
 internal static class OrpoModelPayload
 {
-    public const uint FormatVersion = 1;
+    /// <summary>2: the settings may hold a chat template (a format-1 reader would ignore it); format 1 still loads.</summary>
+    public const uint FormatVersion = 2;
+
+    /// <summary>The oldest format this version reads.</summary>
+    public const uint OldestReadableVersion = 1;
     private const uint Magic = 0x4F50524F; // "ORPO"
     private const int MaxJsonBytes = 64 << 20;
     private const int MaxTokenizerFiles = 16;
@@ -57,6 +61,7 @@ internal static class OrpoModelPayload
         {
             if (reader.ReadUInt32() != Magic) throw Corrupt("it does not start with the Microsoft.ML.Orpo payload marker");
             uint version = reader.ReadUInt32();
+            if (version < OldestReadableVersion) throw Corrupt($"it holds payload format {version}, which no release wrote");
             if (version > FormatVersion)
                 throw new InvalidDataException(
                     $"The model zip holds Microsoft.ML.Orpo payload format {version}; this version of the library reads up to {FormatVersion}. Upgrade Microsoft.ML.Orpo to load it.");

@@ -1,3 +1,4 @@
+using Microsoft.ML.Orpo.Chat;
 using Microsoft.ML.Orpo.Training;
 
 namespace Microsoft.ML.Orpo.MlNet;
@@ -54,7 +55,17 @@ internal static class PreferenceDataReader
             string promptText = Text(p, options.PromptColumnName, row, dataName);
             string chosenText = Text(c, options.ChosenColumnName, row, dataName);
             string rejectedText = Text(r, options.RejectedColumnName, row, dataName);
-            var pair = encoder.Encode(promptText, chosenText, rejectedText, out var outcome);
+            EncodedPair? pair;
+            PairOutcome outcome;
+            try
+            {
+                pair = encoder.Encode(promptText, chosenText, rejectedText, out outcome,
+                    (options.PromptColumnName, options.ChosenColumnName, options.RejectedColumnName));
+            }
+            catch (Exception e) when (e is FormatException or TemplateException)
+            {
+                throw new ArgumentException($"Row {row} of the {dataName}: {e.Message}", e);
+            }
             if (outcome == PairOutcome.PromptLongerThanMaxLength)
                 throw new ArgumentException($"Row {row} of the {dataName}: the prompt alone is longer than MaxLength ({encoder.MaxLength} tokens). " +
                     "Raise MaxLength, shorten the prompt, or set OrpoOptions.TruncateLongPrompts = true to keep its end.");

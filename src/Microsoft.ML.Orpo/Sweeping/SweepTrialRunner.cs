@@ -38,8 +38,8 @@ internal sealed class SweepTrialRunner
     {
         bool IsCanceled() => MlNetAccess.IsCanceled(env);
         using var model = CausalLanguageModel.Load(baseOptions.BaseModelPath, baseOptions.TokenizerPath, baseOptions.Device);
-        var settings = TrainingSettings.Resolve(baseOptions, model.Config, seed);
-        var encoder = new PairEncoder(model.Tokenizer, settings.PromptTemplate, settings.MaxLength, settings.MaxPromptLength, settings.TruncateLongPrompts);
+        var settings = TrainingSettings.Resolve(baseOptions, model.Config, seed, model.Tokenizer);
+        var encoder = PairEncoder.For(model.Tokenizer, settings);
         var trainRead = PreferenceDataReader.Read(trainData, baseOptions, encoder, "training data", IsCanceled);
         var validationRead = PreferenceDataReader.Read(validationData, baseOptions, encoder, "validation set", IsCanceled);
         foreach (string line in trainRead.Describe().Concat(validationRead.Describe().Select(l => "validation: " + l)))
@@ -61,7 +61,7 @@ internal sealed class SweepTrialRunner
         var model = CausalLanguageModel.Load(options.BaseModelPath, options.TokenizerPath, options.Device);
         try
         {
-            var settings = TrainingSettings.Resolve(options, model.Config, seed);
+            var settings = TrainingSettings.Resolve(options, model.Config, seed, model.Tokenizer);
             var callbacks = new TrainingCallbacks
             {
                 Log = log,

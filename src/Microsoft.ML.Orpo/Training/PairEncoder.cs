@@ -1,3 +1,4 @@
+using Microsoft.ML.Orpo.Chat;
 using Microsoft.ML.Orpo.Tokenization;
 
 namespace Microsoft.ML.Orpo.Training;
@@ -31,21 +32,34 @@ internal enum PairOutcome
 
 /// <summary>
 /// Encodes pairs per the project convention: prompt and responses are encoded separately and joined as ids
-/// (no BPE merge across the boundary); the same template is used at generation time.
+/// (no BPE merge across the boundary); the same template is used at generation time. With a chat template the cells
+/// are conversations (<see cref="ConversationCells"/>): the prompt is their rendering with the generation prompt, a
+/// response the rendering of prompt + response less that prefix, ending with the template's end-of-turn token.
 /// </summary>
 internal sealed class PairEncoder
 {
+    private static readonly (string, string, string) DefaultColumns = ("Prompt", "Chosen", "Rejected");
     private readonly OrpoTokenizer tokenizer;
     private readonly string? template;
 
-    public PairEncoder(OrpoTokenizer tokenizer, string? template, int maxLength, int maxPromptLength, bool truncateLongPrompts = false)
+    public PairEncoder(OrpoTokenizer tokenizer, string? template, int maxLength, int maxPromptLength, bool truncateLongPrompts = false,
+        ChatFormat? chat = null)
     {
         this.tokenizer = tokenizer;
         this.template = template;
+        Chat = chat;
         MaxLength = maxLength;
         MaxPromptLength = maxPromptLength;
         TruncateLongPrompts = truncateLongPrompts;
     }
+
+    /// <summary>The encoder of training's settings.</summary>
+    public static PairEncoder For(OrpoTokenizer tokenizer, TrainingSettings settings) =>
+        new(tokenizer, settings.PromptTemplate, settings.MaxLength, settings.MaxPromptLength, settings.TruncateLongPrompts,
+            settings.ChatTemplate is null ? null : ChatFormat.Create(settings.ChatTemplate, tokenizer));
+
+    /// <summary>The chat template prompts and responses are rendered with, or null (plain text).</summary>
+    public ChatFormat? Chat { get; }
 
     public int MaxLength { get; }
     public int MaxPromptLength { get; }
@@ -56,11 +70,18 @@ internal sealed class PairEncoder
     public static string ApplyTemplate(string? template, string prompt) =>
         string.IsNullOrEmpty(template) ? prompt : template.Replace("{prompt}", prompt, StringComparison.Ordinal);
 
+    /// <summary>The text a prompt cell is encoded from: with a chat template its messages (a plain text is one user
+    /// message) rendered with the generation prompt, else the prompt template applied.</summary>
+    public string PromptText(string prompt, string column = "Prompt") =>
+        Chat is null ? ApplyTemplate(template, prompt) : Chat.Render(ConversationCells.Prompt(prompt, column), addGenerationPrompt: true);
+
     /// <summary>[BOS] + encode(template(prompt)); BOS only where the text does not already produce one.</summary>
-    public List<int> EncodePrompt(string prompt)
+    public List<int> EncodePrompt(string prompt) => EncodeText(PromptText(prompt));
+
+    /// <summary>[BOS] + encode(text) for a finished prompt text; BOS only where the text does not already produce one.</summary>
+    public List<int> EncodeText(string text)
     {
         var ids = new List<int>();
-        string text = ApplyTemplate(template, prompt);
         var encoded = text.Length == 0 ? Array.Empty<int>() : tokenizer.Encode(text);
         if (tokenizer.BosId is int bos && (encoded.Count == 0 || encoded[0] != bos)) ids.Add(bos);
         ids.AddRange(encoded);
@@ -71,13 +92,39 @@ internal sealed class PairEncoder
     public List<int> EncodeResponse(string response)
     {
         var ids = new List<int>(tokenizer.Encode(response));
+        if (Chat is not null)
+        {
+            // The rendering decides where the turn ends (e.g. "<|im_end|>\n"); only a template that writes no
+            // end-of-turn token gets one appended.
+            if (Chat.EndOfTurnId is int endOfTurn && !ids.Contains(endOfTurn)) ids.Add(endOfTurn);
+            return ids;
+        }
         if (tokenizer.EosId is int eos && (ids.Count == 0 || ids[^1] != eos)) ids.Add(eos);
         return ids;
     }
 
     /// <summary>Encodes and truncates one pair; returns null (with the reason) when the pair cannot be trained on.</summary>
-    public EncodedPair? Encode(string prompt, string chosen, string rejected, out PairOutcome outcome)
+    /// <exception cref="FormatException">With a chat template: a conversational cell is malformed (the message names the
+    /// column and what is wrong) or the template's prompt rendering is not a prefix of its response rendering.</exception>
+    public EncodedPair? Encode(string prompt, string chosen, string rejected, out PairOutcome outcome,
+        (string Prompt, string Chosen, string Rejected)? columns = null)
     {
+        string promptText;
+        if (Chat is not null)
+        {
+            var (context, chosenContent, rejectedContent) = ConversationCells.Pair(prompt, chosen, rejected, columns ?? DefaultColumns);
+            if (string.Equals(chosenContent, rejectedContent, StringComparison.Ordinal))
+            {
+                outcome = PairOutcome.SkippedIdenticalResponses;
+                return null;
+            }
+            promptText = Chat.Render(context, addGenerationPrompt: true);
+            (chosen, rejected) = (Chat.ResponseText(context, promptText, chosenContent), Chat.ResponseText(context, promptText, rejectedContent));
+        }
+        else
+        {
+            promptText = ApplyTemplate(template, prompt);
+        }
         if (string.IsNullOrEmpty(chosen) || string.IsNullOrEmpty(rejected))
         {
             outcome = PairOutcome.SkippedEmptyResponse;
@@ -88,7 +135,7 @@ internal sealed class PairEncoder
             outcome = PairOutcome.SkippedIdenticalResponses;
             return null;
         }
-        var promptIds = EncodePrompt(prompt);
+        var promptIds = EncodeText(promptText);
         if (promptIds.Count == 0)
         {
             outcome = PairOutcome.SkippedEmptyPrompt;

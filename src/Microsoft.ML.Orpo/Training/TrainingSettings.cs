@@ -1,5 +1,7 @@
 using System.Text.Json.Serialization;
+using Microsoft.ML.Orpo.Chat;
 using Microsoft.ML.Orpo.Modeling;
+using Microsoft.ML.Orpo.Tokenization;
 
 namespace Microsoft.ML.Orpo.Training;
 
@@ -29,6 +31,9 @@ internal sealed record TrainingSettings
     public int MaxLength { get; init; } = 512;
     public int MaxPromptLength { get; init; } = 256;
     public string? PromptTemplate { get; init; }
+    /// <summary>The chat template's source (OrpoOptions.ChatTemplate resolved); left out of the checkpoint fingerprint when null.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? ChatTemplate { get; init; }
     public bool TruncateLongPrompts { get; init; }
     public int ValidationInterval { get; init; }
     public string? CheckpointDirectory { get; init; }
@@ -103,13 +108,28 @@ internal sealed record TrainingSettings
         Check(options.CheckpointsToKeep >= 1, nameof(options.CheckpointsToKeep), options.CheckpointsToKeep, "must be >= 1.");
         if (options.PromptTemplate is not null && !options.PromptTemplate.Contains("{prompt}", StringComparison.Ordinal))
             throw new ArgumentException($"OrpoOptions.PromptTemplate must contain the placeholder {{prompt}}; got \"{options.PromptTemplate}\".", nameof(options.PromptTemplate));
+        if (options.ChatTemplate is not null && string.IsNullOrWhiteSpace(options.ChatTemplate))
+            throw new ArgumentException("OrpoOptions.ChatTemplate is empty: set a Jinja chat template, OrpoOptions.ModelChatTemplate (\"model\") for the model's own, or null for plain prompts.", nameof(options.ChatTemplate));
+        if (options.ChatTemplate is not null && options.PromptTemplate is not null)
+            throw new ArgumentException("OrpoOptions.PromptTemplate and OrpoOptions.ChatTemplate are both set; a chat template formats the prompt itself, so set only one.", nameof(options.ChatTemplate));
         DeviceNames.Validate(options.Device);
         if (options.Generation is null) throw new ArgumentNullException(nameof(options.Generation), "OrpoOptions.Generation must not be null.");
         options.Generation.Validate();
     }
 
-    /// <summary>Resolves defaults that depend on the model and the ML.NET context.</summary>
-    public static TrainingSettings Resolve(OrpoOptions options, LlamaConfig config, int fallbackSeed)
+    /// <summary>The chat template's source, checked to parse (so a bad template fails before any data is read).</summary>
+    private static string? ResolveChatTemplate(string? option, OrpoTokenizer? tokenizer)
+    {
+        if (option is null) return null;
+        ArgumentNullException.ThrowIfNull(tokenizer);
+        string? source = ChatFormat.ResolveSource(option, tokenizer);
+        if (source is not null) ChatFormat.Create(source, tokenizer);
+        return source;
+    }
+
+    /// <summary>Resolves defaults that depend on the model and the ML.NET context (the model's tokenizer holds its own
+    /// chat template, which OrpoOptions.ModelChatTemplate selects).</summary>
+    public static TrainingSettings Resolve(OrpoOptions options, LlamaConfig config, int fallbackSeed, OrpoTokenizer? tokenizer = null)
     {
         Validate(options);
         int maxLength = options.MaxLength ?? Math.Min(1024, config.MaxPositionEmbeddings);
@@ -142,6 +162,7 @@ internal sealed record TrainingSettings
             MaxLength = maxLength,
             MaxPromptLength = maxPromptLength,
             PromptTemplate = options.PromptTemplate,
+            ChatTemplate = ResolveChatTemplate(options.ChatTemplate, tokenizer),
             TruncateLongPrompts = options.TruncateLongPrompts,
             SharedPromptForward = options.SharedPromptForward,
             RecomputeActivations = options.RecomputeActivations,
