@@ -58,7 +58,8 @@ public sealed partial class OrpoTransformer : IDisposable
     {
         ArgumentNullException.ThrowIfNull(mlContext);
         var model = CausalLanguageModel.Load(modelPath, tokenizerPath, "cpu");
-        return new OrpoTransformer(mlContext, model, TransformerSettings.ForBaseModel(model.Config), Array.Empty<OrpoStepMetrics>());
+        WarnNotApplied(mlContext, model.Generation);
+        return new OrpoTransformer(mlContext, model, TransformerSettings.ForBaseModel(model.Config, model.Generation), Array.Empty<OrpoStepMetrics>());
     }
 
     /// <summary>Generates a response to one prompt (the prompt template is applied; an empty prompt starts from BOS).</summary>
@@ -137,7 +138,7 @@ public sealed partial class OrpoTransformer : IDisposable
         var weights = m.ExportWeights();
         try
         {
-            HuggingFaceCheckpoint.Save(directory, m.Config, weights, m.Tokenizer.Files);
+            HuggingFaceCheckpoint.Save(directory, m.Config, weights, m.Tokenizer.Files, m.Generation);
         }
         finally
         {
@@ -196,9 +197,18 @@ public sealed partial class OrpoTransformer : IDisposable
 
     private static HashSet<int> StopTokenIds(CausalLanguageModel m)
     {
-        var ids = new HashSet<int>(m.Config.EosTokenIds);
+        var ids = new HashSet<int>(m.Config.EosTokenIds.Concat(m.Generation.EosTokenIds));
         if (m.Tokenizer.EosId is int eos) ids.Add(eos);
         return ids;
+    }
+
+    /// <summary>Names, through the ML.NET log, each generation_config.json setting generation does not apply.</summary>
+    internal static void WarnNotApplied(IHostEnvironment env, GenerationConfig generation)
+    {
+        if (generation.NotApplied.Count == 0) return;
+        using var channel = env.Register("OrpoTransformer").Start("generation_config.json");
+        channel.Warning(MessageSensitivity.None,
+            $"generation_config.json: {string.Join(", ", generation.NotApplied)} not applied by Microsoft.ML.Orpo's generation (kept for export).");
     }
 
     private CausalLanguageModel ThrowIfDisposed()

@@ -10,12 +10,13 @@ namespace Microsoft.ML.Orpo.MlNet;
 
 /// <summary>
 /// The bytes an <see cref="OrpoTransformer"/> stores in a model zip: a magic and format version, then
-/// length-prefixed sections (settings JSON, config.json, tokenizer files, weights as safetensors, training history).
+/// length-prefixed sections (settings JSON, config.json, tokenizer files, weights as safetensors, training history,
+/// and from format 2 generation_config.json; a format-1 zip gets the generation config derived from config.json).
 /// Every length is checked against a limit before anything is allocated; nothing in it is executable.
 /// </summary>
 internal static class OrpoModelPayload
 {
-    public const uint FormatVersion = 1;
+    public const uint FormatVersion = 2;
     private const uint Magic = 0x4F50524F; // "ORPO"
     private const int MaxJsonBytes = 64 << 20;
     private const int MaxTokenizerFiles = 16;
@@ -48,6 +49,7 @@ internal static class OrpoModelPayload
             foreach (var t in weights.Values) t.Dispose();
         }
         WriteBlock(writer, JsonSerializer.SerializeToUtf8Bytes(history, Json));
+        WriteBlock(writer, Encoding.UTF8.GetBytes(model.Generation.ToJson()));
     }
 
     public static Contents Read(Stream stream, Device device)
@@ -75,10 +77,13 @@ internal static class OrpoModelPayload
             var weightBytes = ReadBlock(reader, Array.MaxLength, "weights");
             var history = JsonSerializer.Deserialize<List<OrpoStepMetrics>>(ReadBlock(reader, MaxJsonBytes, "training history"), Json)
                 ?? new List<OrpoStepMetrics>();
+            var generation = version >= 2
+                ? GenerationConfig.FromJson(Encoding.UTF8.GetString(ReadBlock(reader, MaxJsonBytes, "generation_config.json")), "model zip generation_config.json")
+                : null;
             var weights = SafeTensorsReader.Read(weightBytes, "model zip weights");
             try
             {
-                var model = CausalLanguageModel.Create(config, weights, tokenizer, device, "model zip");
+                var model = CausalLanguageModel.Create(config, weights, tokenizer, device, "model zip", generation);
                 return new Contents(settings, model, history);
             }
             finally

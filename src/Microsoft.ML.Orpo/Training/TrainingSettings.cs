@@ -104,8 +104,7 @@ internal sealed record TrainingSettings
         if (options.PromptTemplate is not null && !options.PromptTemplate.Contains("{prompt}", StringComparison.Ordinal))
             throw new ArgumentException($"OrpoOptions.PromptTemplate must contain the placeholder {{prompt}}; got \"{options.PromptTemplate}\".", nameof(options.PromptTemplate));
         DeviceNames.Validate(options.Device);
-        if (options.Generation is null) throw new ArgumentNullException(nameof(options.Generation), "OrpoOptions.Generation must not be null.");
-        options.Generation.Validate();
+        options.ExplicitGeneration?.Validate();
     }
 
     /// <summary>Resolves defaults that depend on the model and the ML.NET context.</summary>
