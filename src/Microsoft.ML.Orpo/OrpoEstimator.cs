@@ -51,6 +51,7 @@ public sealed class OrpoEstimator : IEstimator<OrpoTransformer>
         var model = CausalLanguageModel.Load(options.BaseModelPath, options.TokenizerPath, options.Device);
         try
         {
+            OrpoTransformer.WarnNotApplied(env, model.Generation);
             var settings = TrainingSettings.Resolve(options, model.Config, host.Rand.Next(), model.Tokenizer);
             var encoder = PairEncoder.For(model.Tokenizer, settings);
             var train = PreferenceDataReader.Read(input, options, encoder, "training data", IsCanceled);
@@ -77,7 +78,7 @@ public sealed class OrpoEstimator : IEstimator<OrpoTransformer>
                 CancellationToken = options.CancellationToken,
             };
             var history = new OrpoTrainer(model, settings, callbacks).Train(train.Pairs, validation);
-            return new OrpoTransformer(env, model, TransformerSettings.From(options, settings), history);
+            return new OrpoTransformer(env, model, TransformerSettings.From(options, settings, model.Generation), history);
         }
         catch
         {

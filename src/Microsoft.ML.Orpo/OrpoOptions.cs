@@ -170,14 +170,28 @@ public sealed class OrpoOptions
     /// <summary>"cpu", "cuda" or "cuda:N". Default "cpu".</summary>
     public string Device { get; set; } = "cpu";
 
-    /// <summary>Generation defaults of the fitted transformer's <c>Transform</c>.</summary>
-    public GenerationOptions Generation { get; set; } = new();
+    /// <summary>
+    /// Generation defaults of the fitted transformer's <c>Transform</c> and of <c>Generate</c> without options. Until
+    /// the caller sets or reads this property (reading hands out an object that may then be changed), the base model's
+    /// <c>generation_config.json</c> supplies them: its <c>do_sample</c>, <c>temperature</c>, <c>top_k</c>, <c>top_p</c>,
+    /// <c>max_new_tokens</c> and <c>stop_strings</c>; without that file, greedy and 64 tokens.
+    /// </summary>
+    public GenerationOptions Generation
+    {
+        get => generation ??= new GenerationOptions();
+        set => generation = value ?? throw new ArgumentNullException(nameof(value), "OrpoOptions.Generation must not be null.");
+    }
+
+    /// <summary>The generation options the caller gave, or null to use the model's generation_config.json.</summary>
+    internal GenerationOptions? ExplicitGeneration => generation;
+
+    private GenerationOptions? generation;
 
     /// <summary>A deep copy (the estimator keeps its own, so later changes by the caller don't leak into Fit).</summary>
     public OrpoOptions Clone()
     {
         var copy = (OrpoOptions)MemberwiseClone();
-        copy.Generation = Generation.Clone();
+        copy.generation = generation?.Clone();
         return copy;
     }
 }

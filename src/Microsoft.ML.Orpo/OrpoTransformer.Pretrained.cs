@@ -20,7 +20,8 @@ public sealed partial class OrpoTransformer
         try
         {
             var training = TrainingSettings.Resolve(options, model.Config, fallbackSeed: 0, model.Tokenizer);
-            return new OrpoTransformer(mlContext, model, TransformerSettings.From(options, training), Array.Empty<OrpoStepMetrics>());
+            WarnNotApplied(mlContext, model.Generation);
+            return new OrpoTransformer(mlContext, model, TransformerSettings.From(options, training, model.Generation), Array.Empty<OrpoStepMetrics>());
         }
         catch
         {

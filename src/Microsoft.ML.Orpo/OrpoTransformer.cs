@@ -63,7 +63,8 @@ public sealed partial class OrpoTransformer : IDisposable
     {
         ArgumentNullException.ThrowIfNull(mlContext);
         var model = CausalLanguageModel.Load(modelPath, tokenizerPath, "cpu");
-        return new OrpoTransformer(mlContext, model, TransformerSettings.ForBaseModel(model.Config), Array.Empty<OrpoStepMetrics>());
+        WarnNotApplied(mlContext, model.Generation);
+        return new OrpoTransformer(mlContext, model, TransformerSettings.ForBaseModel(model.Config, model.Generation), Array.Empty<OrpoStepMetrics>());
     }
 
     /// <summary>Generates a response to one prompt (the prompt template is applied; an empty prompt starts from BOS). With a
@@ -152,7 +153,7 @@ public sealed partial class OrpoTransformer : IDisposable
         var weights = m.ExportWeights();
         try
         {
-            HuggingFaceCheckpoint.Save(directory, m.Config, weights, ExportedTokenizerFiles(m));
+            HuggingFaceCheckpoint.Save(directory, m.Config, weights, ExportedTokenizerFiles(m), m.Generation);
         }
         finally
         {
@@ -228,10 +229,19 @@ public sealed partial class OrpoTransformer : IDisposable
     /// <summary>The model's stop ids, and the chat template's end-of-turn token.</summary>
     private static HashSet<int> StopTokenIds(CausalLanguageModel m, ChatFormat? chat)
     {
-        var ids = new HashSet<int>(m.Config.EosTokenIds);
+        var ids = new HashSet<int>(m.Config.EosTokenIds.Concat(m.Generation.EosTokenIds));
         if (m.Tokenizer.EosId is int eos) ids.Add(eos);
         if (chat?.EndOfTurnId is int endOfTurn) ids.Add(endOfTurn);
         return ids;
+    }
+
+    /// <summary>Names, through the ML.NET log, each generation_config.json setting generation does not apply.</summary>
+    internal static void WarnNotApplied(IHostEnvironment env, GenerationConfig generation)
+    {
+        if (generation.NotApplied.Count == 0) return;
+        using var channel = env.Register("OrpoTransformer").Start("generation_config.json");
+        channel.Warning(MessageSensitivity.None,
+            $"generation_config.json: {string.Join(", ", generation.NotApplied)} not applied by Microsoft.ML.Orpo's generation (kept for export).");
     }
 
     private CausalLanguageModel ThrowIfDisposed()

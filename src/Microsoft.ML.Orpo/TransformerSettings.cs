@@ -18,13 +18,19 @@ internal sealed record TransformerSettings
     public bool IncludePromptInNll { get; init; }
     public GenerationOptions Generation { get; init; } = new();
 
-    public static TransformerSettings ForBaseModel(LlamaConfig config)
+    /// <summary>A base model's settings: generation defaults from its generation_config.json when given.</summary>
+    public static TransformerSettings ForBaseModel(LlamaConfig config, GenerationConfig? generation = null)
     {
         int maxLength = Math.Min(1024, config.MaxPositionEmbeddings);
-        return new TransformerSettings { MaxLength = maxLength, MaxPromptLength = maxLength / 2 };
+        return new TransformerSettings
+        {
+            MaxLength = maxLength, MaxPromptLength = maxLength / 2,
+            Generation = generation?.ToGenerationOptions() ?? new GenerationOptions(),
+        };
     }
 
-    public static TransformerSettings From(OrpoOptions options, TrainingSettings training) => new()
+    /// <summary>A fit's settings: <see cref="OrpoOptions.Generation"/> when the caller gave it, else the model's generation_config.json.</summary>
+    public static TransformerSettings From(OrpoOptions options, TrainingSettings training, GenerationConfig generation) => new()
     {
         PromptColumnName = options.PromptColumnName,
         OutputColumnName = options.OutputColumnName,
@@ -35,6 +41,6 @@ internal sealed record TransformerSettings
         TruncateLongPrompts = training.TruncateLongPrompts,
         Lambda = training.Lambda,
         IncludePromptInNll = training.IncludePromptInNll,
-        Generation = options.Generation.Clone(),
+        Generation = options.ExplicitGeneration?.Clone() ?? generation.ToGenerationOptions(),
     };
 }

@@ -1,6 +1,4 @@
 using System.Text;
-using System.Text.Json;
-using System.Text.Json.Nodes;
 using Microsoft.ML.Orpo.Modeling;
 using static TorchSharp.torch;
 
@@ -8,7 +6,7 @@ namespace Microsoft.ML.Orpo.Checkpoints;
 
 /// <summary>
 /// Reads and writes Hugging Face model folders: <c>config.json</c> plus <c>model.safetensors</c> or a sharded
-/// <c>model.safetensors.index.json</c>, and (on save) tokenizer files and <c>generation_config.json</c>.
+/// <c>model.safetensors.index.json</c>, <c>generation_config.json</c>, and (on save) tokenizer files.
 /// </summary>
 public static class HuggingFaceCheckpoint
 {
@@ -62,6 +60,21 @@ public static class HuggingFaceCheckpoint
     }
 
     /// <summary>
+    /// Reads the folder's <c>generation_config.json</c>, or derives it from <paramref name="config"/> as transformers
+    /// does when the file is absent.
+    /// </summary>
+    /// <exception cref="InvalidDataException">The file is malformed or names an id outside the vocabulary.</exception>
+    public static GenerationConfig LoadGenerationConfig(string folder, LlamaConfig config)
+    {
+        ArgumentNullException.ThrowIfNull(folder);
+        ArgumentNullException.ThrowIfNull(config);
+        string path = Path.Combine(folder, GenerationConfigFileName);
+        return File.Exists(path)
+            ? GenerationConfig.FromJson(File.ReadAllText(path), path).ValidateFor(config, path)
+            : GenerationConfig.FromModelConfig(config);
+    }
+
+    /// <summary>
     /// Writes <paramref name="config"/> and <paramref name="weights"/> (F32) to <paramref name="folder"/> in the layout
     /// Hugging Face <c>from_pretrained</c> reads, plus the given tokenizer files and a <c>generation_config.json</c>.
     /// The weights are checked strictly first; a tied model's <c>lm_head.weight</c>, if passed, is not written.
@@ -71,8 +84,9 @@ public static class HuggingFaceCheckpoint
     /// <param name="config">The model config.</param>
     /// <param name="weights">The weights keyed by Hugging Face name.</param>
     /// <param name="tokenizerFiles">File name to contents (e.g. <c>tokenizer.model</c>); plain names only.</param>
+    /// <param name="generationConfig">The <c>generation_config.json</c> to write; null derives it from <paramref name="config"/>.</param>
     public static void Save(string folder, LlamaConfig config, IReadOnlyDictionary<string, Tensor> weights,
-        IReadOnlyDictionary<string, byte[]>? tokenizerFiles = null)
+        IReadOnlyDictionary<string, byte[]>? tokenizerFiles = null, GenerationConfig? generationConfig = null)
     {
         ArgumentNullException.ThrowIfNull(folder);
         ArgumentNullException.ThrowIfNull(config);
@@ -91,7 +105,8 @@ public static class HuggingFaceCheckpoint
         Directory.CreateDirectory(folder);
         SafeTensorsWriter.Write(Path.Combine(folder, WeightsFileName), toWrite);
         AtomicFile.WriteAllBytes(Path.Combine(folder, ConfigFileName), Encoding.UTF8.GetBytes(config.ToJson()));
-        AtomicFile.WriteAllBytes(Path.Combine(folder, GenerationConfigFileName), Encoding.UTF8.GetBytes(GenerationConfigJson(config)));
+        AtomicFile.WriteAllBytes(Path.Combine(folder, GenerationConfigFileName), 
+            Encoding.UTF8.GetBytes((generationConfig ?? GenerationConfig.FromModelConfig(config)).ValidateFor(config, "generation config to save").ToJson()));
         if (tokenizerFiles is not null)
             foreach (var (name, bytes) in tokenizerFiles)
                 AtomicFile.WriteAllBytes(Path.Combine(folder, name), bytes ?? throw new ArgumentException($"Tokenizer file '{name}' is null.", nameof(tokenizerFiles)));
@@ -142,15 +157,4 @@ public static class HuggingFaceCheckpoint
     private static bool IsPlainFileName(string name) =>
         name.Length is > 0 and <= 255 && name is not ("." or "..") && name.IndexOfAny(['/', '\\', ':', '\0']) < 0
         && name.IndexOfAny(Path.GetInvalidFileNameChars()) < 0;
-
-    private static string GenerationConfigJson(LlamaConfig config)
-    {
-        var root = new JsonObject { ["_from_model_config"] = true };
-        if (config.BosTokenId is int bos) root["bos_token_id"] = bos;
-        if (config.EosTokenIds.Count > 1)
-            root["eos_token_id"] = new JsonArray(config.EosTokenIds.Select(i => (JsonNode?)JsonValue.Create(i)).ToArray());
-        else if (config.EosTokenId is int eos) root["eos_token_id"] = eos;
-        if (config.PadTokenId is int pad) root["pad_token_id"] = pad;
-        return root.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
-    }
 }

@@ -10,12 +10,16 @@ namespace Microsoft.ML.Orpo.MlNet;
 
 /// <summary>
 /// The bytes an <see cref="OrpoTransformer"/> stores in a model zip: a magic and format version, then
-/// length-prefixed sections (settings JSON, config.json, tokenizer files, weights as safetensors, training history).
+/// length-prefixed sections (settings JSON, config.json, tokenizer files, weights as safetensors, training history,
+/// and from format 2 generation_config.json; a format-1 zip gets the generation config derived from config.json).
 /// Every length is checked against a limit before anything is allocated; nothing in it is executable.
 /// </summary>
 internal static class OrpoModelPayload
 {
-    /// <summary>2: the settings may hold a chat template (a format-1 reader would ignore it); format 1 still loads.</summary>
+    /// <summary>
+    /// 2: the settings may hold a chat template, and a generation_config.json block follows the tokenizer files (a
+    /// format-1 reader would drop both); format 1 still loads.
+    /// </summary>
     public const uint FormatVersion = 2;
 
     /// <summary>The oldest format this version reads.</summary>
@@ -52,6 +56,7 @@ internal static class OrpoModelPayload
             foreach (var t in weights.Values) t.Dispose();
         }
         WriteBlock(writer, JsonSerializer.SerializeToUtf8Bytes(history, Json));
+        WriteBlock(writer, Encoding.UTF8.GetBytes(model.Generation.ToJson()));
     }
 
     public static Contents Read(Stream stream, Device device)
@@ -80,10 +85,13 @@ internal static class OrpoModelPayload
             var weightBytes = ReadBlock(reader, Array.MaxLength, "weights");
             var history = JsonSerializer.Deserialize<List<OrpoStepMetrics>>(ReadBlock(reader, MaxJsonBytes, "training history"), Json)
                 ?? new List<OrpoStepMetrics>();
+            var generation = version >= 2
+                ? GenerationConfig.FromJson(Encoding.UTF8.GetString(ReadBlock(reader, MaxJsonBytes, "generation_config.json")), "model zip generation_config.json")
+                : null;
             var weights = SafeTensorsReader.Read(weightBytes, "model zip weights");
             try
             {
-                var model = CausalLanguageModel.Create(config, weights, tokenizer, device, "model zip");
+                var model = CausalLanguageModel.Create(config, weights, tokenizer, device, "model zip", generation);
                 return new Contents(settings, model, history);
             }
             finally

@@ -8,9 +8,10 @@ namespace Microsoft.ML.Orpo.Modeling;
 /// <summary>A decoder network with its config, tokenizer and device: what training and generation share.</summary>
 internal sealed class CausalLanguageModel : IDisposable
 {
-    private CausalLanguageModel(LlamaForCausalLM network, OrpoTokenizer tokenizer, Device device)
+    private CausalLanguageModel(LlamaForCausalLM network, OrpoTokenizer tokenizer, Device device, GenerationConfig generation)
     {
         Network = network;
+        Generation = generation;
         Tokenizer = tokenizer;
         Device = device;
     }
@@ -18,6 +19,8 @@ internal sealed class CausalLanguageModel : IDisposable
     public LlamaForCausalLM Network { get; }
     public LlamaConfig Config => Network.Config;
     public OrpoTokenizer Tokenizer { get; }
+    /// <summary>The checkpoint's <c>generation_config.json</c> (or what transformers derives without one).</summary>
+    public GenerationConfig Generation { get; }
     public Device Device { get; }
     public bool IsDisposed { get; private set; }
 
@@ -32,10 +35,20 @@ internal sealed class CausalLanguageModel : IDisposable
         LlamaConfig config;
         Dictionary<string, Tensor> weights;
         string tokenizerSource;
+        GenerationConfig? generation = null;
         if (Directory.Exists(modelPath))
         {
             (config, weights) = HuggingFaceCheckpoint.Load(modelPath);
             tokenizerSource = tokenizerPath ?? modelPath;
+            try
+            {
+                generation = HuggingFaceCheckpoint.LoadGenerationConfig(modelPath, config);
+            }
+            catch
+            {
+                foreach (var t in weights.Values) t.Dispose();
+                throw;
+            }
         }
         else if (File.Exists(modelPath))
         {
@@ -49,7 +62,7 @@ internal sealed class CausalLanguageModel : IDisposable
         try
         {
             var tokenizer = OrpoTokenizer.Load(tokenizerSource, config);
-            return Create(config, weights, tokenizer, torchDevice, modelPath);
+            return Create(config, weights, tokenizer, torchDevice, modelPath, generation);
         }
         finally
         {
@@ -57,10 +70,14 @@ internal sealed class CausalLanguageModel : IDisposable
         }
     }
 
-    /// <summary>Builds the network from a config and a state dict, checking every key and shape strictly.</summary>
+    /// <summary>
+    /// Builds the network from a config and a state dict, checking every key and shape strictly;
+    /// <paramref name="generation"/> null derives the generation config from <paramref name="config"/>.
+    /// </summary>
     public static CausalLanguageModel Create(LlamaConfig config, IReadOnlyDictionary<string, Tensor> weights,
-        OrpoTokenizer tokenizer, Device device, string source)
+        OrpoTokenizer tokenizer, Device device, string source, GenerationConfig? generation = null)
     {
+        generation = (generation ?? GenerationConfig.FromModelConfig(config)).ValidateFor(config, source);
         if (tokenizer.VocabularySize > config.VocabSize)
             throw new InvalidDataException(
                 $"{source}: the tokenizer can produce ids up to {tokenizer.VocabularySize - 1}, but the model's vocabulary has only {config.VocabSize} entries.");
@@ -70,7 +87,7 @@ internal sealed class CausalLanguageModel : IDisposable
             LoadWeights(network, weights, source);
             network.to(device);
             network.eval();
-            return new CausalLanguageModel(network, tokenizer, device);
+            return new CausalLanguageModel(network, tokenizer, device, generation);
         }
         catch
         {

@@ -13,8 +13,26 @@ internal static class ConfigJson
         "bos_token_id", "eos_token_id", "pad_token_id", "hidden_act", "torch_dtype", "max_window_layers",
     };
 
+    /// <summary>
+    /// Keys of other LLaMA-family configs that change the forward pass or training, with the value that leaves the
+    /// math as this library computes it (null: only absent or null does). Any other value is refused by name.
+    /// </summary>
+    private static readonly Dictionary<string, JsonNode?> UnimplementedMath = new(StringComparer.Ordinal)
+    {
+        ["attention_dropout"] = 0.0, ["hidden_dropout"] = 0.0, ["resid_pdrop"] = 0.0, ["embd_pdrop"] = 0.0,
+        ["partial_rotary_factor"] = 1.0, ["rope_interleaved"] = false, ["use_mrope"] = false, ["use_qk_norm"] = false,
+        ["qk_layernorm"] = false, ["embedding_multiplier"] = 1.0, ["residual_multiplier"] = 1.0, ["logits_scaling"] = 1.0,
+        ["attention_multiplier"] = null, ["final_logit_softcapping"] = null, ["attn_logit_softcapping"] = null,
+        ["layer_types"] = null, ["no_rope_layers"] = null, ["sliding_window_pattern"] = null,
+    };
+
     public static LlamaConfig Parse(JsonObject root, string source)
     {
+        foreach (var (key, neutral) in UnimplementedMath)
+            if (root[key] is JsonNode value && !(neutral is not null && NumericallyEqual(value, neutral)))
+                throw new NotSupportedException(
+                    $"{source}: '{key}' = {value.ToJsonString()} changes the model's computation and is not implemented " +
+                    $"(supported: {neutral?.ToJsonString() ?? "absent or null"}). Refusing to load rather than ignore it.");
         string Where(string key) => $"{source}: '{key}'";
 
         int Int(string key, int? fallback = null)
@@ -149,6 +167,10 @@ internal static class ConfigJson
             root[key] = value?.DeepClone();
         return root;
     }
+
+    private static bool NumericallyEqual(JsonNode value, JsonNode neutral) =>
+        value is JsonValue v && neutral is JsonValue n
+        && (v.TryGetValue(out double x) && n.TryGetValue(out double y) ? x == y : JsonNode.DeepEquals(v, n));
 
     private static ModelArchitecture ParseArchitecture(JsonObject root, string source)
     {

@@ -73,7 +73,7 @@ internal sealed class SweepTrialRunner
             var history = new OrpoTrainer(model, settings, callbacks).Train(train, validation);
             if (history.Count == 0 || history[^1].Validation is null)
                 throw new InvalidOperationException("The trial finished without a validation pass.");
-            return new OrpoTransformer(env, model, TransformerSettings.From(options, settings), history);
+            return new OrpoTransformer(env, model, TransformerSettings.From(options, settings, model.Generation), history);
         }
         catch
         {

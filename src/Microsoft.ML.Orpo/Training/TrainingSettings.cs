@@ -113,8 +113,7 @@ internal sealed record TrainingSettings
         if (options.ChatTemplate is not null && options.PromptTemplate is not null)
             throw new ArgumentException("OrpoOptions.PromptTemplate and OrpoOptions.ChatTemplate are both set; a chat template formats the prompt itself, so set only one.", nameof(options.ChatTemplate));
         DeviceNames.Validate(options.Device);
-        if (options.Generation is null) throw new ArgumentNullException(nameof(options.Generation), "OrpoOptions.Generation must not be null.");
-        options.Generation.Validate();
+        options.ExplicitGeneration?.Validate();
     }
 
     /// <summary>The chat template's source, checked to parse (so a bad template fails before any data is read).</summary>
