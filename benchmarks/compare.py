@@ -2,7 +2,9 @@
 """Prints our/their ratios per scenario from two JSON-lines result files (ours first), with MFU against each side's
 own matmul peak measured in the same run: the fp32 peak for fp32 scenarios, the bf16 peak for bf16 ones.
 An optional third file is the default-configured peer (auto-detected BLAS kernel, glibc defaults): its tokens/s and
-our ratio to it are listed beside, for reference; the ratio that counts is against the tuned peer."""
+our ratio to it are listed beside, for reference; the ratio that counts is against the tuned peer.
+An optional fourth file holds the llama.cpp generation peer's lines (benchmarks/llamacpp): ours / llama.cpp per
+generation scenario, end to end (prefill + new tokens, the scenarios' value) and decode only, with the greedy check."""
 import json, os, sys
 
 
@@ -73,3 +75,24 @@ for model, b in (("stories260K", 1), ("stories260K", 8), ("llama41m", 1)):
 print("\nwithin the peer (neighbouring runs):")
 for model in ("stories260K", "llama41m"):
     print("  bf16 / fp32 tok/s        (%s, 64+192): %.3f" % (model, ratio("train.%s.bf16.64+192" % model, "train.%s.concat.64+192" % model, side=peer)))
+
+llamacpp = read(sys.argv[4]) if len(sys.argv) > 4 else {}
+if llamacpp:
+    print("\nours / llama.cpp (generation, batch 1, greedy, same prompt ids and threads; %s, KV cache %s):" % (
+        ", ".join(sorted({r.get("engine", "?") for r in llamacpp.values()})),
+        ", ".join(sorted({r.get("kv_cache", "?") for r in llamacpp.values()}))))
+    print("  %-28s %8s %10s %10s %7s %10s %10s %7s %9s %9s  %s" % ("scenario", "threads", "ours tok/s", "l.cpp", "ratio",
+          "ours dec", "l.cpp dec", "ratio", "ours pre", "l.cpp pre", "greedy check"))
+    for name, l in llamacpp.items():
+        o = ours.get(name)
+        if o is None:
+            continue
+        same = o.get("first_ids") == l.get("first_ids")
+        check = "first 8 ids %s; llama.cpp equals our full greedy run for %d/%d tokens" % (
+            "equal" if same else "DIFFER (%s vs %s)" % (o.get("first_ids"), l.get("first_ids")),
+            l.get("same_prefix_as_ours", -1), l.get("compared", -1))
+        threads = "%s/%s" % (o.get("threads", "?"), l.get("threads", "?"))
+        print("  %-28s %8s %10.1f %10.1f %7.2f %10.1f %10.1f %7.2f %8.1fms %8.1fms  %s" % (
+            name, threads, o["value"], l["value"], o["value"] / l["value"],
+            o.get("decode_tokens_per_s") or nan, l["decode_tokens_per_s"], (o.get("decode_tokens_per_s") or nan) / l["decode_tokens_per_s"],
+            1e3 * (o.get("prefill_s") or nan), 1e3 * l["prefill_s"], check))

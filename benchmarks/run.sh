@@ -9,6 +9,9 @@
 # mapped and faulted in anew every step). Our side runs as shipped, with glibc defaults: the library must be fast
 # without a process-wide setting (the same settings measured +1-3% for ours, see the README's "Fair peer").
 # --default-peer also runs the peer as installed (auto-detected kernel, glibc defaults) beside it.
+# Generation has a second peer, llama.cpp (benchmarks/llamacpp: node-llama-cpp from npm, CPU only, the same threads, f32
+# KV cache): right after our gen.stories260K.cache.b1 and gen.llama41m.cache.b1 it decodes the same prompt ids from the
+# same models exported as F32 GGUF (skipped, with the reason printed, where node, npm or the registry is missing).
 # Usage: benchmarks/run.sh [--quick] [--threads N] [--only a,b] [--reprobe] [--default-peer]   (default threads: 1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +26,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 OUT=${BENCH_OUT:-benchmarks/results}
-mkdir -p "$OUT"; : > "$OUT/ours.jsonl"; : > "$OUT/peer.jsonl"; : > "$OUT/peer-default.jsonl"
+mkdir -p "$OUT"; : > "$OUT/ours.jsonl"; : > "$OUT/peer.jsonl"; : > "$OUT/peer-default.jsonl"; : > "$OUT/llamacpp.jsonl"
 bash benchmarks/peer/install.sh >/dev/null
 # The peer must not inherit per-core OpenBLAS overrides meant for old numpy builds (see the environment notes):
 # it gets exactly the core type the probe chose, or none for "auto".
@@ -40,9 +43,26 @@ BIN=benchmarks/Microsoft.ML.Orpo.Benchmarks/bin/Release/net10.0/Microsoft.ML.Orp
 PEER=benchmarks/peer/orpo_peer.py
 ONLY_ARGS=(); [ -n "$ONLY" ] && ONLY_ARGS=(--only "$ONLY")
 PEER_SCENARIOS=$(/usr/bin/python3 "$PEER" --list "${ARGS[@]}")
+SCENARIOS=$("$BIN" --list "${ONLY_ARGS[@]}" "${ARGS[@]}")
+LLAMACPP_SCENARIOS="gen.stories260K.cache.b1 gen.llama41m.cache.b1"; LLAMACPP=""
+if grep -qxE 'gen\.(stories260K|llama41m)\.cache\.b1' <<<"$SCENARIOS"; then
+  if LLAMACPP=$(bash benchmarks/llamacpp/install.sh 2>"$OUT/llamacpp-install.log"); then
+    GGUF="$(cd "$OUT" && pwd)/gguf"
+    "$BIN" --export-gguf "$GGUF" "${ARGS[@]}" >/dev/null
+    echo "== llama.cpp peer: $LLAMACPP (models, prompt ids and our ids in $GGUF)"
+  else
+    echo "== llama.cpp peer SKIPPED: $(tail -1 "$OUT/llamacpp-install.log")"; LLAMACPP=""
+  fi
+fi
+NEW_TOKENS=256; [[ " ${ARGS[*]} " == *" --quick "* ]] && NEW_TOKENS=64
 echo "== ours (TorchSharp) and peer (PyTorch eager), $THREADS thread(s), interleaved"
-for s in $("$BIN" --list "${ONLY_ARGS[@]}" "${ARGS[@]}"); do
+for s in $SCENARIOS; do
   "$BIN" --threads "$THREADS" --only "$s" "${ARGS[@]}" | grep '^{' | grep -F "\"scenario\":\"$s\"" | tee -a "$OUT/ours.jsonl" || true
+  if [ -n "$LLAMACPP" ] && [[ " $LLAMACPP_SCENARIOS " == *" $s "* ]]; then
+    model=${s#gen.}; model=${model%.cache.b1}
+    (cd "$LLAMACPP" && node llamacpp_peer.mjs --dir "$GGUF" --model "$model" --threads "$THREADS" --new "$NEW_TOKENS") \
+      | grep '^{' | tee -a "$OUT/llamacpp.jsonl" || true
+  fi
   if grep -qx -- "$s" <<<"$PEER_SCENARIOS"; then
     "${PEER_ENV[@]}" /usr/bin/python3 "$PEER" --threads "$THREADS" --only "$s" "${ARGS[@]}" \
       | grep '^{' | grep -F "\"scenario\": \"$s\"" | tee -a "$OUT/peer.jsonl" || true
@@ -53,4 +73,4 @@ for s in $("$BIN" --list "${ONLY_ARGS[@]}" "${ARGS[@]}"); do
   fi
 done
 echo "== ours / peer"
-/usr/bin/python3 benchmarks/compare.py "$OUT/ours.jsonl" "$OUT/peer.jsonl" "$OUT/peer-default.jsonl"
+/usr/bin/python3 benchmarks/compare.py "$OUT/ours.jsonl" "$OUT/peer.jsonl" "$OUT/peer-default.jsonl" "$OUT/llamacpp.jsonl"

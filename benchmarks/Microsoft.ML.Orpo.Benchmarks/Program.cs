@@ -8,10 +8,16 @@ using Microsoft.ML.Orpo.Training;
 using static TorchSharp.torch;
 
 // Usage: Microsoft.ML.Orpo.Benchmarks [--quick] [--threads N] [--interop N] [--only a,b] [--out results.jsonl] [--list]
+//        Microsoft.ML.Orpo.Benchmarks --export-gguf DIR [--quick]   (the models, prompts and our ids for benchmarks/llamacpp)
 // Every scenario runs in a child process of its own (peak RSS is per scenario); one JSON object per result line,
 // then a summary table with model FLOPs utilisation against the matmul peak measured in the same run (the bf16 peak
 // for bf16 mixed-precision scenarios).
 var options = BenchOptions.Parse(args);
+if (options.ExportGguf is not null)
+{
+    GgufExport.Run(options.ExportGguf, 64, options.Quick ? 64 : 256);
+    return 0;
+}
 if (options.Scenario is not null)
 {
     if (options.Threads > 0) set_num_threads(options.Threads);
@@ -57,14 +63,15 @@ Summary.Print(results);
 return 0;
 
 /// <summary>Command-line options.</summary>
-internal sealed record BenchOptions(bool Quick, int Threads, int Interop, IReadOnlyList<string> Only, string? Out, string? Scenario, bool List)
+internal sealed record BenchOptions(bool Quick, int Threads, int Interop, IReadOnlyList<string> Only, string? Out, string? Scenario, bool List,
+    string? ExportGguf)
 {
     public static BenchOptions Parse(string[] args)
     {
         bool quick = false, list = false;
         int threads = 0, interop = 0;
         var only = new List<string>();
-        string? output = null, scenario = null;
+        string? output = null, scenario = null, exportGguf = null;
         for (int i = 0; i < args.Length; i++)
         {
             switch (args[i])
@@ -76,10 +83,11 @@ internal sealed record BenchOptions(bool Quick, int Threads, int Interop, IReadO
                 case "--only": only.AddRange(args[++i].Split(',', StringSplitOptions.RemoveEmptyEntries)); break;
                 case "--out": output = args[++i]; break;
                 case "--scenario": scenario = args[++i]; break;
+                case "--export-gguf": exportGguf = args[++i]; break;
                 default: throw new ArgumentException($"unknown argument '{args[i]}'");
             }
         }
-        return new BenchOptions(quick, threads, interop, only, output, scenario, list);
+        return new BenchOptions(quick, threads, interop, only, output, scenario, list, exportGguf);
     }
 }
 

@@ -162,7 +162,7 @@ internal static class Scenarios
         using var model = BenchModels.Load(modelName);
         var network = model.Network;
         long parameters = BenchModels.ParameterCount(model);
-        var prompts = Pairs(batch, prompt, 2, Math.Min(model.Config.VocabSize, 32000), 7).Select(p => (IReadOnlyList<int>)p.PromptIds).ToList();
+        var prompts = GenerationPrompts(model, batch, prompt);
         var options = new GenerationOptions { MaxNewTokens = newTokens, Temperature = 0 };
         var noStop = new HashSet<int>();
         Func<List<int>[]> run = cache
@@ -176,6 +176,15 @@ internal static class Scenarios
         var output = run();
         double seconds = clock.Elapsed.TotalSeconds;
         long tokens = output.Sum(o => (long)o.Count);
+        // The prefill on its own (the prompt and the first new token), for the decode-only rate beside the end-to-end one
+        // (benchmarks/llamacpp reports the same split).
+        double prefill = double.NaN;
+        if (cache)
+        {
+            var first = Stopwatch.StartNew();
+            TextGenerator.Generate(network, prompts, new GenerationOptions { MaxNewTokens = 1, Temperature = 0 }, noStop);
+            prefill = first.Elapsed.TotalSeconds;
+        }
         int layers = model.Config.NumHiddenLayers, dim = model.Config.HiddenSize;
         // Per generated token with a cache: 2N + 4 * layers * dim * (attended length), averaged over the decode.
         double flopsPerToken = 2.0 * parameters + 4.0 * layers * dim * (prompt + newTokens / 2.0);
@@ -186,8 +195,14 @@ internal static class Scenarios
             ["batch"] = batch, ["prompt"] = prompt, ["new_tokens"] = newTokens, ["cache"] = cache,
             ["seconds"] = Math.Round(seconds, 3), ["peak_rss_mib"] = Math.Round(Memory.PeakRssMiB(), 1),
             ["first_ids"] = string.Join(",", output[0].Take(8)),
+            ["prefill_s"] = cache ? Math.Round(prefill, 4) : null,
+            ["decode_tokens_per_s"] = cache ? Math.Round((tokens - batch) / (seconds - prefill), 2) : null,
         };
     }
+
+    /// <summary>The generation scenarios' prompts: <paramref name="batch"/> rows of <paramref name="prompt"/> random ids, BOS first.</summary>
+    public static List<IReadOnlyList<int>> GenerationPrompts(CausalLanguageModel model, int batch, int prompt) =>
+        Pairs(batch, prompt, 2, Math.Min(model.Config.VocabSize, 32000), 7).Select(p => (IReadOnlyList<int>)p.PromptIds).ToList();
 
     /// <summary>Greedy decoding without a cache: the whole sequence is run through the network for every new token.</summary>
     public static List<int>[] Recompute(LlamaForCausalLM network, IReadOnlyList<IReadOnlyList<int>> prompts, int newTokens)
