@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -43,9 +44,11 @@ public sealed partial class OrpoTransformer
         return format.Render(conversation, addGenerationPrompt);
     }
 
-    /// <summary>The model's own default chat template, or null.</summary>
+    private StrongBox<ChatFormat?>? modelChatFormat;
+
+    /// <summary>The model's own default chat template, or null; read and parsed once (every chat request renders with it).</summary>
     private ChatFormat? ModelChatFormat(CausalLanguageModel m) =>
-        ModelTemplates(m).TryGetValue("default", out string? source) ? ChatFormat.Create(source, m.Tokenizer) : null;
+        (modelChatFormat ??= new(ModelTemplates(m).TryGetValue("default", out string? source) ? ChatFormat.Create(source, m.Tokenizer) : null)).Value;
 
     private static IReadOnlyDictionary<string, string> ModelTemplates(CausalLanguageModel m) => ChatFormat.TokenizerConfig(m.Tokenizer).ChatTemplates;
 

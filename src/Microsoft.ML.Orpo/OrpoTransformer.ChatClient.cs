@@ -32,7 +32,7 @@ public sealed partial class OrpoTransformer
     /// encoded as <see cref="Generate(string, GenerationOptions?)"/> encodes a prompt.
     /// </summary>
     internal (string Prompt, bool Rendered) ChatPrompt(IReadOnlyList<ChatMessage> turns) =>
-        settings.ChatTemplate is not null || ModelTemplates(Model).ContainsKey("default")
+        (ChatFormatOf(Model) ?? ModelChatFormat(Model)) is not null
             ? (ApplyChatTemplate(turns, addGenerationPrompt: true), true)
             : (string.Join("\n", turns.Select(t => t.Text)), false);
 
