@@ -9,10 +9,16 @@ using static TorchSharp.torch;
 
 // Usage: Microsoft.ML.Orpo.Benchmarks [--quick] [--threads N] [--interop N] [--only a,b] [--out results.jsonl] [--list]
 //        Microsoft.ML.Orpo.Benchmarks --export-gguf DIR [--quick]   (the models, prompts and our ids for benchmarks/llamacpp)
+//        Microsoft.ML.Orpo.Benchmarks --fingerprint DIR   (greedy texts and ORPO trajectories, exactly: diff two builds)
 // Every scenario runs in a child process of its own (peak RSS is per scenario); one JSON object per result line,
 // then a summary table with model FLOPs utilisation against the matmul peak measured in the same run (the bf16 peak
 // for bf16 mixed-precision scenarios).
 var options = BenchOptions.Parse(args);
+if (options.Fingerprint is not null)
+{
+    Fingerprint.Run(options.Fingerprint);
+    return 0;
+}
 if (options.ExportGguf is not null)
 {
     GgufExport.Run(options.ExportGguf, 64, options.Quick ? 64 : 256);
@@ -64,14 +70,14 @@ return 0;
 
 /// <summary>Command-line options.</summary>
 internal sealed record BenchOptions(bool Quick, int Threads, int Interop, IReadOnlyList<string> Only, string? Out, string? Scenario, bool List,
-    string? ExportGguf)
+    string? ExportGguf, string? Fingerprint)
 {
     public static BenchOptions Parse(string[] args)
     {
         bool quick = false, list = false;
         int threads = 0, interop = 0;
         var only = new List<string>();
-        string? output = null, scenario = null, exportGguf = null;
+        string? output = null, scenario = null, exportGguf = null, fingerprint = null;
         for (int i = 0; i < args.Length; i++)
         {
             switch (args[i])
@@ -84,10 +90,11 @@ internal sealed record BenchOptions(bool Quick, int Threads, int Interop, IReadO
                 case "--out": output = args[++i]; break;
                 case "--scenario": scenario = args[++i]; break;
                 case "--export-gguf": exportGguf = args[++i]; break;
+                case "--fingerprint": fingerprint = args[++i]; break;
                 default: throw new ArgumentException($"unknown argument '{args[i]}'");
             }
         }
-        return new BenchOptions(quick, threads, interop, only, output, scenario, list, exportGguf);
+        return new BenchOptions(quick, threads, interop, only, output, scenario, list, exportGguf, fingerprint);
     }
 }
 
