@@ -55,7 +55,7 @@ internal static class Interleaved
             var cpu = Process.GetCurrentProcess().TotalProcessorTime;
             var clock = Stopwatch.StartNew();
             network.zero_grad();
-            using (variant.UseKernels ? null : PackedGemm.Disable())
+            using (variant.UseKernels ? null : KernelPolicy.Without(CpuKernels.MatrixProduct))
             using (var scope = NewDisposeScope())
             {
                 var (terms, _) = PreferenceForward.Loss(network, pairs, variant.Settings, CPU, nllTokens, pairs.Count, scratch);

@@ -223,7 +223,7 @@ internal static class LossHeadProfile
         {
             using var scope = NewDisposeScope();
             var clock = Stopwatch.StartNew();
-            FusedOrpoLoss.Compute(hidden, weight, rows, scale, TrainingSettings.DefaultLogitsChunkRows).Loss.backward();
+            FusedOrpoLoss.Compute(hidden, weight, rows, scale.Objective, TrainingSettings.DefaultLogitsChunkRows).Loss.backward();
             return clock.Elapsed.TotalSeconds;
         }
         double Chunked()

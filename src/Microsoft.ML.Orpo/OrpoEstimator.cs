@@ -1,6 +1,7 @@
 using Microsoft.ML.Data;
 using Microsoft.ML.Orpo.MlNet;
 using Microsoft.ML.Orpo.Modeling;
+using Microsoft.ML.Orpo.Native;
 using Microsoft.ML.Orpo.Training;
 using Microsoft.ML.Runtime;
 

@@ -40,7 +40,7 @@ internal static class TextGenerator
         var device = network.LmHeadWeight.device;
         var dtype = network.LmHeadWeight.dtype;
         using var generator = options.Temperature > 0 ? new Generator((ulong)options.Seed, device) : null;
-        using var cache = new KeyValueCache(config, batch, total, dtype, device);
+        using var cache = network.CreateCache(batch, total, dtype, device);
 
         // Left-padded prompt ids and the per-row "real token" flags for the whole decode.
         var ids = new long[batch * promptLength];

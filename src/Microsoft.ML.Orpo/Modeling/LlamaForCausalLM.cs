@@ -1,7 +1,6 @@
-using TorchSharp;
+using Microsoft.ML.Orpo.Ops;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
-using F = TorchSharp.torch.nn.functional;
 
 namespace Microsoft.ML.Orpo.Modeling;
 
@@ -9,31 +8,12 @@ namespace Microsoft.ML.Orpo.Modeling;
 // state-dict keys (model.layers.0.self_attn.q_proj.weight ...), so checkpoints load strictly with no mapping table.
 // Shapes: B batch, T new tokens, S attended tokens (cache + new), D hidden, H query heads, K key/value heads,
 // d head dim, I MLP width, V vocabulary.
+// Every tensor operation beyond views and residual adds is an Op (Ops/): its reference implementation is the
+// definition, and the CPU kernels behind it compute the same function.
 // Mixed precision: every method that runs the network takes an optional matmul type (e.g. bfloat16). Given one, each
-// Linear multiplies its input and weight cast to it (see MixedPrecision), like PyTorch's autocast; RMSNorm, RoPE,
-// attention and the residual stream stay in the weights' type (float32), and so do the weights themselves.
+// Linear multiplies its input and weight cast to it, like PyTorch's autocast; RMSNorm, RoPE, attention and the
+// residual stream stay in the weights' type (float32), and so do the weights themselves.
 #pragma warning disable IDE1006 // field names are the HF state-dict keys
-
-/// <summary>The matmul-type switch of mixed-precision training (PyTorch autocast's rule for <c>linear</c>).</summary>
-internal static class MixedPrecision
-{
-    /// <summary>
-    /// <paramref name="module"/> applied to <paramref name="x"/>; with a <paramref name="matmulType"/> other than the
-    /// weight's, the input, weight and bias are cast to it first and the output stays in it. The casts are autograd
-    /// ops: the gradient reaching the (float32) weight is cast back to its type.
-    /// </summary>
-    public static Tensor Linear(Tensor x, Linear module, ScalarType? matmulType)
-    {
-        var weight = module.weight!;
-        if (matmulType is not ScalarType type || type == weight.dtype)
-        {
-            long weightElements = module.in_features * module.out_features;
-            if (weightElements >= PackedLinear.MinWeightElements && PackedLinear.TryApply(x, weight, module.bias) is { } y) return y;
-            return FewRowsLinear.Linear(x, weight, module.bias, weightElements); // F.linear; decoding: streamed
-        }
-        return F.linear(x.to_type(type), weight.to_type(type), module.bias?.to_type(type));
-    }
-}
 
 /// <summary>Root-mean-square layer norm: <c>weight * x / sqrt(mean(x^2) + eps)</c>, computed in float32.</summary>
 internal sealed class RMSNorm : nn.Module<Tensor, Tensor>
@@ -49,15 +29,7 @@ internal sealed class RMSNorm : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor x) // (..., D) -> (..., D)
-    {
-        if (FusedRmsNorm.Supports(x, weight)) return FusedRmsNorm.Apply(x, weight, eps); // float32 on CPU: one pass
-        using var scope = NewDisposeScope();
-        // Half-precision inputs are normalised in float32; float32/float64 stay as they are.
-        var wide = x.dtype is ScalarType.Float16 or ScalarType.BFloat16 ? x.to_type(ScalarType.Float32) : x;
-        var normed = wide * rsqrt(wide.pow(2).mean(new long[] { -1 }, keepdim: true) + eps);
-        return (weight * normed.to_type(x.dtype)).MoveToOuterDisposeScope();
-    }
+    public override Tensor forward(Tensor x) => Op.RmsNorm(x, weight, eps); // (..., D) -> (..., D)
 }
 
 /// <summary>Rotary position embedding in the rotate-half convention, with linear or llama3 frequency scaling.</summary>
@@ -140,113 +112,39 @@ internal sealed class RotaryEmbedding : IDisposable
             frequencies = null;
         }
     }
-
-    public static Tensor Apply(Tensor x, Tensor cos, Tensor sin) // (B, h, T, d)
-    {
-        long half = x.shape[^1] / 2;
-        var rotated = cat(new[] { -x.narrow(-1, half, half), x.narrow(-1, 0, half) }, -1);
-        return x * cos + rotated * sin;
-    }
 }
 
-/// <summary>Per-layer key/value cache for incremental decoding, pre-allocated to a maximum length.</summary>
-internal sealed class KeyValueCache : IDisposable
-{
-    private readonly Tensor[] keys;   // per layer (B, K, maxLength, d)
-    private readonly Tensor[] values;
-
-    public KeyValueCache(LlamaConfig config, long batch, long maxLength, ScalarType dtype, Device device)
-    {
-        MaxLength = maxLength;
-        keys = new Tensor[config.NumHiddenLayers];
-        values = new Tensor[config.NumHiddenLayers];
-        for (int i = 0; i < keys.Length; i++)
-        {
-            keys[i] = zeros(new[] { batch, config.NumKeyValueHeads, maxLength, config.HeadDim }, dtype, device);
-            values[i] = zeros(new[] { batch, config.NumKeyValueHeads, maxLength, config.HeadDim }, dtype, device);
-        }
-    }
-
-    public long MaxLength { get; }
-
-    /// <summary>Tokens already cached (the same for every layer once a forward pass completes).</summary>
-    public long Length { get; set; }
-
-    /// <summary>Writes the new (B, K, T, d) keys/values at <see cref="Length"/> and returns views of everything cached.</summary>
-    public (Tensor Keys, Tensor Values) Append(int layer, Tensor newKeys, Tensor newValues)
-    {
-        long t = newKeys.shape[2];
-        if (Length + t > MaxLength)
-            throw new InvalidOperationException($"The key/value cache holds {MaxLength} tokens; cannot append {t} to {Length}.");
-        keys[layer].narrow(2, Length, t).copy_(newKeys);
-        values[layer].narrow(2, Length, t).copy_(newValues);
-        return (keys[layer].narrow(2, 0, Length + t), values[layer].narrow(2, 0, Length + t));
-    }
-
-    public void Dispose()
-    {
-        foreach (var t in keys.Concat(values)) t.Dispose();
-    }
-}
-
-/// <summary>Grouped-query self-attention with rotary embeddings and an optional key/value cache.</summary>
+/// <summary>Grouped-query self-attention with rotary embeddings.</summary>
 internal sealed class LlamaAttention : nn.Module
 {
     private readonly Linear q_proj, k_proj, v_proj, o_proj;
-    private readonly int heads, kvHeads, headDim, layerIndex;
+    private readonly AttentionHeads heads;
+    private readonly int layerIndex;
 
     public LlamaAttention(LlamaConfig config, int layerIndex) : base(nameof(LlamaAttention))
     {
-        heads = config.NumAttentionHeads;
-        kvHeads = config.NumKeyValueHeads;
-        headDim = config.HeadDim;
+        heads = new AttentionHeads(config.NumAttentionHeads, config.NumKeyValueHeads, config.HeadDim);
         this.layerIndex = layerIndex;
-        q_proj = nn.Linear(config.HiddenSize, heads * headDim, hasBias: config.AttentionBias);
-        k_proj = nn.Linear(config.HiddenSize, kvHeads * headDim, hasBias: config.AttentionBias);
-        v_proj = nn.Linear(config.HiddenSize, kvHeads * headDim, hasBias: config.AttentionBias);
-        o_proj = nn.Linear(heads * headDim, config.HiddenSize, hasBias: config.OutputProjectionBias);
+        q_proj = nn.Linear(config.HiddenSize, heads.Heads * heads.HeadDim, hasBias: config.AttentionBias);
+        k_proj = nn.Linear(config.HiddenSize, heads.KvHeads * heads.HeadDim, hasBias: config.AttentionBias);
+        v_proj = nn.Linear(config.HiddenSize, heads.KvHeads * heads.HeadDim, hasBias: config.AttentionBias);
+        o_proj = nn.Linear(heads.Heads * heads.HeadDim, config.HiddenSize, hasBias: config.OutputProjectionBias);
         RegisterComponents();
     }
 
     /// <param name="x">(B, T, D)</param>
     /// <param name="cos">(B, 1, T, d)</param>
     /// <param name="sin">(B, 1, T, d)</param>
-    /// <param name="mask">Additive (B, 1, T, S) mask, or null for plain causal attention over T = S.</param>
-    /// <param name="cache">Key/value cache, or null.</param>
-    /// <param name="sharedPrefix">Rows packed as [prefix | continuations]: each continuation attends [prefix | itself], or null.</param>
+    /// <param name="layout">How the T new tokens attend: causally, through a mask, after a cache, or sharing a prefix.</param>
     /// <param name="matmulType">Type the projections multiply in; null: the weights' own.</param>
-    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, Tensor? mask, KeyValueCache? cache, SharedPrefixAttention? sharedPrefix,
-        ScalarType? matmulType)
+    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, AttentionLayout layout, ScalarType? matmulType)
     {
-        long b = x.shape[0], t = x.shape[1];
-        var q = MixedPrecision.Linear(x, q_proj, matmulType).view(b, t, heads, headDim).transpose(1, 2);     // (B, H, T, d)
-        var k = MixedPrecision.Linear(x, k_proj, matmulType).view(b, t, kvHeads, headDim).transpose(1, 2);   // (B, K, T, d)
-        var v = MixedPrecision.Linear(x, v_proj, matmulType).view(b, t, kvHeads, headDim).transpose(1, 2);   // (B, K, T, d)
-        // RoPE and attention run in the rotary tables' type: float32 under mixed precision too (bf16 SDPA measured
-        // no faster on AVX-512 BF16 CPUs, benchmarks/README.md); the casts are no-ops without a matmul type.
-        (q, k, v) = (q.to_type(cos.dtype), k.to_type(cos.dtype), v.to_type(cos.dtype));
-        if (mask is null && cache is null && sharedPrefix is null && CausalAttention.Supports(q, k, v, cos))
-            return MixedPrecision.Linear(CausalAttention.Apply(q, k, v, cos, sin), o_proj, matmulType); // small float32 heads, RoPE fused
-        if (mask is null && cache is null && sharedPrefix is null && BlockedCausalAttention.Supports(q, k, v)
-            && BlockedCausalAttention.SupportsRotation(q, cos))
-            return MixedPrecision.Linear(BlockedCausalAttention.Apply(q, k, v, cos, sin), o_proj, matmulType); // wider float32 heads, RoPE fused
-        q = RotaryEmbedding.Apply(q, cos, sin);
-        k = RotaryEmbedding.Apply(k, cos, sin);
-        if (mask is null && cache is null && sharedPrefix is null && BlockedCausalAttention.Supports(q, k, v))
-            return MixedPrecision.Linear(BlockedCausalAttention.Apply(q, k, v), o_proj, matmulType); // wider float32 heads
-        if (cache is not null) (k, v) = cache.Append(layerIndex, k, v);           // (B, K, S, d)
-        if (kvHeads != heads && t == 1)
-            return MixedPrecision.Linear(GroupedQueryAttention.OneQuery(q, k, v, mask), o_proj, matmulType); // decoding: no cache copy
-        if (kvHeads != heads)
-        {
-            k = k.repeat_interleave(heads / kvHeads, dim: 1);                      // (B, H, S, d)
-            v = v.repeat_interleave(heads / kvHeads, dim: 1);
-        }
-        if (sharedPrefix is not null) return MixedPrecision.Linear(sharedPrefix.Attend(q, k, v), o_proj, matmulType); // (B, T, D)
-        var y = mask is null
-            ? F.scaled_dot_product_attention(q, k, v, is_casual: true)
-            : F.scaled_dot_product_attention(q, k, v, attn_mask: mask);          // (B, H, T, d)
-        return MixedPrecision.Linear(y.transpose(1, 2).reshape(b, t, heads * headDim), o_proj, matmulType);  // (B, T, D)
+        long b = layout.Batch, t = layout.Length;
+        var q = Op.Linear(x, q_proj, matmulType).view(b, t, heads.Heads, heads.HeadDim).transpose(1, 2);    // (B, H, T, d)
+        var k = Op.Linear(x, k_proj, matmulType).view(b, t, heads.KvHeads, heads.HeadDim).transpose(1, 2);  // (B, K, T, d)
+        var v = Op.Linear(x, v_proj, matmulType).view(b, t, heads.KvHeads, heads.HeadDim).transpose(1, 2);  // (B, K, T, d)
+        var y = Op.CausalAttention(q, k, v, cos, sin, heads, layout, layerIndex);                            // (B, T, H * d)
+        return Op.Linear(y, o_proj, matmulType);                                                             // (B, T, D)
     }
 }
 
@@ -266,10 +164,9 @@ internal sealed class LlamaMLP : nn.Module
     /// <summary>(B, T, D) -> (B, T, D); with a <paramref name="matmulType"/>, the product and output are in that type.</summary>
     public Tensor Forward(Tensor x, ScalarType? matmulType)
     {
-        var gate = MixedPrecision.Linear(x, gate_proj, matmulType);
-        var up = MixedPrecision.Linear(x, up_proj, matmulType);
-        if (FusedSwiGlu.Supports(gate, up, down_proj)) return FusedSwiGlu.Apply(gate, up, down_proj); // float32 CPU: fewer saved activations
-        return MixedPrecision.Linear(F.silu(gate) * up, down_proj, matmulType);
+        var gate = Op.Linear(x, gate_proj, matmulType);  // (B, T, I)
+        var up = Op.Linear(x, up_proj, matmulType);      // (B, T, I)
+        return Op.SwiGlu(gate, up, down_proj, matmulType);
     }
 }
 
@@ -290,13 +187,12 @@ internal sealed class LlamaDecoderLayer : nn.Module
     }
 
     /// <summary>(B, T, D) -> (B, T, D). The residual stream keeps x's type: adding a bfloat16 branch output promotes it.</summary>
-    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, Tensor? mask, KeyValueCache? cache, SharedPrefixAttention? sharedPrefix,
-        ScalarType? matmulType)
+    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, AttentionLayout layout, ScalarType? matmulType)
     {
         // Autograd keeps what the backward pass needs; the layer's other temporaries are released here, not at the
         // end of the whole forward pass (lower peak training memory).
         using var scope = NewDisposeScope();
-        var h = Residual(x, self_attn.Forward(input_layernorm.forward(x), cos, sin, mask, cache, sharedPrefix, matmulType));
+        var h = Residual(x, self_attn.Forward(input_layernorm.forward(x), cos, sin, layout, matmulType));
         return Residual(h, mlp.Forward(post_attention_layernorm.forward(h), matmulType)).MoveToOuterDisposeScope();
     }
 
@@ -326,14 +222,11 @@ internal sealed class LlamaModel : nn.Module
     public Parameter EmbeddingWeight => embed_tokens.weight!;
 
     /// <summary>(B, T) ids -> (B, T, D) final hidden states.</summary>
-    public Tensor Forward(Tensor inputIds, Tensor cos, Tensor sin, Tensor? mask, KeyValueCache? cache,
-        SharedPrefixAttention? sharedPrefix, ScalarType? matmulType, bool recompute)
+    public Tensor Forward(Tensor inputIds, Tensor cos, Tensor sin, AttentionLayout layout, ScalarType? matmulType, bool recompute)
     {
         var h = embed_tokens.forward(inputIds);
         foreach (var layer in layers)
-            h = recompute
-                ? RecomputedLayer.Apply(layer, h, cos, sin, mask, sharedPrefix, matmulType)
-                : layer.Forward(h, cos, sin, mask, cache, sharedPrefix, matmulType);
+            h = recompute ? RecomputedLayer.Apply(layer, h, cos, sin, layout, matmulType) : layer.Forward(h, cos, sin, layout, matmulType);
         return norm.forward(h);
     }
 }
@@ -384,7 +277,7 @@ internal sealed class LlamaForCausalLM : nn.Module
         positionIds ??= arange(start, start + t, dtype: ScalarType.Int64, device: inputIds.device).unsqueeze(0).expand(b, t);
         var (cos, sin) = rotary.CosSin(positionIds, LmHeadWeight.dtype);
         bool recompute = recomputeActivations && cache is null && is_grad_enabled();
-        var hidden = model.Forward(inputIds, cos, sin, mask, cache, sharedPrefix, matmulType, recompute);
+        var hidden = model.Forward(inputIds, cos, sin, new AttentionLayout(b, t, mask, cache, sharedPrefix), matmulType, recompute);
         if (cache is not null) cache.Length = start + t;
         return hidden.MoveToOuterDisposeScope();
     }
@@ -393,13 +286,14 @@ internal sealed class LlamaForCausalLM : nn.Module
     /// (B, T, D) hidden states -> (B, T, V) logits in the hidden states' type, multiplied in
     /// <paramref name="matmulType"/> when given.
     /// </summary>
-    public Tensor Logits(Tensor hidden, ScalarType? matmulType = null)
-    {
-        if (matmulType is not ScalarType type || type == LmHeadWeight.dtype)
-            return FewRowsLinear.Linear(hidden, LmHeadWeight, null, (long)Config.VocabSize * Config.HiddenSize);
-        using var scope = NewDisposeScope();
-        return F.linear(hidden.to_type(type), LmHeadWeight.to_type(type)).to_type(hidden.dtype).MoveToOuterDisposeScope();
-    }
+    public Tensor Logits(Tensor hidden, ScalarType? matmulType = null) => Op.Logits(hidden, LmHeadWeight, LmHeadElements, matmulType);
+
+    /// <summary>V x D, the LM head's size, known without a native call.</summary>
+    public long LmHeadElements => (long)Config.VocabSize * Config.HiddenSize;
+
+    /// <summary>An empty key/value cache for <paramref name="batch"/> rows of up to <paramref name="maxLength"/> tokens.</summary>
+    public KeyValueCache CreateCache(long batch, long maxLength, ScalarType dtype, Device device) =>
+        new(Config.NumHiddenLayers, Config.NumKeyValueHeads, Config.HeadDim, batch, maxLength, dtype, device);
 
     /// <summary>(B, T) ids -> (B, T, V) logits.</summary>
     public Tensor Forward(Tensor inputIds, Tensor? positionIds = null, Tensor? mask = null, KeyValueCache? cache = null)

@@ -1,3 +1,5 @@
+using Microsoft.ML.Orpo.Native;
+using Microsoft.ML.Orpo.Ops;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Orpo.Modeling;
@@ -11,10 +13,10 @@ namespace Microsoft.ML.Orpo.Modeling;
 /// </summary>
 internal static class RecomputedLayer
 {
-    /// <summary>(B, T, D) -> (B, T, D), the same values and gradients as <c>layer.Forward(x, cos, sin, mask, null, sharedPrefix, matmulType)</c>.</summary>
-    public static Tensor Apply(LlamaDecoderLayer layer, Tensor x, Tensor cos, Tensor sin, Tensor? mask, SharedPrefixAttention? sharedPrefix,
-        ScalarType? matmulType) =>
-        RecomputedLayerFunction.apply(x, layer, cos, sin, mask!, sharedPrefix!, matmulType ?? x.dtype);
+    /// <summary>(B, T, D) -> (B, T, D), the same values and gradients as <c>layer.Forward(x, cos, sin, layout, matmulType)</c>
+    /// (a layout without a cache).</summary>
+    public static Tensor Apply(LlamaDecoderLayer layer, Tensor x, Tensor cos, Tensor sin, AttentionLayout layout, ScalarType? matmulType) =>
+        RecomputedLayerFunction.apply(x, layer, cos, sin, layout.Mask!, layout.SharedPrefix!, matmulType ?? x.dtype, layout.Batch, layout.Length);
 }
 
 /// <summary>The autograd node behind <see cref="RecomputedLayer.Apply"/>.</summary>
@@ -40,8 +42,10 @@ internal sealed class RecomputedLayerFunction : autograd.SingleTensorFunction<Re
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         ctx.save_data("matmulType", vars[6]);
-        return ((LlamaDecoderLayer)vars[1]).Forward(x, (Tensor)vars[2], (Tensor)vars[3], mask, null, sharedPrefix, (ScalarType)vars[6])
-            .MoveToOuterDisposeScope();
+        ctx.save_data("batch", vars[7]);
+        ctx.save_data("length", vars[8]);
+        var layout = new AttentionLayout((long)vars[7], (long)vars[8], mask, null, sharedPrefix);
+        return ((LlamaDecoderLayer)vars[1]).Forward(x, (Tensor)vars[2], (Tensor)vars[3], layout, (ScalarType)vars[6]).MoveToOuterDisposeScope();
     }
 
     public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad_output) => CustomBackward.Run(ctx, grad_output, saved =>
@@ -53,11 +57,11 @@ internal sealed class RecomputedLayerFunction : autograd.SingleTensorFunction<Re
         using (enable_grad())
         {
             var input = saved[0].detach().requires_grad_(true);
-            var output = layer.Forward(input, saved[1], saved[2], saved.Count > 3 ? saved[3] : null, null, sharedPrefix,
-                (ScalarType)ctx.get_data("matmulType"));
+            var layout = new AttentionLayout((long)ctx.get_data("batch"), (long)ctx.get_data("length"), saved.Count > 3 ? saved[3] : null, null, sharedPrefix);
+            var output = layer.Forward(input, saved[1], saved[2], layout, (ScalarType)ctx.get_data("matmulType"));
             output.backward(new[] { grad_output });
             gradInput = input.grad!.MoveToOuterDisposeScope();
         }
-        return new List<Tensor> { gradInput, null!, null!, null!, null!, null!, null! };
+        return new List<Tensor> { gradInput, null!, null!, null!, null!, null!, null!, null!, null! };
     });
 }

@@ -68,7 +68,7 @@ internal static class OrpoObjective
 
     /// <summary>
     /// Eq. 6-7's value alone: sum(token NLL) / stepNllTokens + lambda * sum(-log sigmoid(log odds)) / stepPairs.
-    /// A sum of per-pair terms, so any subset of pairs can be evaluated on its own (<see cref="FusedOrpoLoss"/>).
+    /// A sum of per-pair terms, so any subset of pairs can be evaluated on its own (<see cref="Ops.FusedOrpoLoss"/>).
     /// </summary>
     public static Tensor LossValue(Tensor chosenLogp, Tensor rejectedLogp, Tensor nllSum, double stepNllTokens,
         double stepPairs, double lambda)

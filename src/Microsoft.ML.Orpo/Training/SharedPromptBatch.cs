@@ -1,5 +1,6 @@
 using TorchSharp;
 using Microsoft.ML.Orpo.Modeling;
+using Microsoft.ML.Orpo.Ops;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Orpo.Training;

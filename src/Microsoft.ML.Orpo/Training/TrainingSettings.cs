@@ -41,14 +41,14 @@ internal sealed record TrainingSettings
     public int CheckpointsToKeep { get; init; } = 2;
     /// <summary>
     /// Performance switch: pack each pair as [prompt | chosen | rejected] so the prompt is computed once
-    /// (<see cref="SharedPromptBatch"/>, attention by <see cref="Modeling.SharedPrefixAttention"/>); equal loss and
+    /// (<see cref="SharedPromptBatch"/>, attention by <see cref="Ops.SharedPrefixAttention"/>); equal loss and
     /// gradients to the concatenated layout up to float rounding.
     /// </summary>
     public bool SharedPromptForward { get; init; }
     /// <summary>
-    /// Performance switch: rows of the LM head computed at once. Training uses <see cref="FusedOrpoLoss"/> (LM head and
+    /// Performance switch: rows of the LM head computed at once. Training uses <see cref="Ops.FusedOrpoLoss"/> (LM head and
     /// loss together, gradients produced in the forward pass, chunks of whole pairs), evaluation
-    /// <see cref="ChunkedLogProbs"/>; neither holds the full (rows x vocabulary) logits, and only scored predictions go
+    /// <see cref="Ops.ChunkedLogProbs"/>; neither holds the full (rows x vocabulary) logits, and only scored predictions go
     /// through the LM head. 0 computes the logits of every position in one piece (the plain path). On by default: same
     /// loss and gradients up to float rounding (tested), less peak memory and faster (benchmarks/README.md).
     /// </summary>

@@ -15,7 +15,7 @@ public sealed class BlockedCausalAttentionTests
     [DataRow(3, 2, 1, 1, 32, DisplayName = "a single token")]
     public void MatchesFloat64AttentionInValuesAndGradients(int batch, int heads, int kvHeads, int length, int headDim)
     {
-        using var kernel = Kernels.ForcePackedGemm();
+        using var kernel = KernelScopes.ForcePackedGemm();
         using var scope = NewDisposeScope();
         manual_seed(batch * 100 + length);
         var q = randn(batch, heads, length, headDim).requires_grad_(true);
@@ -46,7 +46,7 @@ public sealed class BlockedCausalAttentionTests
     [TestMethod]
     public void ResultsDoNotDependOnTheThreadCount()
     {
-        using var kernel = Kernels.ForcePackedGemm();
+        using var kernel = KernelScopes.ForcePackedGemm();
         using var scope = NewDisposeScope();
         manual_seed(21);
         var q = randn(2, 4, 150, 64);
@@ -65,7 +65,7 @@ public sealed class BlockedCausalAttentionTests
     [TestMethod]
     public void FusedRotationEqualsRotaryEmbeddingThenAttentionBitForBit()
     {
-        using var kernel = Kernels.ForcePackedGemm();
+        using var kernel = KernelScopes.ForcePackedGemm();
         using var scope = NewDisposeScope();
         manual_seed(5);
         var config = new LlamaConfig { HiddenSize = 256, IntermediateSize = 8, NumHiddenLayers = 1, NumAttentionHeads = 4, NumKeyValueHeads = 2, HeadDim = 64, VocabSize = 8 };
@@ -81,7 +81,7 @@ public sealed class BlockedCausalAttentionTests
 
         var fused = BlockedCausalAttention.Apply(q, k, v, cos, sin);
         var fusedGrads = autograd.grad(new[] { (fused * upstream).sum() }, new[] { qLeaf, kLeaf, vLeaf });
-        var separate = BlockedCausalAttention.Apply(RotaryEmbedding.Apply(q, cos, sin), RotaryEmbedding.Apply(k, cos, sin), v);
+        var separate = BlockedCausalAttention.Apply(ReferenceRotary.Forward(q, cos, sin), ReferenceRotary.Forward(k, cos, sin), v);
         var separateGrads = autograd.grad(new[] { (separate * upstream).sum() }, new[] { qLeaf, kLeaf, vLeaf });
         Tensor inference;
         using (no_grad()) inference = BlockedCausalAttention.Apply(q, k, v, cos, sin);
@@ -103,11 +103,11 @@ public sealed class BlockedCausalAttentionTests
         var k = randn(1, 2, 10, 64);
         Assert.AreEqual(PackedGemm.IsEnabled, BlockedCausalAttention.Supports(q, k, k), "follows the dispatcher's decision");
         if (PackedGemm.IsSupported)
-            using (PackedGemm.Force()) Assert.IsTrue(BlockedCausalAttention.Supports(q, k, k));
+            using (KernelPolicy.ForcingPackedGemm()) Assert.IsTrue(BlockedCausalAttention.Supports(q, k, k));
         Assert.IsFalse(BlockedCausalAttention.Supports(randn(1, 4, 10, 16), randn(1, 2, 10, 16), randn(1, 2, 10, 16)), "small heads: CausalAttention");
         Assert.IsFalse(BlockedCausalAttention.Supports(q.to_type(ScalarType.Float64), k.to_type(ScalarType.Float64), k.to_type(ScalarType.Float64)));
         Assert.IsFalse(BlockedCausalAttention.Supports(q, randn(1, 3, 10, 64), randn(1, 3, 10, 64)), "heads not a multiple of key/value heads");
-        using (PackedGemm.Disable()) Assert.IsFalse(BlockedCausalAttention.Supports(q, k, k));
+        using (KernelPolicy.Without(CpuKernels.MatrixProduct)) Assert.IsFalse(BlockedCausalAttention.Supports(q, k, k));
     }
 
     private static void AssertClose(Tensor actual, Tensor expected, string what)

@@ -96,7 +96,7 @@ public sealed class CausalAttentionTests
         var x = leaf.transpose(1, 2);                                                                    // (2, 4, 30, 8) view
         var upstream = randn(2, 4, 30, 8);
 
-        var expected = RotaryEmbedding.Apply(x, cos, sin);
+        var expected = ReferenceRotary.Forward(x, cos, sin);
         var expectedGrad = autograd.grad(new[] { (expected * upstream).sum() }, new[] { leaf })[0];
         var actual = empty(2, 4, 30, 8);
         CausalAttention.RotateInto(x, actual, cos, sin);

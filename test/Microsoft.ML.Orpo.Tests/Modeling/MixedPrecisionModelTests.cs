@@ -18,7 +18,7 @@ public sealed class MixedPrecisionModelTests
         using var module = nn.Linear(24, 40, hasBias: true);
         var x = randn(5, 24).requires_grad_(true);
 
-        var y = MixedPrecision.Linear(x, module, ScalarType.BFloat16);
+        var y = Op.Linear(x, module, ScalarType.BFloat16);
         Assert.AreEqual(ScalarType.BFloat16, y.dtype);
         var expected = F.linear(x.detach().to_type(ScalarType.BFloat16), module.weight!.detach().to_type(ScalarType.BFloat16),
             module.bias!.detach().to_type(ScalarType.BFloat16));
@@ -31,7 +31,7 @@ public sealed class MixedPrecisionModelTests
         var exact = x.detach().sum(new long[] { 0 }).unsqueeze(0).expand(40, 24);
         Assert.IsLessThan(1e-2, ((module.weight.grad - exact).abs().max() / exact.abs().max()).ToDouble());
 
-        var plain = MixedPrecision.Linear(x, module, null);
+        var plain = Op.Linear(x, module, null);
         Assert.AreEqual(ScalarType.Float32, plain.dtype);
         Assert.IsTrue(plain.detach().eq(module.forward(x).detach()).all().item<bool>(), "no matmul type: the module as it is");
     }

@@ -62,7 +62,7 @@ public sealed class PackedGemmTests
     [TestMethod]
     public void ResultsDoNotDependOnTheThreadCount()
     {
-        using var kernel = Kernels.ForcePackedGemm();
+        using var kernel = KernelScopes.ForcePackedGemm();
         using var scope = NewDisposeScope();
         manual_seed(3);
         var a = randn(700, 600);
@@ -73,7 +73,7 @@ public sealed class PackedGemmTests
     [TestMethod]
     public void CpuMatmulTakesTheKernelOnlyWhereItApplies()
     {
-        using var kernel = Kernels.ForcePackedGemm();
+        using var kernel = KernelScopes.ForcePackedGemm();
         using var scope = NewDisposeScope();
         manual_seed(4);
         var a = randn(300, 200);
@@ -90,7 +90,7 @@ public sealed class PackedGemmTests
         var wide = CpuMatmul.Multiply(a.to_type(ScalarType.Float64), false, b.to_type(ScalarType.Float64), false);
         var strided = CpuMatmul.Multiply(a.t().contiguous().t(), false, b, false);
         Tensor disabled;
-        using (PackedGemm.Disable()) disabled = CpuMatmul.Multiply(a, false, b, false);
+        using (KernelPolicy.Without(CpuKernels.MatrixProduct)) disabled = CpuMatmul.Multiply(a, false, b, false);
         Assert.AreEqual(before, PackedGemm.ProductsOnThisThread, "small, float64, non-contiguous and disabled products go to libtorch");
         Assert.IsLessThan(1e-4, (strided - product).abs().max().ToDouble());
         Assert.IsLessThan(1e-4, (disabled - product).abs().max().ToDouble());
@@ -130,18 +130,18 @@ public sealed class PackedGemmTests
         {
             Assert.IsFalse(PackedGemm.IsEnabled, "an Intel CPU keeps libtorch's GEMM");
             if (PackedGemm.IsSupported)
-                using (PackedGemm.Force()) Assert.IsTrue(PackedGemm.IsEnabled, "a test can still force the kernel there");
+                using (KernelPolicy.ForcingPackedGemm()) Assert.IsTrue(PackedGemm.IsEnabled, "a test can still force the kernel there");
         }
         using (PackedGemm.SimulateVendor("AuthenticAMD"))
             Assert.AreEqual(PackedGemm.IsSupported, PackedGemm.IsEnabled, "AMD takes the kernel wherever AVX-512F is usable");
-        using (PackedGemm.Disable()) Assert.IsFalse(PackedGemm.IsEnabled);
-        if (!PackedGemm.IsSupported) Assert.ThrowsExactly<PlatformNotSupportedException>(() => PackedGemm.Force());
+        using (KernelPolicy.Without(CpuKernels.MatrixProduct)) Assert.IsFalse(PackedGemm.IsEnabled);
+        if (!PackedGemm.IsSupported) Assert.ThrowsExactly<PlatformNotSupportedException>(() => KernelPolicy.ForcingPackedGemm());
     }
 
     [TestMethod]
     public void LinearNodeMatchesFloat64ValuesAndGradients()
     {
-        using var kernel = Kernels.ForcePackedGemm();
+        using var kernel = KernelScopes.ForcePackedGemm();
         using var scope = NewDisposeScope();
         manual_seed(5);
         var x = randn(2, 70, 160).requires_grad_(true);
@@ -167,7 +167,7 @@ public sealed class PackedGemmTests
     [TestMethod]
     public void LinearNodeSkipsGradientsNobodyNeeds()
     {
-        using var kernel = Kernels.ForcePackedGemm();
+        using var kernel = KernelScopes.ForcePackedGemm();
         using var scope = NewDisposeScope();
         manual_seed(6);
         var x = randn(140, 160);                                   // an input that needs no gradient (frozen embeddings)
@@ -183,7 +183,7 @@ public sealed class PackedGemmTests
     {
         // Wide enough that every projection (512 x 512 up) goes through PackedLinear and the LM head through the fused
         // loss's kernel products; with biases and grouped-query attention.
-        using var kernel = Kernels.ForcePackedGemm();
+        using var kernel = KernelScopes.ForcePackedGemm();
         var config = new LlamaConfig
         {
             HiddenSize = 512, IntermediateSize = 600, NumHiddenLayers = 2, NumAttentionHeads = 8, NumKeyValueHeads = 4, HeadDim = 64,
@@ -209,7 +209,7 @@ public sealed class PackedGemmTests
         var (loss, gradients) = Step();
         Assert.IsGreaterThanOrEqualTo(before + 3 * 7 * 2, PackedGemm.ProductsOnThisThread, "seven projections per layer, three products each");
         (Tensor Loss, Tensor[] Gradients) reference;
-        using (PackedGemm.Disable()) reference = Step();
+        using (KernelPolicy.Without(CpuKernels.MatrixProduct)) reference = Step();
         Assert.IsLessThan(1e-5, Math.Abs(loss.ToDouble() - reference.Loss.ToDouble()));
         for (int i = 0; i < gradients.Length; i++)
         {

@@ -45,7 +45,7 @@ public sealed class FusedOrpoLossTests
         weight.grad!.zero_();
 
         using var rows = ScoredRows.Create(src, targets, seq, response, pairs);
-        var (loss, sums) = FusedOrpoLoss.Compute(hidden, weight, rows, scale, chunkRows);
+        var (loss, sums) = FusedOrpoLoss.Compute(hidden, weight, rows, scale.Objective, chunkRows);
         (loss * 3).backward();
 
         Assert.AreEqual(expected.ToDouble(), loss.ToDouble(), 1e-12, "loss");
@@ -79,7 +79,7 @@ public sealed class FusedOrpoLossTests
         {
             var h = hidden.clone().requires_grad_(true);
             var w = weight.clone().requires_grad_(true);
-            var (loss, _) = FusedOrpoLoss.Compute(h, w, rows, scale, chunkRows, scratch: scratch);
+            var (loss, _) = FusedOrpoLoss.Compute(h, w, rows, scale.Objective, chunkRows, scratch: scratch);
             loss.backward();
             return (loss.ToDouble(), h.grad!, w.grad!);
         }

@@ -101,7 +101,7 @@ public sealed class ResourceSafetyTests
     {
         // 512 wide with 256-wide heads: every projection goes through PackedLinear, attention through
         // BlockedCausalAttention and the LM head through the fused loss's kernel products.
-        using var kernel = Kernels.ForcePackedGemm();
+        using var kernel = KernelScopes.ForcePackedGemm();
         string folder = ReliabilityFixtures.TinyModelFolder(vocabulary: 2100, hidden: 512, layers: 2);
         using var model = CausalLanguageModel.Load(folder, null, "cpu");
         var pairs = TrainingFixtures.Encode(model, ProtagonistPairs.Create().Train.Take(4));

@@ -43,17 +43,17 @@ public sealed class OrpoObjectiveTests
         using var model = TrainingFixtures.LoadModel();
         model.Network.to(ScalarType.Float64);
         var pairs = TrainingFixtures.TrainPairs(model, 3);
-        using var batch = PreferenceBatch.Create(pairs, includePromptInNll: false, CPU);
-        double nllTokens = batch.NllTokens;
+        double nllTokens = pairs.Sum(p => (double)p.NllTokenCount(false));
+        var settings = new TrainingSettings { Lambda = 0.5, LogitsChunkRows = 0 }; // the plain head: autograd end to end
         double Loss()
         {
             using var scope = NewDisposeScope();
             using var noGrad = no_grad();
-            return PreferenceForward.Loss(model.Network, batch, 0.5, nllTokens, pairs.Count).Loss.ToDouble();
+            return PreferenceForward.Loss(model.Network, pairs, settings, CPU, nllTokens, pairs.Count).Terms.Loss.ToDouble();
         }
 
         model.Network.zero_grad();
-        using (NewDisposeScope()) PreferenceForward.Loss(model.Network, batch, 0.5, nllTokens, pairs.Count).Loss.backward();
+        using (NewDisposeScope()) PreferenceForward.Loss(model.Network, pairs, settings, CPU, nllTokens, pairs.Count).Terms.Loss.backward();
         var parameters = model.Network.NamedWeights().ToDictionary(p => p.Name, p => p.Parameter);
         var coordinates = new (string Name, long Index)[]
         {

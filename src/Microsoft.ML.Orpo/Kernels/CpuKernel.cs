@@ -1,0 +1,24 @@
+using System.Runtime.InteropServices;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Orpo.Kernels;
+
+/// <summary>What the hand-written float32 CPU kernels share: raw element access and the block loop over threads.</summary>
+internal static class CpuKernel
+{
+    /// <summary>The elements of a contiguous float32 CPU tensor (callers check dtype, device and layout).</summary>
+    public static Span<float> Floats(Tensor t) => MemoryMarshal.Cast<byte, float>(t.bytes);
+
+    /// <summary>
+    /// Runs <paramref name="block"/> for 0..blocks-1 on up to torch's intra-op thread count. Each block writes only its
+    /// own outputs, so results do not depend on the thread count.
+    /// </summary>
+    public static void ForEachBlock(int blocks, Action<int> block)
+    {
+        int threads = Math.Min(get_num_threads(), blocks);
+        if (threads <= 1)
+            for (int b = 0; b < blocks; b++) block(b);
+        else
+            Parallel.For(0, blocks, new ParallelOptions { MaxDegreeOfParallelism = threads }, block);
+    }
+}

@@ -1,0 +1,45 @@
+using Microsoft.ML.Orpo.Kernels;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Orpo.Ops;
+
+internal static partial class Op
+{
+    /// <summary>
+    /// <c>module(x)</c> multiplied in <paramref name="matmulType"/> (null: the weight's type), see
+    /// <see cref="ReferenceLinear"/>. Kernels: many float32 rows through the packed GEMM (<see cref="PackedLinear"/>),
+    /// decoding's few rows through <see cref="FewRowsLinear"/>. The weight's size comes from the module's own fields:
+    /// reading a TorchSharp shape costs as much as a small decoding product.
+    /// </summary>
+    public static Tensor Linear(Tensor x, Linear module, ScalarType? matmulType)
+    {
+        var weight = module.weight!;
+        if (matmulType is ScalarType type && type != weight.dtype) return ReferenceLinear.Forward(x, weight, module.bias, type);
+        long weightElements = module.in_features * module.out_features;
+        if (weightElements >= KernelThresholds.PackedLinearMinWeightElements && PackedLinear.TryApply(x, weight, module.bias) is { } y) return y;
+        return FewRowsOrReference(x, weight, module.bias, weightElements);
+    }
+
+    /// <summary>
+    /// The LM head: (..., D) hidden states and the (V, D) head matrix -> (..., V) logits in the hidden states' type,
+    /// multiplied in <paramref name="matmulType"/> when given. <paramref name="weightElements"/> is V x D.
+    /// </summary>
+    public static Tensor Logits(Tensor hidden, Tensor weight, long weightElements, ScalarType? matmulType)
+    {
+        if (matmulType is ScalarType type && type != weight.dtype)
+        {
+            using var scope = NewDisposeScope();
+            return ReferenceLinear.Forward(hidden, weight, null, type).to_type(hidden.dtype).MoveToOuterDisposeScope();
+        }
+        return FewRowsOrReference(hidden, weight, null, weightElements);
+    }
+
+    private static Tensor FewRowsOrReference(Tensor x, Tensor weight, Tensor? bias, long weightElements)
+    {
+        if (weightElements >= KernelThresholds.FewRowsMinWeightElements && KernelPolicy.Allows(CpuKernels.FewRowsProduct)
+            && FewRowsLinear.TryApply(x, weight) is { } y)
+            return bias is null ? y : y.add_(bias);
+        return ReferenceLinear.Forward(x, weight, bias, null);
+    }
+}
