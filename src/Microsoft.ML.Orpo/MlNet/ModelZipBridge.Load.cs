@@ -3,11 +3,9 @@ using Microsoft.ML.Runtime;
 
 namespace Microsoft.ML.Orpo.MlNet;
 
-/// <summary>
-/// Reading a component back out of a model zip: the loader ML.NET calls through the catalog entry reads what
-/// <see cref="Save{TLoader}"/> wrote to <c>Model.key</c>, resolves the recorded loader type, refuses a format that is
-/// too new or too old for it, and hands it the payload entry, whose length and SHA-256 are checked whatever it read.
-/// </summary>
+// Reading a component back out of a model zip: the loader ML.NET calls through the catalog entry reads what
+// Save{TLoader} wrote to Model.key, resolves the recorded loader type, refuses a format that is
+// too new or too old for it, and hands it the payload entry, whose length and SHA-256 are checked whatever it read.
 internal static partial class ModelZipBridge
 {
     private const int HashLength = 32;

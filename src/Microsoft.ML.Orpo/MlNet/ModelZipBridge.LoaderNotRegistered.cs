@@ -2,12 +2,10 @@ using Microsoft.ML.Transforms;
 
 namespace Microsoft.ML.Orpo.MlNet;
 
-/// <summary>
-/// Explaining a missing registration: when a loading context's catalog lacks <see cref="LoaderSignature"/>, ML.NET
-/// falls back to the custom-mapping loader named in the header, which instantiates
-/// <see cref="LoaderNotRegisteredFactory"/>; its error names <see cref="RegistrationCall"/>, the fix that ML.NET's own
-/// error could not know.
-/// </summary>
+// Explaining a missing registration: when a loading context's catalog lacks LoaderSignature, ML.NET
+// falls back to the custom-mapping loader named in the header, which instantiates
+// LoaderNotRegisteredFactory; its error names RegistrationCall, the fix that ML.NET's own
+// error could not know.
 internal static partial class ModelZipBridge
 {
     /// <summary>

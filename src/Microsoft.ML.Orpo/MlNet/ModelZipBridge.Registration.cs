@@ -4,11 +4,9 @@ using Microsoft.ML.Runtime;
 
 namespace Microsoft.ML.Orpo.MlNet;
 
-/// <summary>
-/// Registering the bridge's loader with a context's <see cref="ComponentCatalog"/> (what <c>RegisterOrpo()</c> does):
-/// ML.NET fills catalogs only from attributes it keeps internal, so one entry for <see cref="LoaderSignature"/> is
-/// added by reflection, pointing at <see cref="CreateFromCatalog"/>.
-/// </summary>
+// Registering the bridge's loader with a context's ComponentCatalog (what RegisterOrpo() does):
+// ML.NET fills catalogs only from attributes it keeps internal, so one entry for LoaderSignature is
+// added by reflection, pointing at CreateFromCatalog.
 internal static partial class ModelZipBridge
 {
     private static readonly ConditionalWeakTable<ComponentCatalog, object> s_registered = new();

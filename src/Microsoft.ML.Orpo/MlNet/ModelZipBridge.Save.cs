@@ -2,11 +2,9 @@ using Microsoft.ML.Transforms;
 
 namespace Microsoft.ML.Orpo.MlNet;
 
-/// <summary>
-/// Writing a component into a model zip: the ML.NET header (shaped so that ML.NET's custom-mapping loader is the
-/// fallback when ours is not registered), the bookkeeping strings and numbers in <c>Model.key</c>, and the payload
-/// as its own binary entry with its length and SHA-256. <see cref="CreateFromCatalog"/> reads it back in the same order.
-/// </summary>
+// Writing a component into a model zip: the ML.NET header (shaped so that ML.NET's custom-mapping loader is the
+// fallback when ours is not registered), the bookkeeping strings and numbers in Model.key, and the payload
+// as its own binary entry with its length and SHA-256. CreateFromCatalog reads it back in the same order.
 internal static partial class ModelZipBridge
 {
     // ML.NET's custom-mapping component (LambdaTransform): the fallback loader and the header it accepts.
