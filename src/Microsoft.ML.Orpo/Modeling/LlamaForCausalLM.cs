@@ -36,6 +36,7 @@ internal sealed class RMSNorm : nn.Module<Tensor, Tensor>
 internal sealed class RotaryEmbedding : IDisposable
 {
     private readonly double[] inverseFrequencies; // (d/2)
+    private readonly ConstantTable frequencies;
 
     public RotaryEmbedding(LlamaConfig config)
     {
@@ -46,6 +47,7 @@ internal sealed class RotaryEmbedding : IDisposable
             double inv = 1.0 / Math.Pow(config.RopeTheta, 2.0 * i / config.HeadDim);
             inverseFrequencies[i] = Scale(inv, config.RopeScaling);
         }
+        frequencies = new ConstantTable(inverseFrequencies);
     }
 
     /// <summary>The per-pair rotation frequencies after scaling (d/2).</summary>
@@ -78,40 +80,13 @@ internal sealed class RotaryEmbedding : IDisposable
     {
         using var scope = NewDisposeScope();
         var angleType = dtype == ScalarType.Float64 ? ScalarType.Float64 : ScalarType.Float32;
-        var inv = Frequencies(positionIds.device, angleType);                              // (d/2)
+        var inv = frequencies.On(positionIds.device, angleType);                          // (d/2)
         var angles = positionIds.to_type(angleType).unsqueeze(-1) * inv;                   // (B, T, d/2)
         var full = cat(new[] { angles, angles }, -1).unsqueeze(1);                        // (B, 1, T, d)
         return (full.cos().to_type(dtype).MoveToOuterDisposeScope(), full.sin().to_type(dtype).MoveToOuterDisposeScope());
     }
 
-    private readonly object frequenciesGate = new();
-    private Tensor? frequencies; // the last device/dtype asked for; a model stays on one, so this is made once
-
-    /// <summary>The frequencies on a device in a dtype, uploaded once rather than per forward pass (every decoded token).</summary>
-    private Tensor Frequencies(Device device, ScalarType type)
-    {
-        lock (frequenciesGate)
-        {
-            if (frequencies is null || frequencies.dtype != type
-                || frequencies.device_type != device.type || frequencies.device_index != device.index)
-            {
-                // A replaced tensor may still be read by a concurrent call: it is left to the finalizer, not disposed.
-                // Made outside inference mode even when generation asks first: training reuses it.
-                using var normal = inference_mode(false);
-                frequencies = tensor(inverseFrequencies, device: device).to_type(type).DetachFromDisposeScope();
-            }
-            return frequencies;
-        }
-    }
-
-    public void Dispose()
-    {
-        lock (frequenciesGate)
-        {
-            frequencies?.Dispose();
-            frequencies = null;
-        }
-    }
+    public void Dispose() => frequencies.Dispose();
 }
 
 /// <summary>Grouped-query self-attention with rotary embeddings.</summary>
@@ -143,7 +118,7 @@ internal sealed class LlamaAttention : nn.Module
         var q = Op.Linear(x, q_proj, matmulType).view(b, t, heads.Heads, heads.HeadDim).transpose(1, 2);    // (B, H, T, d)
         var k = Op.Linear(x, k_proj, matmulType).view(b, t, heads.KvHeads, heads.HeadDim).transpose(1, 2);  // (B, K, T, d)
         var v = Op.Linear(x, v_proj, matmulType).view(b, t, heads.KvHeads, heads.HeadDim).transpose(1, 2);  // (B, K, T, d)
-        var y = Op.CausalAttention(q, k, v, cos, sin, heads, layout, layerIndex);                            // (B, T, H * d)
+        var y = Op.Attention(q, k, v, cos, sin, heads, layout, layerIndex);                                  // (B, T, H * d)
         return Op.Linear(y, o_proj, matmulType);                                                             // (B, T, D)
     }
 }

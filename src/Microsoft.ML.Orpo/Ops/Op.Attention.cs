@@ -12,12 +12,12 @@ internal static partial class Op
     /// (<see cref="CausalAttention"/>), wider ones blocked (<see cref="BlockedCausalAttention"/>); masks, caches and
     /// shared prefixes take <see cref="ReferenceAttention"/>.
     /// </summary>
-    public static Tensor CausalAttention(Tensor q, Tensor k, Tensor v, Tensor cos, Tensor sin, AttentionHeads heads, AttentionLayout layout, int layer)
+    public static Tensor Attention(Tensor q, Tensor k, Tensor v, Tensor cos, Tensor sin, AttentionHeads heads, AttentionLayout layout, int layer)
     {
         (q, k, v) = (q.to_type(cos.dtype), k.to_type(cos.dtype), v.to_type(cos.dtype));
         if (layout.IsCausal && KernelPolicy.Allows(CpuKernels.Attention))
         {
-            if (Kernels.CausalAttention.Supports(q, k, v, cos)) return Kernels.CausalAttention.Apply(q, k, v, cos, sin);
+            if (CausalAttention.Supports(q, k, v, cos)) return CausalAttention.Apply(q, k, v, cos, sin);
             if (BlockedCausalAttention.Supports(q, k, v))
                 return BlockedCausalAttention.SupportsRotation(q, cos)
                     ? BlockedCausalAttention.Apply(q, k, v, cos, sin)

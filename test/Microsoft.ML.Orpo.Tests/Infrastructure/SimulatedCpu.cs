@@ -1,4 +1,3 @@
-using Microsoft.ML.Orpo.Modeling;
 
 namespace Microsoft.ML.Orpo.Tests.Infrastructure;
 
