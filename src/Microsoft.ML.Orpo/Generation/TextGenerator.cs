@@ -33,8 +33,9 @@ internal static class TextGenerator
         int maxNew = Math.Min(options.MaxNewTokens, config.MaxPositionEmbeddings - promptLength);
         long total = promptLength + maxNew;
 
-        // Inference mode, not just no_grad: libtorch skips view and version tracking for the tensors made here (measured
-        // 1.1-1.25x tokens/s on stories260K). No tensor made here outlives the call.
+        // Inference mode, not just no_grad: libtorch skips view and version tracking for the tensors made here, which
+        // counts where decoding is per-op overhead (small models). No tensor made here outlives the call.
+        // (benchmarks/README.md, "Measurements behind the code: TextGenerator inference mode")
         using var inference = inference_mode();
         using var scope = NewDisposeScope();
         var device = network.LmHeadWeight.device;

@@ -13,9 +13,10 @@ namespace Microsoft.ML.Orpo.Kernels;
 /// multiplies only the keys up to its last row, so the masked upper triangle is mostly never computed (at 256 tokens,
 /// 67% of the dense products). The forward pass keeps the log-sum-exp of each row and the backward pass recomputes the
 /// probabilities from it, as flash attention does; <c>D = rowsum(dO * O)</c> is taken as <c>rowsum(P * dP)</c>, so
-/// the output is not kept either. libtorch's CPU flash kernel took 86 ms per 41.7M layer (8 x 8 x 256 x 64, forward
-/// and backward) with MKL's AVX2 products. A unit is one (batch, key/value head): its query heads run in turn and add
+/// the output is not kept either. libtorch's CPU flash kernel, with MKL's AVX2 products, is slower on a 41.7M layer
+/// (8 x 8 x 256 x 64, forward and backward). A unit is one (batch, key/value head): its query heads run in turn and add
 /// into the unit's key/value gradients, so results do not depend on the thread count.
+/// (benchmarks/README.md, "Measurements behind the code: BlockedCausalAttention")
 /// </summary>
 internal static unsafe class BlockedCausalAttention
 {

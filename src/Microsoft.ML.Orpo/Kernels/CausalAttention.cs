@@ -12,11 +12,12 @@ namespace Microsoft.ML.Orpo.Kernels;
 /// (head_dim &lt;= <see cref="KernelThresholds.SmallHeadMaxDim"/>), forward and backward written out over the tensors' memory. libtorch's CPU
 /// flash-attention kernel splits such heads into many tiny matrix products (a 64 x 8 by 8 x 256 product per block)
 /// whose BLAS call overhead dominates: at stories260K's shape (8 rows, 8 heads, 256 tokens, head_dim 8) its backward
-/// took ~3x its forward and attention ~70% of a training step. Here each query row is one vectorised sweep over its
+/// dwarfed its forward and attention took most of a training step. Here each query row is one vectorised sweep over its
 /// causal keys: no masked half, no repeated key/value heads (a query head reads its group's key/value head), no
 /// probability matrix kept for the backward (it is recomputed from the saved log-sum-exp, as flash attention does).
 /// Accumulation is float32, like libtorch's kernel; results do not depend on the thread count (each
 /// (batch, key/value head) unit writes only its own rows).
+/// (benchmarks/README.md, "Measurements behind the code: CausalAttention")
 /// </summary>
 internal static partial class CausalAttention
 {

@@ -8,10 +8,10 @@ namespace Microsoft.ML.Orpo.Kernels;
 
 /// <summary>
 /// <c>x W^T</c> for a few float32 rows against a large (out, in) weight on the CPU, without autograd: the projections
-/// and the LM head of a decoding step (1-16 rows against 512 x 512 up to 32000 x 512). libtorch's GEMM handles those
-/// shapes at 5-22 GFLOP/s on these machines (the 32000 x 512 head: 6.4 ms for 1 row, 13.2-13.9 ms for 8), well below
-/// what streaming the weight once allows (2.5 and 8.0-8.5 ms here). Each weight row is read once and multiplied with up
+/// and the LM head of a decoding step (1-16 rows against 512 x 512 up to 32000 x 512). libtorch's GEMM handles these
+/// few-row shapes far below what streaming the weight once allows. Each weight row is read once and multiplied with up
 /// to eight input rows held in cache; output blocks are independent, so results do not depend on the thread count.
+/// (benchmarks/README.md, "Measurements behind the code: FewRowsLinear")
 /// </summary>
 internal static class FewRowsLinear
 {
@@ -24,7 +24,8 @@ internal static class FewRowsLinear
         TryApply(x, weight) ?? throw new ArgumentException("FewRowsLinear does not support these tensors; check Supports first.");
 
     /// <summary><see cref="Apply"/> where <see cref="Supports(Tensor, Tensor)"/>, else null (each shape read once: a TorchSharp
-    /// <c>shape</c> costs about 2 us, as much as the product of a small decoding step).</summary>
+    /// <c>shape</c> costs as much as the product of a small decoding step; benchmarks/README.md, "Measurements behind
+    /// the code: FewRowsLinear").</summary>
     public static Tensor? TryApply(Tensor x, Tensor weight)
     {
         long[] xShape = x.shape, wShape = weight.shape;
@@ -55,7 +56,8 @@ internal static class FewRowsLinear
 
     /// <summary>
     /// y[r, o] = x[r] . w[o] for outputs o in [from, to), one weight row after another: a single sequential stream
-    /// through the weight (measured: two or four rows read side by side halved the bandwidth on these machines).
+    /// through the weight, faster than reading two or four rows side by side
+    /// (benchmarks/README.md, "Measurements behind the code: FewRowsLinear").
     /// </summary>
     private static void Multiply(Tensor input, Tensor weight, Tensor output, int rows, int d, int outputs, int from, int to)
     {

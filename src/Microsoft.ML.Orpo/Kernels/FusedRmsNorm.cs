@@ -12,8 +12,9 @@ namespace Microsoft.ML.Orpo.Kernels;
 /// RMSNorm <c>weight * (x * rsqrt(mean(x^2) + eps))</c> for float32 CPU tensors as one pass per row, forward and
 /// backward. Composed from tensor ops it is six kernels forward and about ten backward, each a full pass over the
 /// activations with its own dispatch and autograd node: at stories260K's width (64) those passes, not arithmetic,
-/// were about a tenth of a training step. Rows are processed in fixed chunks and the weight gradient is summed in
+/// were a noticeable share of a training step. Rows are processed in fixed chunks and the weight gradient is summed in
 /// float64, chunk by chunk in order, so results do not depend on the thread count.
+/// (benchmarks/README.md, "Measurements behind the code: FusedRmsNorm")
 /// </summary>
 internal static class FusedRmsNorm
 {

@@ -2,8 +2,8 @@ namespace Microsoft.ML.Orpo.Kernels;
 
 /// <summary>
 /// Every size at which a CPU kernel starts or stops paying for itself, in one place. Each was measured against
-/// libtorch on the benchmark shapes (benchmarks/README.md, "Kernel thresholds"); what a kernel cannot handle at all
-/// (types, devices, layouts, buffer limits) stays with the kernel's own <c>Supports</c>.
+/// libtorch on the benchmark shapes (benchmarks/README.md, "Measurements behind the code: KernelThresholds"); what a
+/// kernel cannot handle at all (types, devices, layouts, buffer limits) stays with the kernel's own <c>Supports</c>.
 /// </summary>
 internal static class KernelThresholds
 {

@@ -8,15 +8,17 @@ namespace Microsoft.ML.Orpo.Kernels;
 /// Single-precision matrix product <c>C = [C +] op(A) op(B)</c> for AVX-512 CPUs, in the BLIS layout (Van Zee and
 /// van de Geijn, 2015): a KC x NC block of op(B) is packed into NR-column panels, an MC x KC block of op(A) into MR-row
 /// panels, and a 12 x 32 register-blocked micro-kernel (24 accumulators, one broadcast of A times two vectors of B per
-/// step) runs over them. libtorch's CPU build multiplies with MKL, which on these AMD machines takes its AVX2
-/// (<c>def_sgemm_kernel_0_zen</c>) path at 86-99 GFLOP/s on the training shapes; this kernel's loop reaches
-/// 116 GFLOP/s on one core here. Every element of C is summed in the same order whatever the thread count (threads
-/// split MC blocks of rows), so results do not depend on it.
+/// step) runs over them. libtorch's CPU build multiplies with MKL, which on non-Intel CPUs takes its AVX2
+/// (<c>def_sgemm_kernel_0_zen</c>) path, slower on the training shapes than this kernel's AVX-512 loop. Every element
+/// of C is summed in the same order whatever the thread count (threads split MC blocks of rows), so results do not
+/// depend on it.
+/// (benchmarks/README.md, "Measurements behind the code: PackedGemm")
 /// </summary>
 internal static unsafe class PackedGemm
 {
     private const int MR = 12, NR = 32;
-    // Measured here (KC 128-768, MC 72-288, NC 256-2048, both loop orders): deeper panels pay for their C traffic.
+    // Tuned over KC 128-768, MC 72-288, NC 256-2048 and both loop orders: deeper panels pay for their C traffic.
+    // (benchmarks/README.md, "Measurements behind the code: PackedGemm")
     private const int KC = 512, MC = 12 * MR, NC = 64 * NR;
 
     // Packing buffers, one set per thread that packs, kept for the thread's lifetime (a few MB): allocating per call
@@ -271,7 +273,8 @@ internal static unsafe class PackedGemm
 
     /// <summary>
     /// C block (mc x nc) [+]= packed A block times packed B block; edge tiles go through a local tile. Each A panel
-    /// (kc x 12, 24 KB) stays in L1 while the B panels stream past it (measured faster here than the other order).
+    /// (kc x 12, 24 KB) stays in L1 while the B panels stream past it, the faster of the two loop orders
+    /// (benchmarks/README.md, "Measurements behind the code: PackedGemm").
     /// </summary>
     private static void BlockProduct(float* aBlock, float* bBlock, int mc, int nc, int kc, float* c, int ldc, bool add)
     {

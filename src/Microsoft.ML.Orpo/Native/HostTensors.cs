@@ -7,14 +7,15 @@ namespace Microsoft.ML.Orpo.Native;
 /// <summary>
 /// New float32 CPU tensors for the hand-written kernels' outputs, on Linux over memory from the C library's plain
 /// <c>malloc</c>/<c>calloc</c> (freed by <c>free</c>) instead of libtorch's allocator. libtorch asks for every block
-/// with <c>posix_memalign(64)</c>, and glibc (2.36 here) carves such a request out of a free chunk of at least size +
+/// with <c>posix_memalign(64)</c>, and glibc 2.36 carves such a request out of a free chunk of at least size +
 /// 64 + 32 bytes: a freed block is never big enough for the next request of its own size, so a training step's
-/// same-sized activations keep landing above the holes the previous ones left. On the 41.7M step the heap spanned
-/// 1.43 GB around 0.74 GB of live tensors; with the kernels' outputs here (and the decoder's RoPE temporaries and
-/// residual sums gone) peak RSS fell from 1910-2000 to 1475-1495 MiB at the same speed. <c>malloc</c> pointers are
-/// 16-byte aligned; libtorch's kernels and ours read with unaligned vector loads (measured: no speed change). Other
+/// same-sized activations keep landing above the holes the previous ones left, and the heap grows far past the live
+/// tensors. With the kernels' outputs here (and the decoder's RoPE temporaries and residual sums gone) peak RSS fell
+/// at the same speed. <c>malloc</c> pointers are 16-byte aligned; libtorch's kernels and ours read with unaligned
+/// vector loads (no speed change measured). Other
 /// platforms, a process whose allocator cannot be bound, and a TorchSharp the binding was not verified on or whose
 /// self-test fails (<see cref="NativeAbiGuard"/>) get libtorch's tensors as before.
+/// (benchmarks/README.md, "Measurements behind the code: HostTensors")
 /// </summary>
 internal static unsafe class HostTensors
 {

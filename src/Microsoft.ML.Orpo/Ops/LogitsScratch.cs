@@ -5,9 +5,10 @@ namespace Microsoft.ML.Orpo.Ops;
 /// <summary>
 /// The fused LM head's (rows x vocabulary) logits block, kept for a whole training run instead of allocated per chunk.
 /// A block this size (49 MB for 384 rows at vocabulary 32000) gets a mapping of its own from glibc, so a fresh one is
-/// faulted in page by page every time: measured 0.158 s for the first LM-head product into a fresh block against
-/// 0.129 s into a reused one. The block is live at the step's memory peak anyway (the LM head), so keeping it does not
-/// raise the peak. Owned by the trainer and disposed with it; not thread-safe (one training loop at a time).
+/// faulted in page by page every time, which slows the LM-head product that first writes into it. The block is live
+/// at the step's memory peak anyway (the LM head), so keeping it does not raise the peak. Owned by the trainer and
+/// disposed with it; not thread-safe (one training loop at a time).
+/// (benchmarks/README.md, "Measurements behind the code: LogitsScratch")
 /// </summary>
 internal sealed class LogitsScratch : IDisposable
 {
