@@ -130,7 +130,8 @@ internal static class Scenarios
         var pairs = Pairs(pairsPerStep * (warmup + steps), prompt, response, Math.Min(model.Config.VocabSize, 32000), 42);
         var settings = new TrainingSettings
         {
-            Lambda = 0.1, LearningRate = 1e-4, BatchSize = pairsPerStep, Epochs = 1, Shuffle = false, GroupByLength = false,
+            Lambda = 0.1, LearningRate = 1e-4, Schedule = LearningRateSchedule.Constant, MaxGradNorm = 0, BatchSize = pairsPerStep,
+            Epochs = 1, Shuffle = false, GroupByLength = false,
             MaxLength = prompt + response, MaxPromptLength = prompt, CheckpointDirectory = null,
             SharedPromptForward = sharedPrompt, LogitsChunkRows = chunkRows, RecomputeActivations = recompute, Precision = precision,
         };

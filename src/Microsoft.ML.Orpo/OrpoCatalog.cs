@@ -25,8 +25,9 @@ public static class OrpoCatalog
     /// <param name="epochs">Passes over the data.</param>
     /// <param name="learningRate">Peak AdamW learning rate.</param>
     public static OrpoEstimator OrpoFineTune(this TransformsCatalog catalog, string baseModelPath,
-        string promptColumnName = "Prompt", string chosenColumnName = "Chosen", string rejectedColumnName = "Rejected",
-        string outputColumnName = "Response", double lambda = 0.1, int epochs = 1, double learningRate = 8e-6) =>
+        string promptColumnName = OrpoOptions.DefaultPromptColumnName, string chosenColumnName = OrpoOptions.DefaultChosenColumnName,
+        string rejectedColumnName = OrpoOptions.DefaultRejectedColumnName, string outputColumnName = OrpoOptions.DefaultOutputColumnName,
+        double lambda = OrpoOptions.DefaultLambda, int epochs = OrpoOptions.DefaultEpochs, double learningRate = OrpoOptions.DefaultLearningRate) =>
         catalog.OrpoFineTune(new OrpoOptions
         {
             BaseModelPath = baseModelPath,

@@ -49,42 +49,24 @@ public sealed class OrpoEstimator : IEstimator<OrpoTransformer>
         bool IsCanceled() => options.CancellationToken.IsCancellationRequested || MlNetAccess.IsCanceled(env);
         foreach (string reason in NativeAbiGuard.FallbackReasons()) channel.Warning(MessageSensitivity.None, reason);
 
-        var model = CausalLanguageModel.Load(options.BaseModelPath, options.TokenizerPath, options.Device);
-        try
+        using var run = FineTuningRun.Start(options, () => host.Rand.Next(), model => OrpoTransformer.WarnNotApplied(env, model.Generation));
+        var train = run.Read(input, "training data", IsCanceled);
+        foreach (string line in train.Describe()) channel.Warning(MessageSensitivity.None, line);
+        if (train.Pairs.Count == 0)
+            throw new InvalidOperationException(
+                $"OrpoFineTune has nothing to train on: all {train.Rows} rows of the training data were skipped or dropped. " +
+                string.Join("; ", train.Describe()));
+        IReadOnlyList<EncodedPair>? validation = null;
+        if (options.ValidationSet is not null)
         {
-            OrpoTransformer.WarnNotApplied(env, model.Generation);
-            var settings = TrainingSettings.Resolve(options, model.Config, host.Rand.Next(), model.Tokenizer);
-            var encoder = PairEncoder.For(model.Tokenizer, settings);
-            var train = PreferenceDataReader.Read(input, options, encoder, "training data", IsCanceled);
-            foreach (string line in train.Describe()) channel.Warning(MessageSensitivity.None, line);
-            if (train.Pairs.Count == 0)
-                throw new InvalidOperationException(
-                    $"OrpoFineTune has nothing to train on: all {train.Rows} rows of the training data were skipped or dropped. " +
-                    string.Join("; ", train.Describe()));
-            IReadOnlyList<EncodedPair>? validation = null;
-            if (options.ValidationSet is not null)
-            {
-                var read = PreferenceDataReader.Read(options.ValidationSet, options, encoder, "validation set", IsCanceled);
-                foreach (string line in read.Describe()) channel.Warning(MessageSensitivity.None, "validation set: " + line);
-                if (read.Pairs.Count == 0)
-                    channel.Warning(MessageSensitivity.None, $"validation set: none of its {read.Rows} rows can be scored; validation is off.");
-                validation = read.Pairs;
-            }
-
-            var callbacks = new TrainingCallbacks
-            {
-                Log = message => channel.Info(MessageSensitivity.None, message),
-                Progress = options.Progress,
-                IsCanceled = IsCanceled,
-                CancellationToken = options.CancellationToken,
-            };
-            var history = new OrpoTrainer(model, settings, callbacks).Train(train.Pairs, validation);
-            return new OrpoTransformer(env, model, TransformerSettings.From(options, settings, model.Generation), history);
+            var read = run.Read(options.ValidationSet, "validation set", IsCanceled);
+            foreach (string line in read.Describe()) channel.Warning(MessageSensitivity.None, "validation set: " + line);
+            if (read.Pairs.Count == 0)
+                channel.Warning(MessageSensitivity.None, $"validation set: none of its {read.Rows} rows can be scored; validation is off.");
+            validation = read.Pairs;
         }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
+        var history = run.Train(train.Pairs, validation, message => channel.Info(MessageSensitivity.None, message),
+            options.CancellationToken, IsCanceled);
+        return run.Finish(env, history);
     }
 }

@@ -6,6 +6,16 @@ namespace Microsoft.ML.Orpo;
 /// </summary>
 public sealed class OrpoOptions
 {
+    // The defaults that optional parameters elsewhere (OrpoCatalog, Evaluate, LoadPreferenceJsonl) repeat: those must be
+    // compile-time constants, so they read these rather than the properties.
+    internal const string DefaultPromptColumnName = "Prompt";
+    internal const string DefaultChosenColumnName = "Chosen";
+    internal const string DefaultRejectedColumnName = "Rejected";
+    internal const string DefaultOutputColumnName = "Response";
+    internal const double DefaultLambda = 0.1;
+    internal const int DefaultEpochs = 1;
+    internal const double DefaultLearningRate = 8e-6;
+
     /// <summary>A Hugging Face model folder (config.json + safetensors) or a llama2.c <c>.bin</c>. Required.</summary>
     public string BaseModelPath { get; set; } = "";
 
@@ -13,16 +23,16 @@ public sealed class OrpoOptions
     public string? TokenizerPath { get; set; }
 
     /// <summary>Text column with the prompts. Default "Prompt".</summary>
-    public string PromptColumnName { get; set; } = "Prompt";
+    public string PromptColumnName { get; set; } = DefaultPromptColumnName;
 
     /// <summary>Text column with the preferred responses. Default "Chosen".</summary>
-    public string ChosenColumnName { get; set; } = "Chosen";
+    public string ChosenColumnName { get; set; } = DefaultChosenColumnName;
 
     /// <summary>Text column with the dispreferred responses. Default "Rejected".</summary>
-    public string RejectedColumnName { get; set; } = "Rejected";
+    public string RejectedColumnName { get; set; } = DefaultRejectedColumnName;
 
     /// <summary>Text column the fitted transformer adds with generated responses. Default "Response".</summary>
-    public string OutputColumnName { get; set; } = "Response";
+    public string OutputColumnName { get; set; } = DefaultOutputColumnName;
 
     /// <summary>
     /// Template applied to every prompt in training and generation, with a <c>{prompt}</c> placeholder
@@ -49,16 +59,16 @@ public sealed class OrpoOptions
     public const string ModelChatTemplate = "model";
 
     /// <summary>Weight of the odds-ratio term (the paper's lambda; it recommends 0.1 to 0.25). Default 0.1.</summary>
-    public double Lambda { get; set; } = 0.1;
+    public double Lambda { get; set; } = DefaultLambda;
 
     /// <summary>Add the prompt tokens to the NLL term (the paper's definition excludes them). Default false.</summary>
     public bool IncludePromptInNll { get; set; }
 
     /// <summary>Peak AdamW learning rate. Default 8e-6 (the paper's value for 7B models; small models want ~1e-3).</summary>
-    public double LearningRate { get; set; } = 8e-6;
+    public double LearningRate { get; set; } = DefaultLearningRate;
 
     /// <summary>Passes over the training pairs. Default 1.</summary>
-    public int Epochs { get; set; } = 1;
+    public int Epochs { get; set; } = DefaultEpochs;
 
     /// <summary>Pairs per micro-batch (each runs as 2 x BatchSize rows). Default 8.</summary>
     public int BatchSize { get; set; } = 8;

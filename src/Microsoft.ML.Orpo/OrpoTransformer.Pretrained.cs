@@ -1,4 +1,3 @@
-using Microsoft.ML.Orpo.Modeling;
 using Microsoft.ML.Orpo.Training;
 
 namespace Microsoft.ML.Orpo;
@@ -16,17 +15,8 @@ public sealed partial class OrpoTransformer
     {
         ArgumentNullException.ThrowIfNull(mlContext);
         TrainingSettings.Validate(options);
-        var model = CausalLanguageModel.Load(options.BaseModelPath, options.TokenizerPath, options.Device);
-        try
-        {
-            var training = TrainingSettings.Resolve(options, model.Config, fallbackSeed: 0, model.Tokenizer);
-            WarnNotApplied(mlContext, model.Generation);
-            return new OrpoTransformer(mlContext, model, TransformerSettings.From(options, training, model.Generation), Array.Empty<OrpoStepMetrics>());
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
+        using var run = FineTuningRun.Start(options, () => 0);
+        WarnNotApplied(mlContext, run.Model.Generation);
+        return run.Finish(mlContext, Array.Empty<OrpoStepMetrics>());
     }
 }

@@ -42,7 +42,8 @@ public static class PreferenceDataCatalog
     /// <exception cref="InvalidDataException">A line is not valid UTF-8 or JSON or not one of the shapes; the message
     /// names the file and the 1-based line number.</exception>
     public static IDataView LoadPreferenceJsonl(this DataOperationsCatalog catalog, string path,
-        string promptColumnName = "Prompt", string chosenColumnName = "Chosen", string rejectedColumnName = "Rejected", bool keepMessages = false)
+        string promptColumnName = OrpoOptions.DefaultPromptColumnName, string chosenColumnName = OrpoOptions.DefaultChosenColumnName,
+        string rejectedColumnName = OrpoOptions.DefaultRejectedColumnName, bool keepMessages = false)
     {
         ArgumentNullException.ThrowIfNull(catalog);
         ArgumentException.ThrowIfNullOrWhiteSpace(promptColumnName);

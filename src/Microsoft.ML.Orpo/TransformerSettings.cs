@@ -3,28 +3,33 @@ using Microsoft.ML.Orpo.Training;
 
 namespace Microsoft.ML.Orpo;
 
-/// <summary>What a fitted <see cref="OrpoTransformer"/> needs besides its weights; saved with it in the model zip.</summary>
+/// <summary>
+/// What a fitted <see cref="OrpoTransformer"/> needs besides its weights; saved with it in the model zip (its property
+/// names and types are that JSON's). Defaults are <see cref="OrpoOptions"/>'s; they also fill values a zip lacks.
+/// </summary>
 internal sealed record TransformerSettings
 {
-    public string PromptColumnName { get; init; } = "Prompt";
-    public string OutputColumnName { get; init; } = "Response";
-    public string? PromptTemplate { get; init; }
+    private static readonly OrpoOptions Defaults = new();
+
+    public string PromptColumnName { get; init; } = Defaults.PromptColumnName;
+    public string OutputColumnName { get; init; } = Defaults.OutputColumnName;
+    public string? PromptTemplate { get; init; } = Defaults.PromptTemplate;
     /// <summary>The chat template's source (resolved, never the "model" sentinel), or null.</summary>
     public string? ChatTemplate { get; init; }
     public int MaxLength { get; init; }
     public int MaxPromptLength { get; init; }
-    public bool TruncateLongPrompts { get; init; }
-    public double Lambda { get; init; } = 0.1;
-    public bool IncludePromptInNll { get; init; }
+    public bool TruncateLongPrompts { get; init; } = Defaults.TruncateLongPrompts;
+    public double Lambda { get; init; } = Defaults.Lambda;
+    public bool IncludePromptInNll { get; init; } = Defaults.IncludePromptInNll;
     public GenerationOptions Generation { get; init; } = new();
 
     /// <summary>A base model's settings: generation defaults from its generation_config.json when given.</summary>
     public static TransformerSettings ForBaseModel(LlamaConfig config, GenerationConfig? generation = null)
     {
-        int maxLength = Math.Min(1024, config.MaxPositionEmbeddings);
+        var (maxLength, maxPromptLength) = TrainingSettings.Lengths(Defaults, config);
         return new TransformerSettings
         {
-            MaxLength = maxLength, MaxPromptLength = maxLength / 2,
+            MaxLength = maxLength, MaxPromptLength = maxPromptLength,
             Generation = generation?.ToGenerationOptions() ?? new GenerationOptions(),
         };
     }

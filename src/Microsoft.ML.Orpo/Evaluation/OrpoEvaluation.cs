@@ -26,7 +26,8 @@ public static class OrpoEvaluation
     /// <returns>The metrics over every pair that could be scored.</returns>
     /// <exception cref="InvalidOperationException">No row of <paramref name="data"/> gives a scorable pair.</exception>
     public static OrpoPreferenceMetrics Evaluate(this OrpoTransformer model, IDataView data,
-        string promptColumnName = "Prompt", string chosenColumnName = "Chosen", string rejectedColumnName = "Rejected",
+        string promptColumnName = OrpoOptions.DefaultPromptColumnName, string chosenColumnName = OrpoOptions.DefaultChosenColumnName,
+        string rejectedColumnName = OrpoOptions.DefaultRejectedColumnName,
         double? lambda = null, int batchSize = 8)
     {
         ArgumentNullException.ThrowIfNull(model);

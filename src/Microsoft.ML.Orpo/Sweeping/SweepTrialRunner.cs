@@ -1,5 +1,4 @@
 using Microsoft.ML.Orpo.MlNet;
-using Microsoft.ML.Orpo.Modeling;
 using Microsoft.ML.Orpo.Training;
 using Microsoft.ML.Runtime;
 
@@ -7,8 +6,8 @@ namespace Microsoft.ML.Orpo.Sweeping;
 
 /// <summary>
 /// Trains one sweep trial: the data is read and encoded once (every trial shares the tokenizer, template and
-/// lengths), then each trial loads the base model, trains it exactly as <see cref="OrpoEstimator.Fit"/> would with
-/// the trial's lambda, learning rate and epochs, and is scored on the validation pairs after its last step.
+/// lengths), then each trial is the <see cref="FineTuningRun"/> of <see cref="OrpoEstimator.Fit"/> with the trial's
+/// lambda, learning rate and epochs, scored on the validation pairs after its last step.
 /// </summary>
 internal sealed class SweepTrialRunner
 {
@@ -37,11 +36,9 @@ internal sealed class SweepTrialRunner
         int seed, IChannel channel)
     {
         bool IsCanceled() => MlNetAccess.IsCanceled(env);
-        using var model = CausalLanguageModel.Load(baseOptions.BaseModelPath, baseOptions.TokenizerPath, baseOptions.Device);
-        var settings = TrainingSettings.Resolve(baseOptions, model.Config, seed, model.Tokenizer);
-        var encoder = PairEncoder.For(model.Tokenizer, settings);
-        var trainRead = PreferenceDataReader.Read(trainData, baseOptions, encoder, "training data", IsCanceled);
-        var validationRead = PreferenceDataReader.Read(validationData, baseOptions, encoder, "validation set", IsCanceled);
+        using var run = FineTuningRun.Start(baseOptions, () => seed);
+        var trainRead = run.Read(trainData, "training data", IsCanceled);
+        var validationRead = run.Read(validationData, "validation set", IsCanceled);
         foreach (string line in trainRead.Describe().Concat(validationRead.Describe().Select(l => "validation: " + l)))
             channel.Warning(MessageSensitivity.None, line);
         if (trainRead.Pairs.Count == 0) throw new InvalidOperationException($"The sweep has nothing to train on: all {trainRead.Rows} training rows were skipped.");
@@ -58,27 +55,10 @@ internal sealed class SweepTrialRunner
         options.Epochs = proposal.Epochs;
         options.CheckpointDirectory = null;   // trials must never resume each other's checkpoints
         options.ValidationSet = null;
-        var model = CausalLanguageModel.Load(options.BaseModelPath, options.TokenizerPath, options.Device);
-        try
-        {
-            var settings = TrainingSettings.Resolve(options, model.Config, seed, model.Tokenizer);
-            var callbacks = new TrainingCallbacks
-            {
-                Log = log,
-                Progress = options.Progress,
-                CancellationToken = cancellationToken,
-                IsCanceled = () => MlNetAccess.IsCanceled(env),
-                AfterStep = afterStep,
-            };
-            var history = new OrpoTrainer(model, settings, callbacks).Train(train, validation);
-            if (history.Count == 0 || history[^1].Validation is null)
-                throw new InvalidOperationException("The trial finished without a validation pass.");
-            return new OrpoTransformer(env, model, TransformerSettings.From(options, settings, model.Generation), history);
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
+        using var run = FineTuningRun.Start(options, () => seed);
+        var history = run.Train(train, validation, log, cancellationToken, () => MlNetAccess.IsCanceled(env), afterStep);
+        if (history.Count == 0 || history[^1].Validation is null)
+            throw new InvalidOperationException("The trial finished without a validation pass.");
+        return run.Finish(env, history);
     }
 }

@@ -43,15 +43,8 @@ internal sealed class CheckpointStore
     /// <summary>A hash of everything that decides the training trajectory: settings and the encoded data.</summary>
     public static string Fingerprint(TrainingSettings settings, IReadOnlyList<EncodedPair> pairs)
     {
-        // A seed drawn from the MLContext is not part of the run's identity: the checkpoint records the one used.
-        // Recomputing activations trains bit-identical weights (tested), so a run may resume with it switched.
-        var relevant = settings with
-        {
-            CheckpointDirectory = null, CheckpointInterval = 0, CheckpointsToKeep = 0, ValidationInterval = 0,
-            Seed = settings.SeedIsExplicit ? settings.Seed : 0, RecomputeActivations = false,
-        };
         using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        hash.AppendData(Encoding.UTF8.GetBytes(JsonSerializer.Serialize(relevant, Json)));
+        hash.AppendData(Encoding.UTF8.GetBytes(FingerprintJson.Of(settings)));
         foreach (var pair in pairs)
             foreach (var ids in new[] { pair.PromptIds, pair.ChosenIds, pair.RejectedIds })
             {

@@ -2,9 +2,10 @@ namespace Microsoft.ML.Orpo;
 
 /// <summary>
 /// The ORPO objective's metrics over a set of preference pairs (TRL's names and meanings), for a training step,
-/// a validation pass or a held-out evaluation.
+/// a validation pass or a held-out evaluation. A training step's <see cref="OrpoStepMetrics"/> are these plus the
+/// step's own fields.
 /// </summary>
-public sealed record OrpoPreferenceMetrics
+public record OrpoPreferenceMetrics
 {
     /// <summary>NllLoss + lambda * OddsRatioLoss.</summary>
     public double Loss { get; init; }

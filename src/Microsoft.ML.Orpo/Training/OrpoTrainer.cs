@@ -75,7 +75,7 @@ internal sealed class OrpoTrainer
 
             var stepTime = clock.Elapsed - stepStart;
             int done = step + 1 - startStep;
-            var metrics = OrpoStepMetrics.From(statistics.ToMetrics(settings.Lambda)) with
+            var metrics = new OrpoStepMetrics(statistics.ToMetrics(settings.Lambda))
             {
                 Step = step + 1,
                 Epoch = (double)(step + 1) / planner.StepsPerEpoch,

@@ -38,7 +38,8 @@ internal enum PairOutcome
 /// </summary>
 internal sealed class PairEncoder
 {
-    private static readonly (string, string, string) DefaultColumns = ("Prompt", "Chosen", "Rejected");
+    private static readonly (string, string, string) DefaultColumns =
+        (OrpoOptions.DefaultPromptColumnName, OrpoOptions.DefaultChosenColumnName, OrpoOptions.DefaultRejectedColumnName);
     private readonly OrpoTokenizer tokenizer;
     private readonly string? template;
 
@@ -72,7 +73,7 @@ internal sealed class PairEncoder
 
     /// <summary>The text a prompt cell is encoded from: with a chat template its messages (a plain text is one user
     /// message) rendered with the generation prompt, else the prompt template applied.</summary>
-    public string PromptText(string prompt, string column = "Prompt") =>
+    public string PromptText(string prompt, string column = OrpoOptions.DefaultPromptColumnName) =>
         Chat is null ? ApplyTemplate(template, prompt) : Chat.Render(ConversationCells.Prompt(prompt, column), addGenerationPrompt: true);
 
     /// <summary>[BOS] + encode(template(prompt)); BOS only where the text does not already produce one.</summary>

@@ -1,4 +1,3 @@
-using System.Text.Json.Serialization;
 using Microsoft.ML.Orpo.Chat;
 using Microsoft.ML.Orpo.Modeling;
 using Microsoft.ML.Orpo.Tokenization;
@@ -6,66 +5,73 @@ using Microsoft.ML.Orpo.Tokenization;
 namespace Microsoft.ML.Orpo.Training;
 
 /// <summary>
-/// <see cref="OrpoOptions"/> validated and resolved against a model (lengths, seed): what the trainer runs with.
+/// <see cref="OrpoOptions"/> validated and resolved against a model (lengths, seed, chat template): what the trainer
+/// runs with. Every option's default is <see cref="OrpoOptions"/>'s own, so settings built by hand start where a Fit
+/// with default options starts; the values resolved against a model (<see cref="Seed"/>, <see cref="MaxLength"/>,
+/// <see cref="MaxPromptLength"/>, <see cref="ChatTemplate"/>) have no default and are whatever the builder sets.
+/// The checkpoint fingerprint lists its fields explicitly (<see cref="FingerprintJson"/>), so this record's shape is free.
 /// </summary>
 internal sealed record TrainingSettings
 {
-    public double Lambda { get; init; } = 0.1;
-    public bool IncludePromptInNll { get; init; }
-    public double LearningRate { get; init; } = 1e-3;
-    public int Epochs { get; init; } = 1;
-    public int BatchSize { get; init; } = 8;
-    public int GradientAccumulationSteps { get; init; } = 1;
-    public double WeightDecay { get; init; }
-    public double AdamBeta1 { get; init; } = 0.9;
-    public double AdamBeta2 { get; init; } = 0.999;
-    public double AdamEpsilon { get; init; } = 1e-8;
-    public double WarmupRatio { get; init; }
-    public LearningRateSchedule Schedule { get; init; } = LearningRateSchedule.Constant;
-    public double MaxGradNorm { get; init; }
-    public bool Shuffle { get; init; } = true;
-    public bool GroupByLength { get; init; } = true;
+    private static readonly OrpoOptions Defaults = new();
+
+    public double Lambda { get; init; } = Defaults.Lambda;
+    public bool IncludePromptInNll { get; init; } = Defaults.IncludePromptInNll;
+    public double LearningRate { get; init; } = Defaults.LearningRate;
+    public int Epochs { get; init; } = Defaults.Epochs;
+    public int BatchSize { get; init; } = Defaults.BatchSize;
+    public int GradientAccumulationSteps { get; init; } = Defaults.GradientAccumulationSteps;
+    public double WeightDecay { get; init; } = Defaults.WeightDecay;
+    public double AdamBeta1 { get; init; } = Defaults.AdamBeta1;
+    public double AdamBeta2 { get; init; } = Defaults.AdamBeta2;
+    public double AdamEpsilon { get; init; } = Defaults.AdamEpsilon;
+    public double WarmupRatio { get; init; } = Defaults.WarmupRatio;
+    public LearningRateSchedule Schedule { get; init; } = Defaults.LearningRateSchedule;
+    public double MaxGradNorm { get; init; } = Defaults.MaxGradNorm;
+    public bool Shuffle { get; init; } = Defaults.Shuffle;
+    public bool GroupByLength { get; init; } = Defaults.GroupByLength;
+    /// <summary>OrpoOptions.Seed, or the seed drawn from the MLContext when it was null.</summary>
     public int Seed { get; init; }
     /// <summary>False when <see cref="Seed"/> was drawn from the MLContext (OrpoOptions.Seed was null).</summary>
     public bool SeedIsExplicit { get; init; } = true;
-    public int MaxLength { get; init; } = 512;
-    public int MaxPromptLength { get; init; } = 256;
-    public string? PromptTemplate { get; init; }
-    /// <summary>The chat template's source (OrpoOptions.ChatTemplate resolved); left out of the checkpoint fingerprint when null.</summary>
-    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    /// <summary>OrpoOptions.MaxLength resolved against the model (<see cref="Lengths"/>).</summary>
+    public int MaxLength { get; init; }
+    /// <summary>OrpoOptions.MaxPromptLength resolved against <see cref="MaxLength"/> (<see cref="Lengths"/>).</summary>
+    public int MaxPromptLength { get; init; }
+    public string? PromptTemplate { get; init; } = Defaults.PromptTemplate;
+    /// <summary>The chat template's source (OrpoOptions.ChatTemplate resolved, never the "model" sentinel), or null.</summary>
     public string? ChatTemplate { get; init; }
-    public bool TruncateLongPrompts { get; init; }
-    public int ValidationInterval { get; init; }
-    public string? CheckpointDirectory { get; init; }
-    public int CheckpointInterval { get; init; } = 50;
-    public int CheckpointsToKeep { get; init; } = 2;
+    public bool TruncateLongPrompts { get; init; } = Defaults.TruncateLongPrompts;
+    public int ValidationInterval { get; init; } = Defaults.ValidationInterval;
+    public string? CheckpointDirectory { get; init; } = Defaults.CheckpointDirectory;
+    public int CheckpointInterval { get; init; } = Defaults.CheckpointInterval;
+    public int CheckpointsToKeep { get; init; } = Defaults.CheckpointsToKeep;
     /// <summary>
     /// Performance switch: pack each pair as [prompt | chosen | rejected] so the prompt is computed once
     /// (<see cref="SharedPromptBatch"/>, attention by <see cref="Ops.SharedPrefixAttention"/>); equal loss and
     /// gradients to the concatenated layout up to float rounding.
     /// </summary>
-    public bool SharedPromptForward { get; init; }
+    public bool SharedPromptForward { get; init; } = Defaults.SharedPromptForward;
     /// <summary>
     /// Performance switch: rows of the LM head computed at once. Training uses <see cref="Ops.FusedOrpoLoss"/> (LM head and
     /// loss together, gradients produced in the forward pass, chunks of whole pairs), evaluation
     /// <see cref="Ops.ChunkedLogProbs"/>; neither holds the full (rows x vocabulary) logits, and only scored predictions go
     /// through the LM head. 0 computes the logits of every position in one piece (the plain path). On by default: same
     /// loss and gradients up to float rounding (tested), less peak memory and faster (benchmarks/README.md).
+    /// Not an OrpoOptions option: benchmarks and tests set it.
     /// </summary>
     public int LogitsChunkRows { get; init; } = DefaultLogitsChunkRows;
     /// <summary>
     /// Memory switch: each decoder layer's activations are recomputed in the backward pass instead of kept
     /// (<see cref="RecomputedLayer"/>); same loss and gradients, about one more forward pass of compute.
     /// </summary>
-    public bool RecomputeActivations { get; init; }
+    public bool RecomputeActivations { get; init; } = Defaults.RecomputeActivations;
 
     /// <summary>
     /// Mixed precision (<see cref="OrpoPrecision"/>): part of the run's identity, so a checkpoint resumes only with the
-    /// same value. Left out of the checkpoint fingerprint's JSON at its default, so float32 runs keep the fingerprints
-    /// they had before the option existed.
+    /// same value.
     /// </summary>
-    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
-    public OrpoPrecision Precision { get; init; }
+    public OrpoPrecision Precision { get; init; } = Defaults.Precision;
 
     /// <summary>256 rows x 32000 vocabulary = 33 MB of float32 logits per chunk.</summary>
     public const int DefaultLogitsChunkRows = 256;
@@ -126,16 +132,25 @@ internal sealed record TrainingSettings
         return source;
     }
 
+    /// <summary>
+    /// OrpoOptions.MaxLength and MaxPromptLength for a model: the options' values, else min(1024, the model's context)
+    /// and half of MaxLength. Not checked (<see cref="Resolve"/> checks them).
+    /// </summary>
+    public static (int MaxLength, int MaxPromptLength) Lengths(OrpoOptions options, LlamaConfig config)
+    {
+        int maxLength = options.MaxLength ?? Math.Min(1024, config.MaxPositionEmbeddings);
+        return (maxLength, options.MaxPromptLength ?? maxLength / 2);
+    }
+
     /// <summary>Resolves defaults that depend on the model and the ML.NET context (the model's tokenizer holds its own
     /// chat template, which OrpoOptions.ModelChatTemplate selects).</summary>
     public static TrainingSettings Resolve(OrpoOptions options, LlamaConfig config, int fallbackSeed, OrpoTokenizer? tokenizer = null)
     {
         Validate(options);
-        int maxLength = options.MaxLength ?? Math.Min(1024, config.MaxPositionEmbeddings);
+        var (maxLength, maxPromptLength) = Lengths(options, config);
         if (maxLength > config.MaxPositionEmbeddings)
             throw new ArgumentOutOfRangeException(nameof(options.MaxLength), maxLength,
                 $"OrpoOptions.MaxLength = {maxLength} exceeds the model's context of {config.MaxPositionEmbeddings} positions.");
-        int maxPromptLength = options.MaxPromptLength ?? maxLength / 2;
         if (maxPromptLength >= maxLength)
             throw new ArgumentOutOfRangeException(nameof(options.MaxPromptLength), maxPromptLength,
                 $"OrpoOptions.MaxPromptLength = {maxPromptLength} must be smaller than MaxLength ({maxLength}).");

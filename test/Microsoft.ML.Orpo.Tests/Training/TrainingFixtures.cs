@@ -20,7 +20,7 @@ internal static class TrainingFixtures
     public static List<EncodedPair> TrainPairs(CausalLanguageModel model, int count) =>
         Encode(model, ProtagonistPairs.Create().Train.Take(count));
 
-    /// <summary>Plain settings: no schedule, clipping, decay, shuffling or grouping.</summary>
+    /// <summary>Plain settings: no schedule, clipping, decay, shuffling or grouping; the lengths <see cref="Encode"/> uses.</summary>
     public static TrainingSettings Plain(int batchSize, int epochs = 1, double lambda = 0.1, double learningRate = 1e-3) => new()
     {
         Lambda = lambda,
@@ -33,6 +33,8 @@ internal static class TrainingFixtures
         Shuffle = false,
         GroupByLength = false,
         Seed = 1,
+        MaxLength = 512,
+        MaxPromptLength = 256,
     };
 
     public static Dictionary<string, float[]> Snapshot(CausalLanguageModel model)

@@ -1,0 +1,101 @@
+using Microsoft.ML.Orpo.MlNet;
+using Microsoft.ML.Orpo.Modeling;
+using Microsoft.ML.Runtime;
+
+namespace Microsoft.ML.Orpo.Training;
+
+/// <summary>
+/// One fine-tuning run, as <see cref="OrpoEstimator.Fit"/>, every sweep trial and
+/// <see cref="OrpoTransformer.FromPretrained(MLContext, OrpoOptions)"/> perform it: <see cref="Start"/> loads the base
+/// model and resolves the options against it, <see cref="Read"/> encodes preference pairs with its tokenizer, template
+/// and lengths, <see cref="Train"/> fine-tunes the model in place, and <see cref="Finish"/> hands it to the fitted
+/// transformer. Until then the run owns the model: disposing a run that was not finished (any failure) disposes it.
+/// </summary>
+internal sealed class FineTuningRun : IDisposable
+{
+    private CausalLanguageModel? model;
+    private PairEncoder? encoder;
+
+    private FineTuningRun(OrpoOptions options, CausalLanguageModel model, TrainingSettings settings)
+    {
+        Options = options;
+        this.model = model;
+        Settings = settings;
+    }
+
+    /// <summary>The options of the run, as given (never modified).</summary>
+    public OrpoOptions Options { get; }
+
+    /// <summary>The options resolved against the base model.</summary>
+    public TrainingSettings Settings { get; }
+
+    /// <summary>The base model, trained in place by <see cref="Train"/>.</summary>
+    public CausalLanguageModel Model => model ?? throw new ObjectDisposedException(nameof(FineTuningRun));
+
+    /// <summary>
+    /// Loads <see cref="OrpoOptions.BaseModelPath"/> and resolves <paramref name="options"/> against it.
+    /// </summary>
+    /// <param name="options">Validated options; kept, not copied.</param>
+    /// <param name="fallbackSeed">Called once, after <paramref name="loaded"/>: the seed when <see cref="OrpoOptions.Seed"/> is null.</param>
+    /// <param name="loaded">Sees the model before the options are resolved against it.</param>
+    public static FineTuningRun Start(OrpoOptions options, Func<int> fallbackSeed, Action<CausalLanguageModel>? loaded = null)
+    {
+        var model = CausalLanguageModel.Load(options.BaseModelPath, options.TokenizerPath, options.Device);
+        try
+        {
+            loaded?.Invoke(model);
+            return new FineTuningRun(options, model, TrainingSettings.Resolve(options, model.Config, fallbackSeed(), model.Tokenizer));
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Reads and encodes the preference pairs of <paramref name="data"/> (the columns of <see cref="Options"/>).</summary>
+    /// <param name="data">The rows to read.</param>
+    /// <param name="dataName">What the rows are, in messages ("training data", "validation set").</param>
+    /// <param name="isCanceled">Polled between rows.</param>
+    public PreferenceData Read(IDataView data, string dataName, Func<bool> isCanceled) =>
+        PreferenceDataReader.Read(data, Options, encoder ??= PairEncoder.For(Model.Tokenizer, Settings), dataName, isCanceled);
+
+    /// <summary>Fine-tunes the model in place; every step is reported to <see cref="OrpoOptions.Progress"/>.</summary>
+    /// <param name="train">The training pairs.</param>
+    /// <param name="validation">Pairs scored during training (<see cref="OrpoOptions.ValidationInterval"/>), or null.</param>
+    /// <param name="log">Receives the trainer's log lines.</param>
+    /// <param name="cancellationToken">Stops training between micro-batches.</param>
+    /// <param name="isCanceled">Polled between micro-batches too (MLContext cancellation).</param>
+    /// <param name="afterStep">Called after each optimiser step with its 1-based number.</param>
+    /// <returns>One metrics entry per optimiser step.</returns>
+    public IReadOnlyList<OrpoStepMetrics> Train(IReadOnlyList<EncodedPair> train, IReadOnlyList<EncodedPair>? validation,
+        Action<string>? log, CancellationToken cancellationToken, Func<bool> isCanceled, Action<int>? afterStep = null)
+    {
+        var callbacks = new TrainingCallbacks
+        {
+            Log = log,
+            Progress = Options.Progress,
+            IsCanceled = isCanceled,
+            CancellationToken = cancellationToken,
+            AfterStep = afterStep,
+        };
+        return new OrpoTrainer(Model, Settings, callbacks).Train(train, validation);
+    }
+
+    /// <summary>The fitted transformer, which owns the model from now on.</summary>
+    /// <param name="env">The environment the transformer belongs to.</param>
+    /// <param name="history">What <see cref="Train"/> returned (empty when the model was not trained).</param>
+    public OrpoTransformer Finish(IHostEnvironment env, IReadOnlyList<OrpoStepMetrics> history)
+    {
+        var fitted = new OrpoTransformer(env, Model, TransformerSettings.From(Options, Settings, Model.Generation), history);
+        model = null;
+        return fitted;
+    }
+
+    /// <summary>Disposes the model unless <see cref="Finish"/> handed it over.</summary>
+    public void Dispose()
+    {
+        model?.Dispose();
+        model = null;
+    }
+}
