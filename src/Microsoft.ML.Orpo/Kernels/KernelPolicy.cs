@@ -50,7 +50,10 @@ internal sealed record KernelPolicy
     /// <summary>Kernels switched off in <see cref="KernelMode.Auto"/>.</summary>
     public CpuKernels Disabled { get; init; }
 
-    /// <summary>Use the packed GEMM wherever the CPU can run it, whatever the vendor preference (its tests run on every AVX-512 CPU this way).</summary>
+    /// <summary>
+    /// Use the packed GEMM wherever the CPU can run it, whatever <see cref="Mode"/>, <see cref="Disabled"/> and the
+    /// vendor preference (its tests run on every AVX-512 CPU this way, in every CI leg).
+    /// </summary>
     public bool ForcePackedGemm { get; init; }
 
     private static readonly AsyncLocal<KernelPolicy?> scoped = new();
@@ -76,12 +79,19 @@ internal sealed record KernelPolicy
     }
 
     /// <summary>Until disposed, every operation runs its reference implementation.</summary>
-    public static IDisposable ReferenceOnly() => Use(Current with { Mode = KernelMode.ReferenceOnly });
+    public static IDisposable ReferenceOnly() => Use(Current with { Mode = KernelMode.ReferenceOnly, ForcePackedGemm = false });
 
-    /// <summary>Until disposed, the current policy without <paramref name="kernels"/>.</summary>
-    public static IDisposable Without(CpuKernels kernels) => Use(Current with { Disabled = Current.Disabled | kernels });
+    /// <summary>Until disposed, the current policy without <paramref name="kernels"/> (a forced GEMM included).</summary>
+    public static IDisposable Without(CpuKernels kernels) => Use(Current with
+    {
+        Disabled = Current.Disabled | kernels,
+        ForcePackedGemm = Current.ForcePackedGemm && (kernels & CpuKernels.MatrixProduct) == 0,
+    });
 
-    /// <summary>Until disposed, the current policy with the packed GEMM forced on; throws where the CPU cannot run it.</summary>
+    /// <summary>
+    /// Until disposed, the packed GEMM runs wherever it applies, whatever the mode, the switched-off set or the vendor
+    /// preference (the other kernels as the current policy says); throws where the CPU cannot run it. Its tests pin it so.
+    /// </summary>
     public static IDisposable ForcingPackedGemm()
     {
         if (!PackedGemm.IsSupported)

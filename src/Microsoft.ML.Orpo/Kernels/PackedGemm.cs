@@ -36,16 +36,16 @@ internal static unsafe class PackedGemm
     public static bool IsSupported => Avx512F.IsSupported;
 
     /// <summary>
-    /// Whether products here use the kernel: never where <see cref="KernelPolicy"/> switches it off; where the policy
-    /// forces it, wherever it is supported; otherwise where <see cref="Preferred"/> says so.
+    /// Whether products here use the kernel: where <see cref="KernelPolicy"/> forces it, wherever it is supported;
+    /// otherwise where the policy allows it and <see cref="Preferred"/> says so.
     /// </summary>
     public static bool IsEnabled
     {
         get
         {
             var policy = KernelPolicy.Current;
-            if (policy.Mode != KernelMode.Auto || (policy.Disabled & CpuKernels.MatrixProduct) != 0) return false;
-            return policy.ForcePackedGemm ? IsSupported : Preferred;
+            if (policy.ForcePackedGemm) return IsSupported;
+            return policy.Mode == KernelMode.Auto && (policy.Disabled & CpuKernels.MatrixProduct) == 0 && Preferred;
         }
     }
 

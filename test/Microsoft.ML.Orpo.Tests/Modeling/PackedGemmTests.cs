@@ -103,6 +103,7 @@ public sealed class PackedGemmTests
     {
         // Runs on every CPU: the kernel is taken exactly where the dispatcher prefers it (not on Intel, not without
         // AVX-512), and the product is the same either way.
+        using var auto = KernelScopes.Auto();
         using var scope = NewDisposeScope();
         manual_seed(9);
         var a = randn(300, 200);
@@ -118,6 +119,7 @@ public sealed class PackedGemmTests
     [TestMethod]
     public void TheDispatcherLeavesIntelToMklAndNeedsAvx512()
     {
+        using var auto = KernelScopes.Auto();
         Assert.IsTrue(PackedGemm.PreferredOn("AuthenticAMD", avx512: true));
         Assert.IsTrue(PackedGemm.PreferredOn("HygonGenuine", avx512: true));
         Assert.IsFalse(PackedGemm.PreferredOn("GenuineIntel", avx512: true), "MKL runs its own AVX-512 kernels on Intel");
