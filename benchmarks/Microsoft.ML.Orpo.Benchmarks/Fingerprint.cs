@@ -1,7 +1,7 @@
 using System.Globalization;
 using System.Text;
 using Microsoft.ML;
-using Microsoft.ML.Orpo.Checkpoints;
+using Microsoft.ML.Orpo.ModelFiles;
 using Microsoft.ML.Orpo.Modeling;
 using static TorchSharp.torch;
 

@@ -3,6 +3,7 @@ using TorchSharp;
 using System.Text.Json.Nodes;
 using Microsoft.ML.Orpo.Modeling;
 using Microsoft.ML.Orpo.Training;
+using Microsoft.ML.Orpo.Preferences;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Orpo.Benchmarks;

@@ -5,6 +5,8 @@ using Microsoft.ML.Orpo.Generation;
 using Microsoft.ML.Orpo.Modeling;
 using Microsoft.ML.Orpo.Tokenization;
 using Microsoft.ML.Orpo.Training;
+using Microsoft.ML.Orpo.Preferences;
+using Microsoft.ML.Orpo.ModelFiles;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Orpo.Benchmarks;

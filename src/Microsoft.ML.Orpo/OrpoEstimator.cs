@@ -4,6 +4,7 @@ using Microsoft.ML.Orpo.Modeling;
 using Microsoft.ML.Orpo.Native;
 using Microsoft.ML.Orpo.Training;
 using Microsoft.ML.Runtime;
+using Microsoft.ML.Orpo.Preferences;
 
 namespace Microsoft.ML.Orpo;
 
@@ -67,6 +68,6 @@ public sealed class OrpoEstimator : IEstimator<OrpoTransformer>
         }
         var history = run.Train(train.Pairs, validation, message => channel.Info(MessageSensitivity.None, message),
             options.CancellationToken, IsCanceled);
-        return run.Finish(env, history);
+        return OrpoTransformer.From(env, run, history);
     }
 }

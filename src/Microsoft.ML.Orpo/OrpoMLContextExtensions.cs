@@ -7,7 +7,7 @@ public static class OrpoMLContextExtensions
 {
     /// <summary>
     /// Lets <c>mlContext.Model.Load</c> read Microsoft.ML.Orpo components (such as <see cref="ITransformer"/>s saved
-    /// by this library, alone or inside a <see cref="Data.TransformerChain{TLastTransformer}"/>) from a model zip.
+    /// by this library, alone or inside a <see cref="Microsoft.ML.Data.TransformerChain{TLastTransformer}"/>) from a model zip.
     /// </summary>
     /// <remarks>
     /// Call it once per <see cref="MLContext"/> before loading, typically right after creating the context in a

@@ -6,6 +6,9 @@ using Microsoft.Extensions.AI;
 using Microsoft.ML.Orpo.Chat;
 using Microsoft.ML.Orpo.Modeling;
 using Microsoft.ML.Orpo.Tokenization;
+using Microsoft.ML.Orpo.ModelFiles;
+using Microsoft.ML.Orpo.Preferences;
+using Microsoft.ML.Orpo.Templates;
 
 namespace Microsoft.ML.Orpo;
 
@@ -28,14 +31,14 @@ public sealed partial class OrpoTransformer
     public string ApplyChatTemplate(IEnumerable<ChatMessage> messages, bool addGenerationPrompt = true)
     {
         ArgumentNullException.ThrowIfNull(messages);
-        var conversation = new List<Jsonl.ChatMessage>();
+        var conversation = new List<Chat.ChatTurn>();
         foreach (var message in messages)
         {
             if (message is null) throw new ArgumentException("A message is null.", nameof(messages));
             var other = message.Contents.FirstOrDefault(c => c is not TextContent);
             if (other is not null)
                 throw new NotSupportedException($"Message {conversation.Count} holds {other.GetType().Name}; chat templates are rendered for text messages only.");
-            conversation.Add(new Jsonl.ChatMessage(message.Role.Value, message.Text));
+            conversation.Add(new Chat.ChatTurn(message.Role.Value, message.Text));
         }
         using var lease = Acquire();
         var format = ChatFormatOf(model) ?? ModelChatFormat(model) ?? throw new InvalidOperationException(ModelTemplates(model).Count == 0

@@ -1,6 +1,6 @@
 using System.Text;
-using Microsoft.ML.Orpo.Checkpoints;
-using Microsoft.ML.Orpo.Checkpoints.Gguf;
+using Microsoft.ML.Orpo.ModelFiles;
+using Microsoft.ML.Orpo.ModelFiles.Gguf;
 
 namespace Microsoft.ML.Orpo;
 

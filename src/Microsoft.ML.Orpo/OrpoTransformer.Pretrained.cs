@@ -17,6 +17,6 @@ public sealed partial class OrpoTransformer
         TrainingSettings.Validate(options);
         using var run = FineTuningRun.Start(options, () => 0);
         WarnNotApplied(mlContext, run.Model.Generation);
-        return run.Finish(mlContext, Array.Empty<OrpoStepMetrics>());
+        return From(mlContext, run, Array.Empty<OrpoStepMetrics>());
     }
 }

@@ -1,10 +1,11 @@
 using Microsoft.ML.Orpo.Chat;
-using Microsoft.ML.Orpo.Checkpoints;
+using Microsoft.ML.Orpo.ModelFiles;
 using Microsoft.ML.Orpo.Generation;
 using Microsoft.ML.Orpo.MlNet;
 using Microsoft.ML.Orpo.Modeling;
 using Microsoft.ML.Orpo.Training;
 using Microsoft.ML.Runtime;
+using Microsoft.ML.Orpo.Preferences;
 
 namespace Microsoft.ML.Orpo;
 
@@ -30,6 +31,13 @@ public sealed partial class OrpoTransformer : IDisposable
         this.model = model;
         this.settings = settings;
         TrainingHistory = history;
+    }
+
+    /// <summary>The transformer of a finished run, which takes over its model.</summary>
+    internal static OrpoTransformer From(IHostEnvironment env, FineTuningRun run, IReadOnlyList<OrpoStepMetrics> history)
+    {
+        var (model, settings) = run.HandOver();
+        return new OrpoTransformer(env, model, settings, history);
     }
 
     /// <summary>One entry per optimiser step of the <c>Fit</c> that produced this model (empty for a base model).</summary>

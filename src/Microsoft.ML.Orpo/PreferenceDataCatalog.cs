@@ -1,5 +1,5 @@
 using Microsoft.ML.Data;
-using Microsoft.ML.Orpo.Jsonl;
+using Microsoft.ML.Orpo.Preferences;
 
 namespace Microsoft.ML.Orpo;
 

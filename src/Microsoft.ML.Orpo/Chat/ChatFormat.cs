@@ -1,5 +1,6 @@
-using Microsoft.ML.Orpo.Jsonl;
+using Microsoft.ML.Orpo.Preferences;
 using Microsoft.ML.Orpo.Tokenization;
+using Microsoft.ML.Orpo.Templates;
 
 namespace Microsoft.ML.Orpo.Chat;
 
@@ -62,7 +63,7 @@ internal sealed class ChatFormat
             : TokenizerConfigJson.Empty;
 
     /// <summary>Renders messages as transformers' <c>apply_chat_template(..., tokenize=False)</c> does.</summary>
-    public string Render(IEnumerable<ChatMessage> messages, bool addGenerationPrompt)
+    public string Render(IEnumerable<ChatTurn> messages, bool addGenerationPrompt)
     {
         var conversation = messages.Select(m => (object?)new Dict { ["role"] = m.Role, ["content"] = m.Content }).ToList();
         var variables = new Dictionary<string, object?>(StringComparer.Ordinal)
@@ -82,9 +83,9 @@ internal sealed class ChatFormat
     /// without the generation prompt, less <paramref name="renderedPrompt"/> (the context rendered with it).
     /// </summary>
     /// <exception cref="FormatException">The prompt's rendering is not a prefix of the full rendering.</exception>
-    public string ResponseText(IReadOnlyList<ChatMessage> context, string renderedPrompt, string response)
+    public string ResponseText(IReadOnlyList<ChatTurn> context, string renderedPrompt, string response)
     {
-        string full = Render(context.Append(new ChatMessage("assistant", response)), addGenerationPrompt: false);
+        string full = Render(context.Append(new ChatTurn("assistant", response)), addGenerationPrompt: false);
         if (!full.StartsWith(renderedPrompt, StringComparison.Ordinal))
             throw new FormatException($"the chat template's rendering of the prompt with add_generation_prompt ({Excerpt(renderedPrompt)}) " +
                 $"is not a prefix of its rendering of the prompt and the response ({Excerpt(full)}), so the response's tokens cannot be separated from the prompt's.");
@@ -99,7 +100,7 @@ internal sealed class ChatFormat
         string text;
         try
         {
-            string rendered = Render([new ChatMessage("user", "Hi"), new ChatMessage("assistant", Probe)], addGenerationPrompt: false);
+            string rendered = Render([new ChatTurn("user", "Hi"), new ChatTurn("assistant", Probe)], addGenerationPrompt: false);
             int at = rendered.LastIndexOf(Probe, StringComparison.Ordinal);
             text = at < 0 ? "" : rendered[(at + Probe.Length)..].Trim();
         }

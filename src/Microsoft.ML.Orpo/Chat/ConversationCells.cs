@@ -1,5 +1,5 @@
 using System.Text.Json;
-using Microsoft.ML.Orpo.Jsonl;
+using Microsoft.ML.Orpo.Preferences;
 
 namespace Microsoft.ML.Orpo.Chat;
 
@@ -18,9 +18,9 @@ internal static class ConversationCells
     /// <summary>The messages of a cell: a JSON message list, or the text as one message of <paramref name="plainRole"/>
     /// (none when the text is empty).</summary>
     /// <exception cref="FormatException">A message list with an unknown role, empty content or a malformed message.</exception>
-    public static ChatMessage[] Messages(string cell, string plainRole, string column)
+    public static ChatTurn[] Messages(string cell, string plainRole, string column)
     {
-        if (!LooksLikeMessageList(cell)) return cell.Length == 0 ? [] : [new ChatMessage(plainRole, cell)];
+        if (!LooksLikeMessageList(cell)) return cell.Length == 0 ? [] : [new ChatTurn(plainRole, cell)];
         JsonDocument document;
         try
         {
@@ -28,19 +28,19 @@ internal static class ConversationCells
         }
         catch (JsonException)
         {
-            return [new ChatMessage(plainRole, cell)];
+            return [new ChatTurn(plainRole, cell)];
         }
         using (document)
         {
             var list = document.RootElement;
             // Text such as "[1, 2]" or "[note]" is a plain message; an array of objects is meant as messages.
-            if (list.EnumerateArray().Any(item => item.ValueKind != JsonValueKind.Object)) return [new ChatMessage(plainRole, cell)];
+            if (list.EnumerateArray().Any(item => item.ValueKind != JsonValueKind.Object)) return [new ChatTurn(plainRole, cell)];
             return list.EnumerateArray().Select((item, i) => Validated(Message(item, $"column '{column}', message {i}"), $"column '{column}', message {i}")).ToArray();
         }
     }
 
     /// <summary>Checks a message's role and content; the error starts with <paramref name="where"/> (which message).</summary>
-    public static ChatMessage Validated(ChatMessage message, string where)
+    public static ChatTurn Validated(ChatTurn message, string where)
     {
         if (!Roles.Contains(message.Role))
             throw new FormatException($"{where}: unknown role \"{message.Role}\" (expected {string.Join(", ", Roles.Select(r => $"\"{r}\""))}).");
@@ -50,18 +50,18 @@ internal static class ConversationCells
     }
 
     /// <summary>A <c>{"role", "content"}</c> object as a message; the error starts with <paramref name="where"/>.</summary>
-    public static ChatMessage Message(JsonElement item, string where)
+    public static ChatTurn Message(JsonElement item, string where)
     {
         if (item.ValueKind != JsonValueKind.Object)
             throw new FormatException($"{where} must be an object with \"role\" and \"content\", found {item.ValueKind}.");
-        return new ChatMessage(StringField(item, "role", where), StringField(item, "content", where));
+        return new ChatTurn(StringField(item, "role", where), StringField(item, "content", where));
     }
 
     /// <summary>
     /// Splits a row into its shared context and the two assistant responses.
     /// </summary>
     /// <exception cref="FormatException">A response that is not an assistant turn, or conversations that differ before it.</exception>
-    public static (IReadOnlyList<ChatMessage> Context, string Chosen, string Rejected) Pair(string prompt, string chosen, string rejected,
+    public static (IReadOnlyList<ChatTurn> Context, string Chosen, string Rejected) Pair(string prompt, string chosen, string rejected,
         (string Prompt, string Chosen, string Rejected) columns)
     {
         var context = Messages(prompt, "user", columns.Prompt);
@@ -73,7 +73,7 @@ internal static class ConversationCells
     }
 
     /// <summary>The messages of a prompt cell for generation: they must not end with an assistant turn.</summary>
-    public static IReadOnlyList<ChatMessage> Prompt(string prompt, string column)
+    public static IReadOnlyList<ChatTurn> Prompt(string prompt, string column)
     {
         var messages = Messages(prompt, "user", column);
         if (messages.Length > 0 && messages[^1].Role == "assistant")
@@ -81,7 +81,7 @@ internal static class ConversationCells
         return messages;
     }
 
-    private static (ChatMessage[] Context, string Response) Response(ChatMessage[] context, ChatMessage[] response, string column)
+    private static (ChatTurn[] Context, string Response) Response(ChatTurn[] context, ChatTurn[] response, string column)
     {
         if (response.Length == 0) throw new FormatException($"column '{column}' has no response message.");
         if (response[^1].Role != "assistant")
@@ -104,6 +104,6 @@ internal static class ConversationCells
     }
 
     /// <summary>A message list as the JSON text a conversational cell holds.</summary>
-    public static string ToJson(IEnumerable<ChatMessage> messages) =>
+    public static string ToJson(IEnumerable<ChatTurn> messages) =>
         JsonSerializer.Serialize(messages.Select(m => new Dictionary<string, string> { ["role"] = m.Role, ["content"] = m.Content }));
 }

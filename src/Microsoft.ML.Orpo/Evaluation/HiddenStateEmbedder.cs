@@ -1,4 +1,5 @@
 using Microsoft.ML.Orpo.Modeling;
+using Microsoft.ML.Orpo.ModelFiles;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Orpo.Evaluation;

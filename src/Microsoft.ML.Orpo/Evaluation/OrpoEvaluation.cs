@@ -1,6 +1,7 @@
 using Microsoft.ML.Orpo.Evaluation;
 using Microsoft.ML.Orpo.MlNet;
 using Microsoft.ML.Orpo.Training;
+using Microsoft.ML.Orpo.Preferences;
 
 namespace Microsoft.ML.Orpo;
 

@@ -1,9 +1,10 @@
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Serialization;
-using Microsoft.ML.Orpo.Checkpoints;
+using Microsoft.ML.Orpo.ModelFiles;
 using Microsoft.ML.Orpo.Modeling;
 using Microsoft.ML.Orpo.Tokenization;
+using Microsoft.ML.Orpo.Training;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Orpo.MlNet;

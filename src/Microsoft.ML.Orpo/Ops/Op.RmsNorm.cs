@@ -1,4 +1,5 @@
 using Microsoft.ML.Orpo.Kernels;
+using Microsoft.ML.Orpo.Ops.Reference;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Orpo.Ops;

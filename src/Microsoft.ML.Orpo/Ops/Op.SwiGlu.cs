@@ -1,5 +1,6 @@
 using Microsoft.ML.Orpo.Kernels;
 using TorchSharp.Modules;
+using Microsoft.ML.Orpo.Ops.Reference;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Orpo.Ops;

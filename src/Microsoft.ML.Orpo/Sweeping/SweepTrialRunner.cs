@@ -1,6 +1,7 @@
 using Microsoft.ML.Orpo.MlNet;
 using Microsoft.ML.Orpo.Training;
 using Microsoft.ML.Runtime;
+using Microsoft.ML.Orpo.Preferences;
 
 namespace Microsoft.ML.Orpo.Sweeping;
 
@@ -59,6 +60,6 @@ internal sealed class SweepTrialRunner
         var history = run.Train(train, validation, log, cancellationToken, () => MlNetAccess.IsCanceled(env), afterStep);
         if (history.Count == 0 || history[^1].Validation is null)
             throw new InvalidOperationException("The trial finished without a validation pass.");
-        return run.Finish(env, history);
+        return OrpoTransformer.From(env, run, history);
     }
 }

@@ -1,3 +1,4 @@
+using Microsoft.ML.Orpo.Preferences;
 namespace Microsoft.ML.Orpo.Training;
 
 /// <summary>

@@ -3,8 +3,9 @@ using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Serialization;
-using Microsoft.ML.Orpo.Checkpoints;
+using Microsoft.ML.Orpo.ModelFiles;
 using Microsoft.ML.Orpo.Modeling;
+using Microsoft.ML.Orpo.Preferences;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Orpo.Training;

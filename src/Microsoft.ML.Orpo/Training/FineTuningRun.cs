@@ -1,6 +1,8 @@
 using Microsoft.ML.Orpo.MlNet;
 using Microsoft.ML.Orpo.Modeling;
 using Microsoft.ML.Runtime;
+using Microsoft.ML.Orpo.Preferences;
+using Microsoft.ML.Orpo.ModelFiles;
 
 namespace Microsoft.ML.Orpo.Training;
 
@@ -8,7 +10,7 @@ namespace Microsoft.ML.Orpo.Training;
 /// One fine-tuning run, as <see cref="OrpoEstimator.Fit"/>, every sweep trial and
 /// <see cref="OrpoTransformer.FromPretrained(MLContext, OrpoOptions)"/> perform it: <see cref="Start"/> loads the base
 /// model and resolves the options against it, <see cref="Read"/> encodes preference pairs with its tokenizer, template
-/// and lengths, <see cref="Train"/> fine-tunes the model in place, and <see cref="Finish"/> hands it to the fitted
+/// and lengths, <see cref="Train"/> fine-tunes the model in place, and <see cref="HandOver"/> hands it to the fitted
 /// transformer. Until then the run owns the model: disposing a run that was not finished (any failure) disposes it.
 /// </summary>
 internal sealed class FineTuningRun : IDisposable
@@ -58,7 +60,7 @@ internal sealed class FineTuningRun : IDisposable
     /// <param name="dataName">What the rows are, in messages ("training data", "validation set").</param>
     /// <param name="isCanceled">Polled between rows.</param>
     public PreferenceData Read(IDataView data, string dataName, Func<bool> isCanceled) =>
-        PreferenceDataReader.Read(data, Options, encoder ??= PairEncoder.For(Model.Tokenizer, Settings), dataName, isCanceled);
+        PreferenceDataReader.Read(data, Options, encoder ??= Settings.Encoder(Model.Tokenizer), dataName, isCanceled);
 
     /// <summary>Fine-tunes the model in place; every step is reported to <see cref="OrpoOptions.Progress"/>.</summary>
     /// <param name="train">The training pairs.</param>
@@ -82,17 +84,18 @@ internal sealed class FineTuningRun : IDisposable
         return new OrpoTrainer(Model, Settings, callbacks).Train(train, validation);
     }
 
-    /// <summary>The fitted transformer, which owns the model from now on.</summary>
-    /// <param name="env">The environment the transformer belongs to.</param>
-    /// <param name="history">What <see cref="Train"/> returned (empty when the model was not trained).</param>
-    public OrpoTransformer Finish(IHostEnvironment env, IReadOnlyList<OrpoStepMetrics> history)
+    /// <summary>
+    /// The trained model and the settings a fitted transformer keeps with it; the caller (the transformer) owns the
+    /// model from now on.
+    /// </summary>
+    public (CausalLanguageModel Model, TransformerSettings Settings) HandOver()
     {
-        var fitted = new OrpoTransformer(env, Model, TransformerSettings.From(Options, Settings, Model.Generation), history);
+        var handed = (Model, TransformerSettings.From(Options, Settings, Model.Generation));
         model = null;
-        return fitted;
+        return handed;
     }
 
-    /// <summary>Disposes the model unless <see cref="Finish"/> handed it over.</summary>
+    /// <summary>Disposes the model unless <see cref="HandOver"/> handed it over.</summary>
     public void Dispose()
     {
         model?.Dispose();

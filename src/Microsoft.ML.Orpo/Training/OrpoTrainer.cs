@@ -1,6 +1,8 @@
 using System.Diagnostics;
 using Microsoft.ML.Orpo.Modeling;
 using Microsoft.ML.Orpo.Ops;
+using Microsoft.ML.Orpo.ModelFiles;
+using Microsoft.ML.Orpo.Preferences;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Orpo.Training;

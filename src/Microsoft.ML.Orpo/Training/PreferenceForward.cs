@@ -1,5 +1,6 @@
 using Microsoft.ML.Orpo.Modeling;
 using Microsoft.ML.Orpo.Ops;
+using Microsoft.ML.Orpo.Preferences;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Orpo.Training;

@@ -1,6 +1,8 @@
 using Microsoft.ML.Orpo.Chat;
 using Microsoft.ML.Orpo.Modeling;
 using Microsoft.ML.Orpo.Tokenization;
+using Microsoft.ML.Orpo.ModelFiles;
+using Microsoft.ML.Orpo.Preferences;
 
 namespace Microsoft.ML.Orpo.Training;
 
@@ -187,4 +189,8 @@ internal sealed record TrainingSettings
             CheckpointsToKeep = options.CheckpointsToKeep,
         };
     }
+
+    /// <summary>The pair encoder these settings train with (lengths, templates, truncation) for <paramref name="tokenizer"/>.</summary>
+    public PairEncoder Encoder(OrpoTokenizer tokenizer) =>
+        new(tokenizer, PromptTemplate, MaxLength, MaxPromptLength, TruncateLongPrompts, ChatTemplate is null ? null : ChatFormat.Create(ChatTemplate, tokenizer));
 }

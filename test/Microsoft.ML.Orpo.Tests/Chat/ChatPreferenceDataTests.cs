@@ -1,9 +1,10 @@
 using System.Text.Json;
 using Microsoft.ML.Orpo.Chat;
-using Message = Microsoft.ML.Orpo.Jsonl.ChatMessage;
+using Message = Microsoft.ML.Orpo.Chat.ChatTurn;
 using Microsoft.ML.Orpo.Tests.Infrastructure;
 using Microsoft.ML.Orpo.Tokenization;
 using Microsoft.ML.Orpo.Training;
+using Microsoft.ML.Orpo.Preferences;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Orpo.Tests.Chat;

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
 using Microsoft.ML.Orpo.Chat;
+using Microsoft.ML.Orpo.Templates;
 
 namespace Microsoft.ML.Orpo.Tests.Chat;
 

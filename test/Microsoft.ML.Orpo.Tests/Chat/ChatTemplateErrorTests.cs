@@ -1,4 +1,5 @@
 using Microsoft.ML.Orpo.Chat;
+using Microsoft.ML.Orpo.Templates;
 
 namespace Microsoft.ML.Orpo.Tests.Chat;
 

@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text.Json;
 using Microsoft.ML.Orpo.Chat;
 using Microsoft.ML.Orpo.Tests.Infrastructure;
+using Microsoft.ML.Orpo.Templates;
 
 namespace Microsoft.ML.Orpo.Tests.Chat;
 

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Text;
 using System.Text.RegularExpressions;
 using Microsoft.ML.Orpo.Chat;
+using Microsoft.ML.Orpo.Templates;
 
 namespace Microsoft.ML.Orpo.Tests.Chat;
 

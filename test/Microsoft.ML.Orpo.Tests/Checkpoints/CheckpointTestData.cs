@@ -1,6 +1,6 @@
 using System.Buffers.Binary;
 using System.Text;
-using Microsoft.ML.Orpo.Checkpoints;
+using Microsoft.ML.Orpo.ModelFiles;
 using Microsoft.ML.Orpo.Modeling;
 using TorchSharp;
 using static TorchSharp.torch;

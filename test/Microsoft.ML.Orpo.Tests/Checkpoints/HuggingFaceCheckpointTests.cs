@@ -1,6 +1,6 @@
 using System.Text;
 using System.Text.Json;
-using Microsoft.ML.Orpo.Checkpoints;
+using Microsoft.ML.Orpo.ModelFiles;
 using Microsoft.ML.Orpo.Modeling;
 using Microsoft.ML.Orpo.Tests.Infrastructure;
 using static TorchSharp.torch;

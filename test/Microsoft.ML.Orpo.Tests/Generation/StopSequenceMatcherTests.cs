@@ -3,6 +3,7 @@ using Microsoft.ML.Orpo.Modeling;
 using Microsoft.ML.Orpo.Tests.Infrastructure;
 using Microsoft.ML.Orpo.Tests.Tokenization;
 using Microsoft.ML.Orpo.Tokenization;
+using Microsoft.ML.Orpo.ModelFiles;
 
 namespace Microsoft.ML.Orpo.Tests.Generation;
 

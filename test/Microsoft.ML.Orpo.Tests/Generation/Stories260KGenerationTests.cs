@@ -2,6 +2,7 @@ using TorchSharp;
 using Microsoft.ML.Orpo.Generation;
 using Microsoft.ML.Orpo.Modeling;
 using Microsoft.ML.Orpo.Tests.Infrastructure;
+using Microsoft.ML.Orpo.ModelFiles;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Orpo.Tests.Generation;

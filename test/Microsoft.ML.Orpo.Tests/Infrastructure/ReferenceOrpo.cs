@@ -1,5 +1,6 @@
 using TorchSharp;
 using Microsoft.ML.Orpo.Training;
+using Microsoft.ML.Orpo.Preferences;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Orpo.Tests.Infrastructure;

@@ -1,6 +1,7 @@
 using Microsoft.ML.Orpo.Modeling;
 using Microsoft.ML.Orpo.Tests.Infrastructure;
 using TorchSharp;
+using Microsoft.ML.Orpo.Ops.Reference;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Orpo.Tests.Modeling;

@@ -2,6 +2,8 @@ using System.Numerics;
 using Microsoft.ML.Orpo.Modeling;
 using Microsoft.ML.Orpo.Tests.Infrastructure;
 using TorchSharp;
+using Microsoft.ML.Orpo.ModelFiles;
+using Microsoft.ML.Orpo.Ops.Reference;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
 

@@ -1,6 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json.Nodes;
-using Microsoft.ML.Orpo.Checkpoints;
+using Microsoft.ML.Orpo.ModelFiles;
 using Microsoft.ML.Orpo.Modeling;
 using Microsoft.ML.Orpo.Tests.Checkpoints;
 using Microsoft.ML.Orpo.Tests.Infrastructure;

@@ -3,6 +3,8 @@ using Microsoft.ML.Orpo.Modeling;
 using Microsoft.ML.Orpo.Tests.Checkpoints;
 using Microsoft.ML.Orpo.Tests.Training;
 using Microsoft.ML.Orpo.Training;
+using Microsoft.ML.Orpo.Preferences;
+using Microsoft.ML.Orpo.ModelFiles;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Orpo.Tests.Performance;

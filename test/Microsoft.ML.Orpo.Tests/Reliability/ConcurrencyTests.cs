@@ -1,5 +1,7 @@
 using Microsoft.ML.Orpo.Modeling;
 using Microsoft.ML.Orpo.Tests.Infrastructure;
+using Microsoft.ML.Orpo.ModelFiles;
+using Microsoft.ML.Orpo.Training;
 
 namespace Microsoft.ML.Orpo.Tests.Reliability;
 

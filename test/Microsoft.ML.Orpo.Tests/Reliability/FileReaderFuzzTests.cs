@@ -2,12 +2,13 @@ using System.Globalization;
 using System.IO.Compression;
 using System.Text;
 using Microsoft.ML.Data;
-using Microsoft.ML.Orpo.Checkpoints;
+using Microsoft.ML.Orpo.ModelFiles;
 using Microsoft.ML.Orpo.MlNet;
 using Microsoft.ML.Orpo.Modeling;
 using Microsoft.ML.Orpo.Tests.Infrastructure;
 using Microsoft.ML.Orpo.Tests.Tokenization;
 using Microsoft.ML.Orpo.Tokenization;
+using Microsoft.ML.Orpo.Training;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Orpo.Tests.Reliability;

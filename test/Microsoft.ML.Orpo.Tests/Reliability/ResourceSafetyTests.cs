@@ -4,6 +4,7 @@ using Microsoft.ML.Orpo.Modeling;
 using Microsoft.ML.Orpo.Tests.Infrastructure;
 using Microsoft.ML.Orpo.Tests.Training;
 using Microsoft.ML.Orpo.Training;
+using Microsoft.ML.Orpo.ModelFiles;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Orpo.Tests.Reliability;

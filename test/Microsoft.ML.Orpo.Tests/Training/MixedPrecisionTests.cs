@@ -1,8 +1,9 @@
 using TorchSharp;
-using Microsoft.ML.Orpo.Checkpoints;
+using Microsoft.ML.Orpo.ModelFiles;
 using Microsoft.ML.Orpo.Modeling;
 using Microsoft.ML.Orpo.Tests.Infrastructure;
 using Microsoft.ML.Orpo.Training;
+using Microsoft.ML.Orpo.Preferences;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Orpo.Tests.Training;

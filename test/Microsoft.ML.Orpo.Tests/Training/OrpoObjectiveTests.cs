@@ -1,5 +1,5 @@
 using TorchSharp;
-using Microsoft.ML.Orpo.Checkpoints;
+using Microsoft.ML.Orpo.ModelFiles;
 using Microsoft.ML.Orpo.Tests.Infrastructure;
 using Microsoft.ML.Orpo.Training;
 using static TorchSharp.torch;

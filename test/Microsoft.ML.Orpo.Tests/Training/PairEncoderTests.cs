@@ -1,6 +1,7 @@
 using Microsoft.ML.Orpo.Tests.Infrastructure;
 using Microsoft.ML.Orpo.Tokenization;
 using Microsoft.ML.Orpo.Training;
+using Microsoft.ML.Orpo.Preferences;
 
 namespace Microsoft.ML.Orpo.Tests.Training;
 

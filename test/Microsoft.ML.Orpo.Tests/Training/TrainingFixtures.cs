@@ -2,6 +2,8 @@ using TorchSharp;
 using Microsoft.ML.Orpo.Modeling;
 using Microsoft.ML.Orpo.Tests.Infrastructure;
 using Microsoft.ML.Orpo.Training;
+using Microsoft.ML.Orpo.Preferences;
+using Microsoft.ML.Orpo.ModelFiles;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Orpo.Tests.Training;

@@ -1,7 +1,7 @@
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
 
-namespace Microsoft.ML.Orpo.Ops;
+namespace Microsoft.ML.Orpo.Ops.Reference;
 
 /// <summary>
 /// Rotary embedding and causal grouped-query attention in every layout, from libtorch's scaled dot-product attention:

@@ -1,7 +1,7 @@
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
 
-namespace Microsoft.ML.Orpo.Ops;
+namespace Microsoft.ML.Orpo.Ops.Reference;
 
 /// <summary>
 /// <c>y = x W^T + b</c>. With a matmul type other than the weight's (mixed precision, PyTorch autocast's rule for

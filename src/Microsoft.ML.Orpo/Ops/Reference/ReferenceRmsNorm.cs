@@ -1,6 +1,6 @@
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Orpo.Ops;
+namespace Microsoft.ML.Orpo.Ops.Reference;
 
 /// <summary>Root-mean-square layer norm: <c>weight * x / sqrt(mean(x^2) + eps)</c>, half-precision inputs normalised in float32.</summary>
 internal static class ReferenceRmsNorm

@@ -1,6 +1,6 @@
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Orpo.Ops;
+namespace Microsoft.ML.Orpo.Ops.Reference;
 
 /// <summary>Rotary position embedding in the rotate-half convention: <c>x cos + rotate_half(x) sin</c>.</summary>
 internal static class ReferenceRotary

@@ -1,7 +1,7 @@
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
 
-namespace Microsoft.ML.Orpo.Ops;
+namespace Microsoft.ML.Orpo.Ops.Reference;
 
 /// <summary>The SwiGLU product <c>silu(gate) * up</c>, which the MLP's down projection then reads.</summary>
 internal static class ReferenceSwiGlu

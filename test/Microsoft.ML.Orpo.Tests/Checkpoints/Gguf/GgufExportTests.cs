@@ -1,9 +1,11 @@
 using System.Text.Json.Nodes;
-using Microsoft.ML.Orpo.Checkpoints.Gguf;
+using Microsoft.ML.Orpo.ModelFiles.Gguf;
 using Microsoft.ML.Orpo.Modeling;
 using Microsoft.ML.Orpo.Tests.Infrastructure;
 using Microsoft.ML.Orpo.Tests.Tokenization;
 using Microsoft.ML.Orpo.Tokenization;
+using Microsoft.ML.Orpo.ModelFiles;
+using Microsoft.ML.Orpo.Training;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Orpo.Tests.Checkpoints.Gguf;
@@ -86,7 +88,7 @@ public sealed class GgufExportTests
             Export(model, GgufTensorType.F32, out var f32);
             CollectionAssert.AreEqual(embedding, f32.Read("token_embd.weight"));
             // llama.cpp's row order is llama2.c's: the inverse of the loader's permutation.
-            float[] llama2c = Microsoft.ML.Orpo.Checkpoints.Llama2cCheckpoint.PermuteRope(tensor(f32.Read("blk.0.attn_q.weight")).view(64, 64), 8, 8, 64)
+            float[] llama2c = Microsoft.ML.Orpo.ModelFiles.Llama2cCheckpoint.PermuteRope(tensor(f32.Read("blk.0.attn_q.weight")).view(64, 64), 8, 8, 64)
                 .data<float>().ToArray();
             CollectionAssert.AreEqual(q, llama2c);
 

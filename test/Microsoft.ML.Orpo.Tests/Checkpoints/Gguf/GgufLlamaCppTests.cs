@@ -1,5 +1,7 @@
 using Microsoft.ML.Orpo.Modeling;
 using Microsoft.ML.Orpo.Tests.Infrastructure;
+using Microsoft.ML.Orpo.ModelFiles;
+using Microsoft.ML.Orpo.Training;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Orpo.Tests.Checkpoints.Gguf;
@@ -121,7 +123,7 @@ public sealed class GgufLlamaCppTests
         using var generator = new Generator(7);
         try
         {
-            foreach (var shape in Microsoft.ML.Orpo.Checkpoints.ModelWeights.ExpectedShapes(config).Where(s => !weights.ContainsKey(s.Name)))
+            foreach (var shape in Microsoft.ML.Orpo.ModelFiles.ModelWeights.ExpectedShapes(config).Where(s => !weights.ContainsKey(s.Name)))
                 weights[shape.Name] = shape.Name == "lm_head.weight"
                     ? weights["model.embed_tokens.weight"] + 0.05f * randn(shape.Shape, generator: generator)
                     : 0.1f * randn(shape.Shape, generator: generator);

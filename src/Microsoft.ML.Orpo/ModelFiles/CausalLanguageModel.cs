@@ -1,0 +1,139 @@
+using TorchSharp;
+using Microsoft.ML.Orpo.ModelFiles;
+using Microsoft.ML.Orpo.Tokenization;
+using Microsoft.ML.Orpo.Modeling;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Orpo.ModelFiles;
+
+/// <summary>A decoder network with its config, tokenizer and device: what training and generation share.</summary>
+internal sealed class CausalLanguageModel : IDisposable
+{
+    private CausalLanguageModel(LlamaForCausalLM network, OrpoTokenizer tokenizer, Device device, GenerationConfig generation)
+    {
+        Network = network;
+        Generation = generation;
+        Tokenizer = tokenizer;
+        Device = device;
+    }
+
+    public LlamaForCausalLM Network { get; }
+    public LlamaConfig Config => Network.Config;
+    public OrpoTokenizer Tokenizer { get; }
+    /// <summary>The checkpoint's <c>generation_config.json</c> (or what transformers derives without one).</summary>
+    public GenerationConfig Generation { get; }
+    public Device Device { get; }
+    public bool IsDisposed { get; private set; }
+
+    /// <summary>
+    /// Loads a Hugging Face folder (config.json + safetensors) or a llama2.c <c>.bin</c> file. The tokenizer comes from
+    /// <paramref name="tokenizerPath"/>, else from the model folder (or the .bin's folder).
+    /// </summary>
+    public static CausalLanguageModel Load(string modelPath, string? tokenizerPath, string device)
+    {
+        if (string.IsNullOrWhiteSpace(modelPath)) throw new ArgumentException("A model path is required.", nameof(modelPath));
+        var torchDevice = DeviceNames.Parse(device);
+        LlamaConfig config;
+        Dictionary<string, Tensor> weights;
+        string tokenizerSource;
+        GenerationConfig? generation = null;
+        if (Directory.Exists(modelPath))
+        {
+            (config, weights) = HuggingFaceCheckpoint.Load(modelPath);
+            tokenizerSource = tokenizerPath ?? modelPath;
+            try
+            {
+                generation = HuggingFaceCheckpoint.LoadGenerationConfig(modelPath, config);
+            }
+            catch
+            {
+                foreach (var t in weights.Values) t.Dispose();
+                throw;
+            }
+        }
+        else if (File.Exists(modelPath))
+        {
+            (config, weights) = Llama2cCheckpoint.Load(modelPath);
+            tokenizerSource = tokenizerPath ?? Path.GetDirectoryName(Path.GetFullPath(modelPath))!;
+        }
+        else
+        {
+            throw new FileNotFoundException($"Model path '{modelPath}' is neither a Hugging Face folder nor a llama2.c .bin file.", modelPath);
+        }
+        try
+        {
+            var tokenizer = OrpoTokenizer.Load(tokenizerSource, config);
+            return Create(config, weights, tokenizer, torchDevice, modelPath, generation);
+        }
+        finally
+        {
+            foreach (var t in weights.Values) t.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// Builds the network from a config and a state dict, checking every key and shape strictly;
+    /// <paramref name="generation"/> null derives the generation config from <paramref name="config"/>.
+    /// </summary>
+    public static CausalLanguageModel Create(LlamaConfig config, IReadOnlyDictionary<string, Tensor> weights,
+        OrpoTokenizer tokenizer, Device device, string source, GenerationConfig? generation = null)
+    {
+        generation = (generation ?? GenerationConfig.FromModelConfig(config)).ValidateFor(config, source);
+        if (tokenizer.VocabularySize > config.VocabSize)
+            throw new InvalidDataException(
+                $"{source}: the tokenizer can produce ids up to {tokenizer.VocabularySize - 1}, but the model's vocabulary has only {config.VocabSize} entries.");
+        var network = new LlamaForCausalLM(config);
+        try
+        {
+            LoadWeights(network, weights, source);
+            network.to(device);
+            network.eval();
+            return new CausalLanguageModel(network, tokenizer, device, generation);
+        }
+        catch
+        {
+            network.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Copies a state dict into the network: a missing, unexpected or mis-shaped tensor is an error naming it.</summary>
+    public static void LoadWeights(LlamaForCausalLM network, IReadOnlyDictionary<string, Tensor> weights, string source)
+    {
+        var parameters = network.NamedWeights();
+        var expected = parameters.Select(p => p.Name).ToHashSet(StringComparer.Ordinal);
+        string? unexpected = weights.Keys.Where(k => !expected.Contains(k)).Order(StringComparer.Ordinal).FirstOrDefault();
+        if (unexpected is not null) throw new InvalidDataException($"{source}: unexpected tensor '{unexpected}' for this model config.");
+        using var noGrad = no_grad();
+        // copy_ returns a new handle on the parameter's storage; the scope releases those so Dispose can free it.
+        using var scope = NewDisposeScope();
+        foreach (var (name, parameter) in parameters)
+        {
+            if (!weights.TryGetValue(name, out var value))
+                throw new InvalidDataException($"{source}: missing tensor '{name}'.");
+            if (!value.shape.SequenceEqual(parameter.shape))
+                throw new InvalidDataException(
+                    $"{source}: tensor '{name}' has shape [{string.Join(", ", value.shape)}], expected [{string.Join(", ", parameter.shape)}].");
+            parameter.copy_(value);
+        }
+    }
+
+    /// <summary>A detached float32 CPU copy of every weight, keyed by Hugging Face name.</summary>
+    public Dictionary<string, Tensor> ExportWeights()
+    {
+        using var noGrad = no_grad();
+        using var scope = NewDisposeScope();
+        return Network.NamedWeights().ToDictionary(p => p.Name,
+            p => p.Parameter.detach().to(ScalarType.Float32, CPU).clone().MoveToOuterDisposeScope(), StringComparer.Ordinal);
+    }
+
+    public void Dispose()
+    {
+        if (IsDisposed) return;
+        IsDisposed = true;
+        // Module.Dispose releases the native module but leaves the parameter tensors to the finalizer; free their
+        // memory now, so disposing a transformer gives its native memory back at once.
+        foreach (var (_, parameter) in Network.NamedWeights()) parameter.Dispose();
+        Network.Dispose();
+    }
+}

@@ -1,0 +1,31 @@
+namespace Microsoft.ML.Orpo.Templates;
+
+internal abstract record Expr(Pos Pos);
+internal sealed record Const(Pos Pos, object? Value) : Expr(Pos);
+internal sealed record Name(Pos Pos, string Id) : Expr(Pos);
+internal sealed record ListExpr(Pos Pos, IReadOnlyList<Expr> Items) : Expr(Pos);
+internal sealed record TupleExpr(Pos Pos, IReadOnlyList<Expr> Items) : Expr(Pos);
+internal sealed record DictExpr(Pos Pos, IReadOnlyList<(Expr Key, Expr Value)> Items) : Expr(Pos);
+internal sealed record GetAttr(Pos Pos, Expr Target, string Attribute) : Expr(Pos);
+internal sealed record GetItem(Pos Pos, Expr Target, Expr Index) : Expr(Pos);
+internal sealed record SliceExpr(Pos Pos, Expr? Start, Expr? Stop, Expr? Step) : Expr(Pos);
+internal sealed record CallExpr(Pos Pos, Expr Target, IReadOnlyList<Expr> Args, IReadOnlyList<(string Name, Expr Value)> Kwargs) : Expr(Pos);
+internal sealed record FilterExpr(Pos Pos, Expr? Input, string Filter, IReadOnlyList<Expr> Args, IReadOnlyList<(string Name, Expr Value)> Kwargs) : Expr(Pos);
+internal sealed record TestExpr(Pos Pos, Expr Input, string Test, IReadOnlyList<Expr> Args, bool Negated) : Expr(Pos);
+internal sealed record UnaryExpr(Pos Pos, string Op, Expr Operand) : Expr(Pos);
+internal sealed record BinaryExpr(Pos Pos, string Op, Expr Left, Expr Right) : Expr(Pos);
+internal sealed record CompareExpr(Pos Pos, Expr First, IReadOnlyList<(string Op, Expr Operand)> Rest) : Expr(Pos);
+internal sealed record CondExpr(Pos Pos, Expr Test, Expr Then, Expr? Else) : Expr(Pos);
+
+internal abstract record Node(Pos Pos);
+internal sealed record TextNode(Pos Pos, string Text) : Node(Pos);
+internal sealed record OutputNode(Pos Pos, Expr Value) : Node(Pos);
+internal sealed record IfNode(Pos Pos, IReadOnlyList<(Expr Test, IReadOnlyList<Node> Body)> Branches, IReadOnlyList<Node> Else) : Node(Pos);
+internal sealed record ForNode(Pos Pos, Expr Target, Expr Iterable, Expr? Filter, IReadOnlyList<Node> Body, IReadOnlyList<Node> Else) : Node(Pos);
+internal sealed record SetNode(Pos Pos, Expr Target, Expr Value) : Node(Pos);
+internal sealed record SetBlockNode(Pos Pos, Expr Target, IReadOnlyList<FilterExpr> Filters, IReadOnlyList<Node> Body) : Node(Pos);
+internal sealed record MacroNode(Pos Pos, string Name, IReadOnlyList<(string Name, Expr? Default)> Parameters, IReadOnlyList<Node> Body) : Node(Pos);
+internal sealed record FilterBlockNode(Pos Pos, IReadOnlyList<FilterExpr> Filters, IReadOnlyList<Node> Body) : Node(Pos);
+internal sealed record WithNode(Pos Pos, IReadOnlyList<(Expr Target, Expr Value)> Assignments, IReadOnlyList<Node> Body) : Node(Pos);
+internal sealed record ScopeNode(Pos Pos, IReadOnlyList<Node> Body) : Node(Pos);
+internal sealed record LoopControlNode(Pos Pos, bool IsBreak) : Node(Pos);
