@@ -3,20 +3,25 @@ namespace Microsoft.ML.Orpo.Tests.Infrastructure;
 /// <summary>
 /// How a test chooses a CPU path: it never assumes that an instruction set means a kernel (the dispatcher also weighs
 /// the vendor); it forces the kernel inside a scope where the CPU can run it, or asks the dispatcher what it decided.
+/// Both scopes hold whatever the process default says (<c>ORPO_KERNELS=reference</c> in CI's reference leg).
 /// </summary>
 internal static class KernelScopes
 {
     /// <summary>
-    /// Until disposed, every kernel is on (whatever <c>ORPO_KERNELS</c> says for the CI leg) and this thread's products
-    /// use <see cref="PackedGemm"/> wherever it applies; the test is reported not applicable where the CPU (or
+    /// Until disposed, this thread's products use <see cref="PackedGemm"/> wherever it applies (with the kernels of
+    /// <see cref="KernelMode.Auto"/> beside it); the test is reported not applicable where the CPU (or
     /// <c>DOTNET_EnableAVX512=0</c>) cannot run it.
     /// </summary>
     public static IDisposable ForcePackedGemm()
     {
         if (!PackedGemm.IsSupported) Assert.Inconclusive("This CPU has no AVX-512F (or DOTNET_EnableAVX512=0): PackedGemm cannot run here.");
-        return KernelPolicy.Use(new KernelPolicy { ForcePackedGemm = true });
+        var current = KernelPolicy.Current;
+        return KernelPolicy.Use(current with { Mode = KernelMode.Auto, Disabled = current.Disabled & ~CpuKernels.MatrixProduct, ForcePackedGemm = true });
     }
 
-    /// <summary>Until disposed, the dispatcher decides as it does by default (every kernel allowed, the vendor preference for the GEMM).</summary>
-    public static IDisposable Auto() => KernelPolicy.Use(new KernelPolicy());
+    /// <summary>
+    /// Until disposed, the default policy: every kernel where it applies, the packed GEMM where the dispatcher prefers
+    /// it (for tests of a kernel or of the dispatcher's decision).
+    /// </summary>
+    public static IDisposable DefaultPolicy() => KernelPolicy.Use(new KernelPolicy());
 }
