@@ -195,7 +195,7 @@ public sealed class ChatPreferenceDataTests
     [TestMethod]
     public void JsonlConversationsKeepTheirMessagesWhenAsked()
     {
-        string path = Tests.Jsonl.PreferenceJsonlShapeTests.WriteFile(
+        string path = Tests.Preferences.PreferenceJsonlShapeTests.WriteFile(
             "{\"prompt\": [{\"role\": \"system\", \"content\": \"S\"}, {\"role\": \"user\", \"content\": \"U\"}]," +
             " \"chosen\": [{\"role\": \"assistant\", \"content\": \"good\"}], \"rejected\": [{\"role\": \"assistant\", \"content\": \"bad\"}]}\n" +
             "{\"prompt\": \"P\", \"chosen\": \"C\", \"rejected\": \"R\"}\n");
@@ -205,7 +205,7 @@ public sealed class ChatPreferenceDataTests
         Assert.AreEqual(Json(("assistant", "bad")), rows[0].Rejected);
         Assert.AreEqual(("P", "C", "R"), (rows[1].Prompt, rows[1].Chosen, rows[1].Rejected));
 
-        string bad = Tests.Jsonl.PreferenceJsonlShapeTests.WriteFile(
+        string bad = Tests.Preferences.PreferenceJsonlShapeTests.WriteFile(
             "{\"prompt\": \"P\", \"chosen\": \"C\", \"rejected\": \"R\"}\n" +
             "{\"prompt\": [{\"role\": \"tool\", \"content\": \"U\"}], \"chosen\": [{\"role\": \"assistant\", \"content\": \"a\"}], \"rejected\": [{\"role\": \"assistant\", \"content\": \"b\"}]}\n");
         var e = Assert.ThrowsExactly<InvalidDataException>(() => Ml.Data.LoadPreferenceJsonl(bad, keepMessages: true));

@@ -2,7 +2,7 @@ using System.Diagnostics;
 using System.Text.Json.Nodes;
 using Microsoft.ML.Orpo.ModelFiles;
 using Microsoft.ML.Orpo.Modeling;
-using Microsoft.ML.Orpo.Tests.Checkpoints;
+using Microsoft.ML.Orpo.Tests.ModelFiles;
 using Microsoft.ML.Orpo.Tests.Infrastructure;
 using TorchSharp;
 using static TorchSharp.torch;

@@ -1,6 +1,6 @@
 using TorchSharp;
 using Microsoft.ML.Orpo.Modeling;
-using Microsoft.ML.Orpo.Tests.Checkpoints;
+using Microsoft.ML.Orpo.Tests.ModelFiles;
 using Microsoft.ML.Orpo.Tests.Training;
 using Microsoft.ML.Orpo.Training;
 using Microsoft.ML.Orpo.Preferences;

@@ -181,7 +181,7 @@ public sealed class FileReaderFuzzTests
 
     private static CausalLanguageModel TinyModel()
     {
-        var weights = Checkpoints.CheckpointTestData.RandomWeights(TinyConfig, 3);
+        var weights = ModelFiles.CheckpointTestData.RandomWeights(TinyConfig, 3);
         try
         {
             var tokenizer = OrpoTokenizer.Load(TestAssets.Stories260KTokenizer, TinyConfig);

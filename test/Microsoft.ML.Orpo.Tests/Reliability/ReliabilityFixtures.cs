@@ -16,7 +16,7 @@ internal static class ReliabilityFixtures
             VocabSize = vocabulary, MaxPositionEmbeddings = 256, RmsNormEps = 1e-5, TieWordEmbeddings = true, BosTokenId = 1, EosTokenId = 2,
             EosTokenIds = [2],
         }.Validate();
-        var weights = Checkpoints.CheckpointTestData.RandomWeights(config, 5);
+        var weights = ModelFiles.CheckpointTestData.RandomWeights(config, 5);
         try
         {
             string dir = TestAssets.NewTempDirectory($"orpo-vocab{vocabulary}");

@@ -4,7 +4,7 @@ using LLama.Common;
 using LLama.Native;
 using Microsoft.ML.Orpo.Generation;
 
-namespace Microsoft.ML.Orpo.Tests.Checkpoints.Gguf;
+namespace Microsoft.ML.Orpo.Tests.ModelFiles.Gguf;
 
 /// <summary>Greedy decoding from BOS by llama.cpp (LLamaSharp) and by this library, as raw token ids.</summary>
 internal static class LlamaCppGreedy

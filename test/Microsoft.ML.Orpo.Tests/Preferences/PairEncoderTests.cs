@@ -3,7 +3,7 @@ using Microsoft.ML.Orpo.Tokenization;
 using Microsoft.ML.Orpo.Training;
 using Microsoft.ML.Orpo.Preferences;
 
-namespace Microsoft.ML.Orpo.Tests.Training;
+namespace Microsoft.ML.Orpo.Tests.Preferences;
 
 [TestClass]
 public sealed class PairEncoderTests

@@ -3,7 +3,7 @@ using System.IO.Compression;
 using System.Text;
 using Microsoft.ML.Orpo.Tests.Infrastructure;
 
-namespace Microsoft.ML.Orpo.Tests.Jsonl;
+namespace Microsoft.ML.Orpo.Tests.Preferences;
 
 [TestClass]
 public sealed class PreferenceJsonlShapeTests

@@ -4,7 +4,7 @@ using Microsoft.ML.Orpo.Tests.Infrastructure;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Orpo.Tests.Modeling;
+namespace Microsoft.ML.Orpo.Tests.Kernels;
 
 /// <summary>
 /// The AVX-512 GEMM (<see cref="PackedGemm"/>) against float64, its tensor wrapper and dispatcher, and the linear layer

@@ -3,7 +3,7 @@ using Microsoft.ML.Orpo.Tests.Infrastructure;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Orpo.Tests.Modeling;
+namespace Microsoft.ML.Orpo.Tests.Native;
 
 /// <summary>The kernels' output tensors over C-library memory (<see cref="HostTensors"/>).</summary>
 [TestClass]

@@ -3,7 +3,7 @@ using Microsoft.ML.Orpo.ModelFiles;
 using Microsoft.ML.Orpo.Tests.Infrastructure;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Orpo.Tests.Checkpoints;
+namespace Microsoft.ML.Orpo.Tests.ModelFiles;
 
 [TestClass]
 public sealed class SafeTensorsCorruptionCheckpointTests

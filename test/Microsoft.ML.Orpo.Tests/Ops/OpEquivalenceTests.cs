@@ -4,7 +4,7 @@ using TorchSharp;
 using Microsoft.ML.Orpo.Ops;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Orpo.Tests.Modeling;
+namespace Microsoft.ML.Orpo.Tests.Ops;
 
 /// <summary>
 /// Every operation's CPU kernel against its reference (<c>Ops/Reference</c>), in values and gradients, on a grid of

@@ -5,7 +5,7 @@ using Microsoft.ML.Orpo.Modeling;
 using Microsoft.ML.Orpo.Tests.Infrastructure;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Orpo.Tests.Checkpoints;
+namespace Microsoft.ML.Orpo.Tests.ModelFiles;
 
 [TestClass]
 public sealed class HuggingFaceCheckpointTests

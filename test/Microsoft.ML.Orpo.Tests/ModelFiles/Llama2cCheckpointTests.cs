@@ -4,7 +4,7 @@ using Microsoft.ML.Orpo.Modeling;
 using Microsoft.ML.Orpo.Tests.Infrastructure;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Orpo.Tests.Checkpoints;
+namespace Microsoft.ML.Orpo.Tests.ModelFiles;
 
 [TestClass]
 public sealed class Llama2cCheckpointTests

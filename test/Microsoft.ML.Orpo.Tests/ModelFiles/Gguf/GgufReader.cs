@@ -1,7 +1,7 @@
 using System.Buffers.Binary;
 using System.Text;
 
-namespace Microsoft.ML.Orpo.Tests.Checkpoints.Gguf;
+namespace Microsoft.ML.Orpo.Tests.ModelFiles.Gguf;
 
 /// <summary>A GGUF tensor as the file describes it: ggml dims (innermost first), ggml type, offset in the data section.</summary>
 internal sealed record GgufTensorInfo(string Name, long[] Dims, uint Type, long Offset);

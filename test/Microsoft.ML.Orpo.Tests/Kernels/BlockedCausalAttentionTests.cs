@@ -3,7 +3,7 @@ using TorchSharp;
 using Microsoft.ML.Orpo.Ops.Reference;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Orpo.Tests.Modeling;
+namespace Microsoft.ML.Orpo.Tests.Kernels;
 
 /// <summary>
 /// Causal attention through per-head GEMM blocks (<see cref="BlockedCausalAttention"/>): independent of the thread

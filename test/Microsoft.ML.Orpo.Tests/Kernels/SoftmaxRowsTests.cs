@@ -3,7 +3,7 @@ using Microsoft.ML.Orpo.Training;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Orpo.Tests.Training;
+namespace Microsoft.ML.Orpo.Tests.Kernels;
 
 /// <summary>The fused LM head's row kernel (<see cref="SoftmaxRows"/>) against float64 tensor ops.</summary>
 [TestClass]

@@ -7,7 +7,7 @@ using Microsoft.ML.Orpo.Ops.Reference;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
 
-namespace Microsoft.ML.Orpo.Tests.Modeling;
+namespace Microsoft.ML.Orpo.Tests.Kernels;
 
 /// <summary>
 /// The small-head causal attention kernel (<see cref="CausalAttention"/>): independent of the thread count, its exp,

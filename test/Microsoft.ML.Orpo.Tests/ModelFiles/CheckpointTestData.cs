@@ -5,7 +5,7 @@ using Microsoft.ML.Orpo.Modeling;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Orpo.Tests.Checkpoints;
+namespace Microsoft.ML.Orpo.Tests.ModelFiles;
 
 /// <summary>Builders and comparisons shared by the checkpoint tests.</summary>
 internal static class CheckpointTestData

@@ -4,7 +4,7 @@ using TorchSharp;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
 
-namespace Microsoft.ML.Orpo.Tests.Modeling;
+namespace Microsoft.ML.Orpo.Tests.Kernels;
 
 /// <summary>
 /// The float32 SwiGLU tail <c>down(silu(gate) * up)</c> (<see cref="FusedSwiGlu"/>): the logistic function's tails and

@@ -4,7 +4,7 @@ using Microsoft.ML.Orpo.ModelFiles;
 using Microsoft.ML.Orpo.Training;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Orpo.Tests.Checkpoints.Gguf;
+namespace Microsoft.ML.Orpo.Tests.ModelFiles.Gguf;
 
 /// <summary>
 /// The exported GGUF run by real llama.cpp (LLamaSharp 0.30.0): its greedy continuation from BOS must equal this library's,

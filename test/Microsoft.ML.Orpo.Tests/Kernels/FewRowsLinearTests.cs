@@ -4,7 +4,7 @@ using Microsoft.ML.Orpo.Tests.Infrastructure;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Orpo.Tests.Modeling;
+namespace Microsoft.ML.Orpo.Tests.Kernels;
 
 /// <summary>
 /// The decoding product <c>x W^T</c> for a few rows (<see cref="FewRowsLinear"/>): independent of the thread count, what

@@ -8,7 +8,7 @@ using Microsoft.ML.Orpo.ModelFiles;
 using Microsoft.ML.Orpo.Training;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Orpo.Tests.Checkpoints.Gguf;
+namespace Microsoft.ML.Orpo.Tests.ModelFiles.Gguf;
 
 /// <summary>What SaveGguf writes, read back by an independent reader: header, keys, tensors, quantisation, the Modelfile,
 /// and the refusals that leave no file behind.</summary>

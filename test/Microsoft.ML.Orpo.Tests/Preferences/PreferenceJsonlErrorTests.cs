@@ -1,7 +1,7 @@
 using Microsoft.ML.Orpo.Tests.Infrastructure;
-using static Microsoft.ML.Orpo.Tests.Jsonl.PreferenceJsonlShapeTests;
+using static Microsoft.ML.Orpo.Tests.Preferences.PreferenceJsonlShapeTests;
 
-namespace Microsoft.ML.Orpo.Tests.Jsonl;
+namespace Microsoft.ML.Orpo.Tests.Preferences;
 
 [TestClass]
 public sealed class PreferenceJsonlErrorTests

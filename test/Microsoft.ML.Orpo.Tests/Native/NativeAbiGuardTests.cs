@@ -2,7 +2,7 @@ using Microsoft.ML.Orpo.Modeling;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Orpo.Tests.Modeling;
+namespace Microsoft.ML.Orpo.Tests.Native;
 
 /// <summary>
 /// The code that leans on TorchSharp's internals (<see cref="HostTensors"/>' hand-typed THSTensor_new,

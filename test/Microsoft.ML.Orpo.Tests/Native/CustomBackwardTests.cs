@@ -3,7 +3,7 @@ using Microsoft.ML.Orpo.Tests.Infrastructure;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Orpo.Tests.Modeling;
+namespace Microsoft.ML.Orpo.Tests.Native;
 
 /// <summary>
 /// Our custom autograd nodes free their saved tensors when their backward runs (<see cref="CustomBackward"/>), not

@@ -6,7 +6,7 @@ using Microsoft.ML.Orpo.Tests.Infrastructure;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Orpo.Tests.Checkpoints;
+namespace Microsoft.ML.Orpo.Tests.ModelFiles;
 
 [TestClass]
 public sealed class SafeTensorsCheckpointTests

@@ -3,7 +3,7 @@ using Microsoft.ML.Orpo.Tests.Infrastructure;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Orpo.Tests.Modeling;
+namespace Microsoft.ML.Orpo.Tests.Kernels;
 
 /// <summary>
 /// The one-pass float32 RMSNorm (<see cref="FusedRmsNorm"/>): independent of the thread count, and its wiring into the
