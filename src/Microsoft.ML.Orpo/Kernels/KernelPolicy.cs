@@ -57,10 +57,13 @@ internal sealed record KernelPolicy
     public bool ForcePackedGemm { get; init; }
 
     private static readonly AsyncLocal<KernelPolicy?> scoped = new();
-    private static readonly KernelPolicy processDefault = Parse(Environment.GetEnvironmentVariable(EnvironmentVariable));
+    private static KernelPolicy? processDefault;
 
-    /// <summary>The policy in force here.</summary>
-    public static KernelPolicy Current => scoped.Value ?? processDefault;
+    /// <summary>
+    /// The policy in force here: the innermost scope's, else the process default from <c>ORPO_KERNELS</c> (read at
+    /// first use; a value it cannot parse fails every operation with the message saying why, not silently Auto).
+    /// </summary>
+    public static KernelPolicy Current => scoped.Value ?? (processDefault ??= Parse(Environment.GetEnvironmentVariable(EnvironmentVariable)));
 
     /// <summary>Whether <paramref name="kernel"/> may run under the current policy.</summary>
     public static bool Allows(CpuKernels kernel)
