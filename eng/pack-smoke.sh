@@ -86,7 +86,7 @@ Console.WriteLine($"pack-smoke: {model.TrainingHistory.Count} steps");
 Console.WriteLine("text: " + text.ReplaceLineEndings(" "));
 // The kernels' malloc'd tensors bind LibTorchSharp's THSTensor_new themselves: that binding must resolve in a package
 // consumer too (without it the library silently falls back to libtorch's allocator).
-var hostTensors = typeof(OrpoOptions).Assembly.GetType("Microsoft.ML.Orpo.Modeling.HostTensors", throwOnError: true)!;
+var hostTensors = typeof(OrpoOptions).Assembly.GetType("Microsoft.ML.Orpo.Native.HostTensors", throwOnError: true)!;
 bool bound = (bool)hostTensors.GetMethod("Serves")!.Invoke(null, new object[] { 1L << 20 })!;
 Console.WriteLine($"pack-smoke: malloc'd kernel tensors bound: {bound}");
 if (OperatingSystem.IsLinux() && !bound) return 1;

@@ -1,7 +1,6 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Orpo;
-using Microsoft.ML.Orpo.Training;
 using Microsoft.ML.Orpo.Preferences;
 
 namespace RealData;
