@@ -91,7 +91,7 @@ internal static class Fingerprint
             e => e.Name.EndsWith("norm.weight", StringComparison.Ordinal) ? ones(e.Shape) : randn(e.Shape, generator: generator) * 0.05);
         string hf = Path.Combine(BenchModels.RepoRoot, "models", "stories260K", "hf");
         var files = new Dictionary<string, byte[]> { ["tokenizer.model"] = File.ReadAllBytes(Path.Combine(hf, "tokenizer.model")) };
-        HuggingFaceCheckpoint.Save(folder, config, weights, files, null);
+        HuggingFaceFolder.Save(folder, config, weights, files, null);
         return folder;
     }
 }

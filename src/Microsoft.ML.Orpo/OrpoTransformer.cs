@@ -161,7 +161,7 @@ public sealed partial class OrpoTransformer : IDisposable
         var weights = m.ExportWeights();
         try
         {
-            HuggingFaceCheckpoint.Save(directory, m.Config, weights, ExportedTokenizerFiles(m), m.Generation);
+            HuggingFaceFolder.Save(directory, m.Config, weights, ExportedTokenizerFiles(m), m.Generation);
         }
         finally
         {

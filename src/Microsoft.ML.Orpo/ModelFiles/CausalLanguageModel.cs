@@ -39,11 +39,11 @@ internal sealed class CausalLanguageModel : IDisposable
         GenerationConfig? generation = null;
         if (Directory.Exists(modelPath))
         {
-            (config, weights) = HuggingFaceCheckpoint.Load(modelPath);
+            (config, weights) = HuggingFaceFolder.Load(modelPath);
             tokenizerSource = tokenizerPath ?? modelPath;
             try
             {
-                generation = HuggingFaceCheckpoint.LoadGenerationConfig(modelPath, config);
+                generation = HuggingFaceFolder.LoadGenerationConfig(modelPath, config);
             }
             catch
             {
@@ -53,7 +53,7 @@ internal sealed class CausalLanguageModel : IDisposable
         }
         else if (File.Exists(modelPath))
         {
-            (config, weights) = Llama2cCheckpoint.Load(modelPath);
+            (config, weights) = Llama2cFile.Load(modelPath);
             tokenizerSource = tokenizerPath ?? Path.GetDirectoryName(Path.GetFullPath(modelPath))!;
         }
         else

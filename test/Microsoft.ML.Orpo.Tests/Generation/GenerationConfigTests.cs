@@ -17,7 +17,7 @@ public sealed class GenerationConfigTests
         string folder = TestAssets.NewTempDirectory("generation-config");
         foreach (string file in Directory.GetFiles(TestAssets.Stories260KHf))
             File.Copy(file, Path.Combine(folder, Path.GetFileName(file)));
-        File.WriteAllText(Path.Combine(folder, HuggingFaceCheckpoint.GenerationConfigFileName), generationConfigJson);
+        File.WriteAllText(Path.Combine(folder, HuggingFaceFolder.GenerationConfigFileName), generationConfigJson);
         return folder;
     }
 
@@ -91,7 +91,7 @@ public sealed class GenerationConfigTests
         string export = TestAssets.NewTempDirectory("generation-config-export");
         model.SaveHuggingFace(export);
         Assert.IsTrue(JsonNode.DeepEquals(JsonNode.Parse(json),
-            JsonNode.Parse(File.ReadAllText(Path.Combine(export, HuggingFaceCheckpoint.GenerationConfigFileName)))),
+            JsonNode.Parse(File.ReadAllText(Path.Combine(export, HuggingFaceFolder.GenerationConfigFileName)))),
             "the export writes the generation config back as it was read");
 
         string zip = Path.Combine(TestAssets.NewTempDirectory("generation-config-zip"), "model.zip");

@@ -24,7 +24,7 @@ public sealed class ModelFamilyTests
             e => e.Name.EndsWith("norm.weight", StringComparison.Ordinal) ? ones(e.Shape) : randn(e.Shape, generator: generator) * 0.2);
         string folder = TestAssets.NewTempDirectory(architecture);
         var tokenizer = File.ReadAllBytes(TestAssets.Stories260KTokenizer);
-        HuggingFaceCheckpoint.Save(folder, config, weights, new Dictionary<string, byte[]> { ["tokenizer.model"] = tokenizer });
+        HuggingFaceFolder.Save(folder, config, weights, new Dictionary<string, byte[]> { ["tokenizer.model"] = tokenizer });
         return folder;
     }
 
@@ -39,7 +39,7 @@ public sealed class ModelFamilyTests
         Assert.AreEqual(architecture, model.Config.ArchitectureName);
         Assert.AreEqual(architecture == "Qwen2ForCausalLM", model.Network.NamedWeights().Any(w => w.Name.EndsWith("q_proj.bias", StringComparison.Ordinal)));
 
-        var (config, weights) = HuggingFaceCheckpoint.Load(folder);
+        var (config, weights) = HuggingFaceFolder.Load(folder);
         using var reference = new ReferenceLlama(config, weights);
         using (var scope = NewDisposeScope())
         using (no_grad())

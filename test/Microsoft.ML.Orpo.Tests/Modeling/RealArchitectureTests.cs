@@ -101,10 +101,10 @@ public sealed class RealArchitectureTests
                 e => e.Name.EndsWith("norm.weight", StringComparison.Ordinal) ? ones(e.Shape) : randn(e.Shape, generator: generator) * 0.02);
             var files = new[] { "tokenizer.json", "tokenizer_config.json" }
                 .ToDictionary(f => f, f => File.ReadAllBytes(Path.Combine(TokenizerFolder(tokenizer), f)));
-            HuggingFaceCheckpoint.Save(folder, config, weights, files, GenerationConfig.FromJson(generationJson));
+            HuggingFaceFolder.Save(folder, config, weights, files, GenerationConfig.FromJson(generationJson));
         }
         // config.json exactly as published (the writer's own rendering is checked by the export below).
-        File.WriteAllText(Path.Combine(folder, HuggingFaceCheckpoint.ConfigFileName), configJson);
+        File.WriteAllText(Path.Combine(folder, HuggingFaceFolder.ConfigFileName), configJson);
         return folder;
     }
 
@@ -150,14 +150,14 @@ public sealed class RealArchitectureTests
             string text = fitted.Generate("Once upon a time", greedy);
 
             fitted.SaveHuggingFace(export);
-            var exported = GenerationConfig.FromJson(File.ReadAllText(Path.Combine(export, HuggingFaceCheckpoint.GenerationConfigFileName)));
+            var exported = GenerationConfig.FromJson(File.ReadAllText(Path.Combine(export, HuggingFaceFolder.GenerationConfigFileName)));
             Assert.IsTrue(JsonNode.DeepEquals(JsonNode.Parse(architecture.GenerationJson), JsonNode.Parse(exported.ToJson())), name);
-            var (savedConfig, saved) = HuggingFaceCheckpoint.Load(export);
+            var (savedConfig, saved) = HuggingFaceFolder.Load(export);
             try
             {
                 Assert.AreEqual(expectedConfig.ToJson(), savedConfig.ToJson());
                 var own = fitted.Model.ExportWeights();
-                try { CheckpointTestData.AssertBitEqual(own, saved); }
+                try { ModelFileTestData.AssertBitEqual(own, saved); }
                 finally { foreach (var t in own.Values) t.Dispose(); }
             }
             finally

@@ -44,9 +44,9 @@ public sealed class PerformancePathEquivalenceTests
     public void SharedPromptForwardEqualsConcatenatedForQwen2InFloat64(bool includePromptInNll)
     {
         // Qwen2-shaped: q/k/v biases, 4 heads over 2 KV heads; random weights, float64 so only the layout differs.
-        var config = LlamaConfig.FromJson(CheckpointTestData.Qwen2ConfigJson);
+        var config = LlamaConfig.FromJson(ModelFileTestData.Qwen2ConfigJson);
         using var network = new LlamaForCausalLM(config);
-        var weights = CheckpointTestData.RandomWeights(config, 11);
+        var weights = ModelFileTestData.RandomWeights(config, 11);
         try
         {
             using (no_grad()) foreach (var w in weights.Values) w.mul_(0.3);

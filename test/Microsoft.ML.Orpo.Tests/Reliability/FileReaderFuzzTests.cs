@@ -96,7 +96,7 @@ public sealed class FileReaderFuzzTests
                 return (Llama2cSeed(), bytes =>
                 {
                     File.WriteAllBytes(path, bytes);
-                    DisposeAll(Llama2cCheckpoint.Load(path).Weights);
+                    DisposeAll(Llama2cFile.Load(path).Weights);
                 }, new MutationFuzzer.Region(0, 64), false, false);
             }
             case "config-json":
@@ -171,7 +171,7 @@ public sealed class FileReaderFuzzTests
         int[] header = [8, 16, 2, 2, 1, 32, 16];
         var raw = new byte[28];
         for (int i = 0; i < 7; i++) BitConverter.TryWriteBytes(raw.AsSpan(i * 4), header[i]);
-        long length = Llama2cCheckpoint.ExpectedFileLength(Llama2cCheckpoint.ParseHeader(raw, "seed"), "seed");
+        long length = Llama2cFile.ExpectedFileLength(Llama2cFile.ParseHeader(raw, "seed"), "seed");
         var bytes = new byte[length];
         raw.CopyTo(bytes, 0);
         var random = new Random(7);
@@ -181,7 +181,7 @@ public sealed class FileReaderFuzzTests
 
     private static CausalLanguageModel TinyModel()
     {
-        var weights = ModelFiles.CheckpointTestData.RandomWeights(TinyConfig, 3);
+        var weights = ModelFiles.ModelFileTestData.RandomWeights(TinyConfig, 3);
         try
         {
             var tokenizer = OrpoTokenizer.Load(TestAssets.Stories260KTokenizer, TinyConfig);

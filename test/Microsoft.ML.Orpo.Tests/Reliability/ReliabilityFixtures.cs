@@ -16,11 +16,11 @@ internal static class ReliabilityFixtures
             VocabSize = vocabulary, MaxPositionEmbeddings = 256, RmsNormEps = 1e-5, TieWordEmbeddings = true, BosTokenId = 1, EosTokenId = 2,
             EosTokenIds = [2],
         }.Validate();
-        var weights = ModelFiles.CheckpointTestData.RandomWeights(config, 5);
+        var weights = ModelFiles.ModelFileTestData.RandomWeights(config, 5);
         try
         {
             string dir = TestAssets.NewTempDirectory($"orpo-vocab{vocabulary}");
-            HuggingFaceCheckpoint.Save(dir, config, weights, new Dictionary<string, byte[]> { ["tokenizer.model"] = File.ReadAllBytes(TestAssets.Stories260KTokenizer) });
+            HuggingFaceFolder.Save(dir, config, weights, new Dictionary<string, byte[]> { ["tokenizer.model"] = File.ReadAllBytes(TestAssets.Stories260KTokenizer) });
             return dir;
         }
         finally

@@ -19,7 +19,7 @@ public sealed class OrpoObjectiveTests
         var settings = TrainingFixtures.Plain(batchSize: 6, lambda: 0.25) with { IncludePromptInNll = includePromptInNll };
         var step1 = new OrpoTrainer(model, settings).Train(pairs)[0];
 
-        var (config, weights) = HuggingFaceCheckpoint.Load(TestAssets.Stories260KHf);
+        var (config, weights) = HuggingFaceFolder.Load(TestAssets.Stories260KHf);
         using var reference = new ReferenceLlama(config, weights);
         using var scope = NewDisposeScope();
         var expected = ReferenceOrpo.Compute(reference, pairs, 0.25, includePromptInNll);
@@ -85,7 +85,7 @@ public sealed class OrpoObjectiveTests
         var history = new OrpoTrainer(model, TrainingFixtures.Plain(batchSize: 4, epochs: 5)).Train(pairs);
         Assert.HasCount(5, history);
 
-        var (config, weights) = HuggingFaceCheckpoint.Load(TestAssets.Stories260KHf);
+        var (config, weights) = HuggingFaceFolder.Load(TestAssets.Stories260KHf);
         using var reference = new ReferenceLlama(config, weights, requiresGrad: true);
         var m = reference.Weights.ToDictionary(kv => kv.Key, kv => zeros_like(kv.Value).DetachFromDisposeScope());
         var v = reference.Weights.ToDictionary(kv => kv.Key, kv => zeros_like(kv.Value).DetachFromDisposeScope());

@@ -88,7 +88,7 @@ public sealed class GgufExportTests
             Export(model, GgufTensorType.F32, out var f32);
             CollectionAssert.AreEqual(embedding, f32.Read("token_embd.weight"));
             // llama.cpp's row order is llama2.c's: the inverse of the loader's permutation.
-            float[] llama2c = Microsoft.ML.Orpo.ModelFiles.Llama2cCheckpoint.PermuteRope(tensor(f32.Read("blk.0.attn_q.weight")).view(64, 64), 8, 8, 64)
+            float[] llama2c = Microsoft.ML.Orpo.ModelFiles.Llama2cFile.PermuteRope(tensor(f32.Read("blk.0.attn_q.weight")).view(64, 64), 8, 8, 64)
                 .data<float>().ToArray();
             CollectionAssert.AreEqual(q, llama2c);
 

@@ -9,7 +9,7 @@ namespace Microsoft.ML.Orpo.ModelFiles;
 /// n_kv_heads, vocab_size, seq_len) followed by fp32 arrays, mapped to Hugging Face names with q/k rows permuted from
 /// the interleaved-pair RoPE layout to the rotate_half layout.
 /// </summary>
-internal static class Llama2cCheckpoint
+internal static class Llama2cFile
 {
     private const int HeaderBytes = 7 * sizeof(int);
 

@@ -8,7 +8,7 @@ namespace Microsoft.ML.Orpo.ModelFiles;
 /// Reads and writes Hugging Face model folders: <c>config.json</c> plus <c>model.safetensors</c> or a sharded
 /// <c>model.safetensors.index.json</c>, <c>generation_config.json</c>, and (on save) tokenizer files.
 /// </summary>
-public static class HuggingFaceCheckpoint
+public static class HuggingFaceFolder
 {
     /// <summary>The model config file name.</summary>
     public const string ConfigFileName = "config.json";

@@ -7,14 +7,14 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Orpo.Tests.ModelFiles;
 
 [TestClass]
-public sealed class Llama2cCheckpointTests
+public sealed class Llama2cFileTests
 {
     [TestMethod]
     public void Stories260KBinMatchesHuggingFaceCopyExactly()
     {
         using var scope = NewDisposeScope();
-        var (binConfig, bin) = Llama2cCheckpoint.Load(TestAssets.Stories260KBin);
-        var (hfConfig, hf) = HuggingFaceCheckpoint.Load(TestAssets.Stories260KHf);
+        var (binConfig, bin) = Llama2cFile.Load(TestAssets.Stories260KBin);
+        var (hfConfig, hf) = HuggingFaceFolder.Load(TestAssets.Stories260KHf);
 
         Assert.AreEqual(47, bin.Count);
         CollectionAssert.AreEquivalent(hf.Keys.ToList(), bin.Keys.ToList());
@@ -48,7 +48,7 @@ public sealed class Llama2cCheckpointTests
         using var scope = NewDisposeScope();
         int heads = 3, headDim = 6, dim = 5;
         Tensor w = arange(heads * headDim * dim, dtype: ScalarType.Float32).reshape(heads * headDim, dim);
-        Tensor p = Llama2cCheckpoint.PermuteRope(w, heads, headDim, dim);
+        Tensor p = Llama2cFile.PermuteRope(w, heads, headDim, dim);
         for (int h = 0; h < heads; h++)
             for (int j = 0; j < headDim / 2; j++)
             {
@@ -70,7 +70,7 @@ public sealed class Llama2cCheckpointTests
             for (int i = 0; i < sizes[a]; i++) values.Add(a * 1000 + i);
         string path = WriteBin([d, hid, l, 2, 1, -v, seq], values.ToArray());
 
-        var (config, w) = Llama2cCheckpoint.Load(path);
+        var (config, w) = Llama2cFile.Load(path);
         Assert.IsFalse(config.TieWordEmbeddings);
         Assert.AreEqual(5, config.VocabSize);
         Assert.AreEqual(1, config.NumKeyValueHeads);
@@ -142,7 +142,7 @@ public sealed class Llama2cCheckpointTests
         string path = Path.Combine(TestAssets.NewTempDirectory(), "bad.bin");
         File.WriteAllBytes(path, file);
         using var scope = NewDisposeScope();
-        var e = Assert.ThrowsExactly<InvalidDataException>(() => Llama2cCheckpoint.Load(path));
+        var e = Assert.ThrowsExactly<InvalidDataException>(() => Llama2cFile.Load(path));
         StringAssert.Contains(e.Message, path);
         foreach (string f in fragments) StringAssert.Contains(e.Message, f);
     }
@@ -155,7 +155,7 @@ public sealed class Llama2cCheckpointTests
         BitConverter.GetBytes(0x616b3432u).CopyTo(bytes, 0);
         BitConverter.GetBytes(1).CopyTo(bytes, 4);
         File.WriteAllBytes(path, bytes);
-        var e = Assert.ThrowsExactly<InvalidDataException>(() => Llama2cCheckpoint.Load(path));
+        var e = Assert.ThrowsExactly<InvalidDataException>(() => Llama2cFile.Load(path));
         StringAssert.Contains(e.Message, "version 1");
         StringAssert.Contains(e.Message, "legacy v0");
     }

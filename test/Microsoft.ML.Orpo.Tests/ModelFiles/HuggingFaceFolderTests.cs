@@ -8,13 +8,13 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Orpo.Tests.ModelFiles;
 
 [TestClass]
-public sealed class HuggingFaceCheckpointTests
+public sealed class HuggingFaceFolderTests
 {
     [TestMethod]
     public void LoadsStories260KWithEveryExpectedKeyAndShape()
     {
         using var scope = NewDisposeScope();
-        var (config, weights) = HuggingFaceCheckpoint.Load(TestAssets.Stories260KHf);
+        var (config, weights) = HuggingFaceFolder.Load(TestAssets.Stories260KHf);
         Assert.AreEqual(64, config.HiddenSize);
         Assert.IsTrue(config.TieWordEmbeddings);
         var expected = ModelWeights.ExpectedShapes(config);
@@ -32,8 +32,8 @@ public sealed class HuggingFaceCheckpointTests
     public void LoadsInRequestedDType()
     {
         using var scope = NewDisposeScope();
-        var (_, f32) = HuggingFaceCheckpoint.Load(TestAssets.Stories260KHf);
-        var (_, bf16) = HuggingFaceCheckpoint.Load(TestAssets.Stories260KHf, ScalarType.BFloat16);
+        var (_, f32) = HuggingFaceFolder.Load(TestAssets.Stories260KHf);
+        var (_, bf16) = HuggingFaceFolder.Load(TestAssets.Stories260KHf, ScalarType.BFloat16);
         Assert.AreEqual(ScalarType.BFloat16, bf16["model.norm.weight"].dtype);
         Tensor diff = (bf16["model.embed_tokens.weight"].to_type(ScalarType.Float32) - f32["model.embed_tokens.weight"]).abs();
         Tensor bound = f32["model.embed_tokens.weight"].abs() * (1.0 / 256);
@@ -44,10 +44,10 @@ public sealed class HuggingFaceCheckpointTests
     public void ExportThenImportRoundTripsEveryTensorBitForBit()
     {
         using var scope = NewDisposeScope();
-        var (config, weights) = HuggingFaceCheckpoint.Load(TestAssets.Stories260KHf);
+        var (config, weights) = HuggingFaceFolder.Load(TestAssets.Stories260KHf);
         byte[] tokenizer = File.ReadAllBytes(TestAssets.Stories260KTokenizer);
         string folder = TestAssets.NewTempDirectory();
-        HuggingFaceCheckpoint.Save(folder, config, weights, new Dictionary<string, byte[]> { ["tokenizer.model"] = tokenizer });
+        HuggingFaceFolder.Save(folder, config, weights, new Dictionary<string, byte[]> { ["tokenizer.model"] = tokenizer });
 
         CollectionAssert.AreEquivalent(
             new[] { "config.json", "generation_config.json", "model.safetensors", "tokenizer.model" },
@@ -69,9 +69,9 @@ public sealed class HuggingFaceCheckpointTests
             Assert.IsTrue(json.RootElement.GetProperty("tie_word_embeddings").GetBoolean());
         }
 
-        var (config2, weights2) = HuggingFaceCheckpoint.Load(folder);
+        var (config2, weights2) = HuggingFaceFolder.Load(folder);
         Assert.AreEqual(config.ToJson(), config2.ToJson());
-        CheckpointTestData.AssertBitEqual(weights, weights2);
+        ModelFileTestData.AssertBitEqual(weights, weights2);
 
     }
 
@@ -79,39 +79,39 @@ public sealed class HuggingFaceCheckpointTests
     public void UntiedExportWritesLmHeadAndTiedExportDropsAPassedLmHead()
     {
         using var scope = NewDisposeScope();
-        LlamaConfig mistral = LlamaConfig.FromJson(CheckpointTestData.MistralConfigJson);
-        var weights = CheckpointTestData.RandomWeights(mistral, 3);
+        LlamaConfig mistral = LlamaConfig.FromJson(ModelFileTestData.MistralConfigJson);
+        var weights = ModelFileTestData.RandomWeights(mistral, 3);
         string folder = TestAssets.NewTempDirectory();
-        HuggingFaceCheckpoint.Save(folder, mistral, weights);
+        HuggingFaceFolder.Save(folder, mistral, weights);
         Assert.IsTrue(SafeTensorsReader.ReadHeader(Path.Combine(folder, "model.safetensors")).Entries.Any(e => e.Name == "lm_head.weight"));
-        var (again, loaded) = HuggingFaceCheckpoint.Load(folder);
+        var (again, loaded) = HuggingFaceFolder.Load(folder);
         Assert.AreEqual(mistral.ToJson(), again.ToJson());
         Assert.AreEqual(64, again.SlidingWindow);
-        CheckpointTestData.AssertBitEqual(weights, loaded);
+        ModelFileTestData.AssertBitEqual(weights, loaded);
 
         LlamaConfig tied = mistral with { TieWordEmbeddings = true };
         string tiedFolder = TestAssets.NewTempDirectory();
-        HuggingFaceCheckpoint.Save(tiedFolder, tied, weights); // weights still carry lm_head.weight, as a tied state dict does
+        HuggingFaceFolder.Save(tiedFolder, tied, weights); // weights still carry lm_head.weight, as a tied state dict does
         Assert.IsFalse(SafeTensorsReader.ReadHeader(Path.Combine(tiedFolder, "model.safetensors")).Entries.Any(e => e.Name == "lm_head.weight"));
-        Assert.AreEqual(weights.Count - 1, HuggingFaceCheckpoint.Load(tiedFolder).Weights.Count);
+        Assert.AreEqual(weights.Count - 1, HuggingFaceFolder.Load(tiedFolder).Weights.Count);
     }
 
     [TestMethod]
     public void SaveRejectsWrongWeightsAndUnsafeTokenizerNames()
     {
         using var scope = NewDisposeScope();
-        LlamaConfig mistral = LlamaConfig.FromJson(CheckpointTestData.MistralConfigJson);
-        var weights = CheckpointTestData.RandomWeights(mistral, 3);
+        LlamaConfig mistral = LlamaConfig.FromJson(ModelFileTestData.MistralConfigJson);
+        var weights = ModelFileTestData.RandomWeights(mistral, 3);
         string folder = TestAssets.NewTempDirectory();
         weights.Remove("model.layers.1.self_attn.v_proj.weight");
-        var e = Assert.ThrowsExactly<InvalidDataException>(() => HuggingFaceCheckpoint.Save(folder, mistral, weights));
+        var e = Assert.ThrowsExactly<InvalidDataException>(() => HuggingFaceFolder.Save(folder, mistral, weights));
         StringAssert.Contains(e.Message, "model.layers.1.self_attn.v_proj.weight");
         Assert.AreEqual(0, Directory.GetFiles(folder).Length, "nothing written");
 
-        weights = CheckpointTestData.RandomWeights(mistral, 3);
-        Assert.ThrowsExactly<ArgumentException>(() => HuggingFaceCheckpoint.Save(folder, mistral, weights,
+        weights = ModelFileTestData.RandomWeights(mistral, 3);
+        Assert.ThrowsExactly<ArgumentException>(() => HuggingFaceFolder.Save(folder, mistral, weights,
             new Dictionary<string, byte[]> { ["../evil.model"] = [1] }));
-        Assert.ThrowsExactly<ArgumentException>(() => HuggingFaceCheckpoint.Save(folder, mistral, weights,
+        Assert.ThrowsExactly<ArgumentException>(() => HuggingFaceFolder.Save(folder, mistral, weights,
             new Dictionary<string, byte[]> { ["config.json"] = [1] }));
     }
 
@@ -120,13 +120,13 @@ public sealed class HuggingFaceCheckpointTests
     {
         using var scope = NewDisposeScope();
         string folder = TestAssets.NewTempDirectory();
-        File.WriteAllText(Path.Combine(folder, "config.json"), CheckpointTestData.Qwen2ConfigJson);
-        LlamaConfig config = LlamaConfig.FromJson(CheckpointTestData.Qwen2ConfigJson);
-        var weights = CheckpointTestData.RandomWeights(config, 11);
+        File.WriteAllText(Path.Combine(folder, "config.json"), ModelFileTestData.Qwen2ConfigJson);
+        LlamaConfig config = LlamaConfig.FromJson(ModelFileTestData.Qwen2ConfigJson);
+        var weights = ModelFileTestData.RandomWeights(config, 11);
         Assert.IsTrue(weights.ContainsKey("model.layers.0.self_attn.q_proj.bias"));
         SafeTensorsWriter.Write(Path.Combine(folder, "model.safetensors"), weights, SafeTensorsDType.BF16);
 
-        var (loadedConfig, loaded) = HuggingFaceCheckpoint.Load(folder);
+        var (loadedConfig, loaded) = HuggingFaceFolder.Load(folder);
         Assert.AreEqual(ModelArchitecture.Qwen2, loadedConfig.Architecture);
         Assert.IsTrue(loadedConfig.AttentionBias);
         Assert.IsFalse(loadedConfig.OutputProjectionBias);
@@ -135,13 +135,13 @@ public sealed class HuggingFaceCheckpointTests
         foreach (var (name, t) in weights)
         {
             Tensor rounded = t.to_type(ScalarType.BFloat16).to_type(ScalarType.Float32);
-            CollectionAssert.AreEqual(CheckpointTestData.Bytes(rounded), CheckpointTestData.Bytes(loaded[name]), name);
+            CollectionAssert.AreEqual(ModelFileTestData.Bytes(rounded), ModelFileTestData.Bytes(loaded[name]), name);
         }
 
         // Strict: a Qwen2 file without its q bias is rejected, naming the tensor.
         weights.Remove("model.layers.1.self_attn.q_proj.bias");
         SafeTensorsWriter.Write(Path.Combine(folder, "model.safetensors"), weights);
-        var e = Assert.ThrowsExactly<InvalidDataException>(() => HuggingFaceCheckpoint.Load(folder));
+        var e = Assert.ThrowsExactly<InvalidDataException>(() => HuggingFaceFolder.Load(folder));
         StringAssert.Contains(e.Message, "missing tensor 'model.layers.1.self_attn.q_proj.bias'");
         StringAssert.Contains(e.Message, folder);
     }
@@ -150,29 +150,29 @@ public sealed class HuggingFaceCheckpointTests
     public void LoadsTwoShardMistralCheckpoint()
     {
         using var scope = NewDisposeScope();
-        LlamaConfig config = LlamaConfig.FromJson(CheckpointTestData.MistralConfigJson);
-        var weights = CheckpointTestData.RandomWeights(config, 5);
+        LlamaConfig config = LlamaConfig.FromJson(ModelFileTestData.MistralConfigJson);
+        var weights = ModelFileTestData.RandomWeights(config, 5);
         string folder = WriteSharded(config, weights, shard => shard);
 
-        var (loadedConfig, loaded) = HuggingFaceCheckpoint.Load(folder);
+        var (loadedConfig, loaded) = HuggingFaceFolder.Load(folder);
         Assert.AreEqual(ModelArchitecture.Mistral, loadedConfig.Architecture);
         Assert.AreEqual(64, loadedConfig.SlidingWindow);
         Assert.IsFalse(loadedConfig.TieWordEmbeddings);
-        CheckpointTestData.AssertBitEqual(weights, loaded);
+        ModelFileTestData.AssertBitEqual(weights, loaded);
     }
 
     [TestMethod]
     public void ShardIndexPathTraversalIsRejected()
     {
         using var scope = NewDisposeScope();
-        LlamaConfig config = LlamaConfig.FromJson(CheckpointTestData.MistralConfigJson);
-        var weights = CheckpointTestData.RandomWeights(config, 5);
+        LlamaConfig config = LlamaConfig.FromJson(ModelFileTestData.MistralConfigJson);
+        var weights = ModelFileTestData.RandomWeights(config, 5);
         foreach (string evil in new[] { "../x.safetensors", "sub/../../x.safetensors", "/tmp/x.safetensors", "..\\x.safetensors" })
         {
             string folder = WriteSharded(config, weights, shard => shard == "model-00002-of-00002.safetensors" ? evil : shard);
             // Make the traversal target exist, so only the path check can stop it.
             SafeTensorsWriter.Write(Path.Combine(folder, "..", "x.safetensors"), weights);
-            var e = Assert.ThrowsExactly<InvalidDataException>(() => HuggingFaceCheckpoint.Load(folder), evil);
+            var e = Assert.ThrowsExactly<InvalidDataException>(() => HuggingFaceFolder.Load(folder), evil);
             StringAssert.Contains(e.Message, evil);
             StringAssert.Contains(e.Message, "model.safetensors.index.json");
         }
@@ -182,23 +182,23 @@ public sealed class HuggingFaceCheckpointTests
     public void ShardIndexMismatchesAreRejected()
     {
         using var scope = NewDisposeScope();
-        LlamaConfig config = LlamaConfig.FromJson(CheckpointTestData.MistralConfigJson);
-        var weights = CheckpointTestData.RandomWeights(config, 5);
+        LlamaConfig config = LlamaConfig.FromJson(ModelFileTestData.MistralConfigJson);
+        var weights = ModelFileTestData.RandomWeights(config, 5);
 
         // The index places lm_head.weight in shard 1, but it is written to shard 2.
         string folder = WriteSharded(config, weights, shard => shard, indexOverride: ("lm_head.weight", "model-00001-of-00002.safetensors"));
-        var e = Assert.ThrowsExactly<InvalidDataException>(() => HuggingFaceCheckpoint.Load(folder));
+        var e = Assert.ThrowsExactly<InvalidDataException>(() => HuggingFaceFolder.Load(folder));
         StringAssert.Contains(e.Message, "'lm_head.weight'");
 
         // A shard listed in the index does not exist.
         folder = WriteSharded(config, weights, shard => shard);
         File.Delete(Path.Combine(folder, "model-00002-of-00002.safetensors"));
-        e = Assert.ThrowsExactly<InvalidDataException>(() => HuggingFaceCheckpoint.Load(folder));
+        e = Assert.ThrowsExactly<InvalidDataException>(() => HuggingFaceFolder.Load(folder));
         StringAssert.Contains(e.Message, "model-00002-of-00002.safetensors");
 
         // Malformed index JSON.
         File.WriteAllText(Path.Combine(folder, "model.safetensors.index.json"), "{\"weight_map\": [");
-        e = Assert.ThrowsExactly<InvalidDataException>(() => HuggingFaceCheckpoint.Load(folder));
+        e = Assert.ThrowsExactly<InvalidDataException>(() => HuggingFaceFolder.Load(folder));
         StringAssert.Contains(e.Message, "not valid JSON");
     }
 
@@ -206,11 +206,11 @@ public sealed class HuggingFaceCheckpointTests
     public void MissingFilesAreReported()
     {
         string folder = TestAssets.NewTempDirectory();
-        Assert.ThrowsExactly<FileNotFoundException>(() => HuggingFaceCheckpoint.Load(folder));
-        File.WriteAllText(Path.Combine(folder, "config.json"), CheckpointTestData.MistralConfigJson);
-        var e = Assert.ThrowsExactly<FileNotFoundException>(() => HuggingFaceCheckpoint.Load(folder));
+        Assert.ThrowsExactly<FileNotFoundException>(() => HuggingFaceFolder.Load(folder));
+        File.WriteAllText(Path.Combine(folder, "config.json"), ModelFileTestData.MistralConfigJson);
+        var e = Assert.ThrowsExactly<FileNotFoundException>(() => HuggingFaceFolder.Load(folder));
         StringAssert.Contains(e.Message, "model.safetensors");
-        Assert.ThrowsExactly<DirectoryNotFoundException>(() => HuggingFaceCheckpoint.Load(Path.Combine(folder, "nope")));
+        Assert.ThrowsExactly<DirectoryNotFoundException>(() => HuggingFaceFolder.Load(Path.Combine(folder, "nope")));
     }
 
     /// <summary>

@@ -8,7 +8,7 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Orpo.Tests.ModelFiles;
 
 /// <summary>Builders and comparisons shared by the checkpoint tests.</summary>
-internal static class CheckpointTestData
+internal static class ModelFileTestData
 {
     /// <summary>Random weights with exactly the expected keys and shapes of <paramref name="config"/>.</summary>
     public static Dictionary<string, Tensor> RandomWeights(LlamaConfig config, int seed)

@@ -9,7 +9,7 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Orpo.Tests.ModelFiles;
 
 [TestClass]
-public sealed class SafeTensorsCheckpointTests
+public sealed class SafeTensorsTests
 {
     [TestMethod]
     public void WriterSortsNamesPadsHeaderAndRoundTripsBitForBit()
@@ -23,7 +23,7 @@ public sealed class SafeTensorsCheckpointTests
             ["empty"] = zeros([0, 4]),
             ["mid.ids"] = tensor(new long[] { 1, -2, 3 }),
         };
-        byte[] file = CheckpointTestData.WriteToBytes(tensors);
+        byte[] file = ModelFileTestData.WriteToBytes(tensors);
 
         ulong headerLength = BinaryPrimitives.ReadUInt64LittleEndian(file);
         Assert.AreEqual(0UL, headerLength % 8, "header is padded to a multiple of 8");
@@ -41,10 +41,10 @@ public sealed class SafeTensorsCheckpointTests
         Assert.AreEqual(ScalarType.Float32, fromBytes["mid.ids"].dtype, "integers are converted to the requested dtype");
         CollectionAssert.AreEqual(new float[] { 1, -2, 3 }, fromBytes["mid.ids"].data<float>().ToArray());
         var floats = tensors.Where(p => p.Key != "mid.ids").ToDictionary(p => p.Key, p => p.Value);
-        CheckpointTestData.AssertBitEqual(floats, fromBytes.Where(p => p.Key != "mid.ids").ToDictionary(p => p.Key, p => p.Value));
+        ModelFileTestData.AssertBitEqual(floats, fromBytes.Where(p => p.Key != "mid.ids").ToDictionary(p => p.Key, p => p.Value));
 
         var fromStream = SafeTensorsReader.Read(new NonSeekableStream(file), "pipe");
-        CheckpointTestData.AssertBitEqual(floats, fromStream.Where(p => p.Key != "mid.ids").ToDictionary(p => p.Key, p => p.Value));
+        ModelFileTestData.AssertBitEqual(floats, fromStream.Where(p => p.Key != "mid.ids").ToDictionary(p => p.Key, p => p.Value));
 
         string path = Path.Combine(TestAssets.NewTempDirectory(), "t.safetensors");
         SafeTensorsWriter.Write(path, tensors);
@@ -62,7 +62,7 @@ public sealed class SafeTensorsCheckpointTests
         ushort[] bits = [0x3C00, 0xC000, 0x3800, 0x7BFF, 0x0001, 0x8000];
         float[] expected = [1f, -2f, 0.5f, 65504f, MathF.Pow(2, -24), -0f];
         byte[] data = bits.SelectMany(b => BitConverter.GetBytes(b)).ToArray();
-        byte[] file = CheckpointTestData.RawFile("""{"h":{"dtype":"F16","shape":[2,3],"data_offsets":[0,12]}}""", data);
+        byte[] file = ModelFileTestData.RawFile("""{"h":{"dtype":"F16","shape":[2,3],"data_offsets":[0,12]}}""", data);
         Tensor t = SafeTensorsReader.Read(file, "f16")["h"];
         Assert.AreEqual(ScalarType.Float32, t.dtype);
         CollectionAssert.AreEqual(new long[] { 2, 3 }, t.shape);
@@ -78,7 +78,7 @@ public sealed class SafeTensorsCheckpointTests
         // 1.0, -2.0, 3.140625, 3.3895314e38 (max finite), 2^-133 (subnormal), 1.5
         ushort[] bits = [0x3F80, 0xC000, 0x4049, 0x7F7F, 0x0001, 0x3FC0];
         byte[] data = bits.SelectMany(b => BitConverter.GetBytes(b)).ToArray();
-        byte[] file = CheckpointTestData.RawFile("""{"b":{"dtype":"BF16","shape":[6],"data_offsets":[0,12]}}""", data);
+        byte[] file = ModelFileTestData.RawFile("""{"b":{"dtype":"BF16","shape":[6],"data_offsets":[0,12]}}""", data);
         float[] actual = SafeTensorsReader.Read(file, "bf16")["b"].data<float>().ToArray();
         Assert.AreEqual(1f, actual[0]);
         Assert.AreEqual(-2f, actual[1]);
@@ -97,7 +97,7 @@ public sealed class SafeTensorsCheckpointTests
         var tensors = new Dictionary<string, Tensor> { ["w"] = tensor(new float[] { 0.1f, 1f, -3.3f, 1000.7f }) };
         foreach (var (storage, name) in new[] { (SafeTensorsDType.F16, "F16"), (SafeTensorsDType.BF16, "BF16") })
         {
-            byte[] file = CheckpointTestData.WriteToBytes(tensors, storage);
+            byte[] file = ModelFileTestData.WriteToBytes(tensors, storage);
             StringAssert.Contains(Encoding.UTF8.GetString(file), $"\"dtype\":\"{name}\"");
             Assert.AreEqual(8 + (int)BinaryPrimitives.ReadUInt64LittleEndian(file) + 4 * 2, file.Length, "2 bytes per element");
             float[] back = SafeTensorsReader.Read(file, name)["w"].data<float>().ToArray();

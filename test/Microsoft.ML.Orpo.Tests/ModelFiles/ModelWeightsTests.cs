@@ -6,7 +6,7 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Orpo.Tests.ModelFiles;
 
 [TestClass]
-public sealed class ModelWeightsCheckpointTests
+public sealed class ModelWeightsTests
 {
     /// <summary>stories260K: dim 64, hidden 172, 5 layers, 8 heads, 4 kv heads (head_dim 8), vocab 512, tied.</summary>
     private static readonly string[] Stories260KTable =
@@ -74,7 +74,7 @@ public sealed class ModelWeightsCheckpointTests
     [TestMethod]
     public void ExpectedShapesFollowBiasAndTyingFlags()
     {
-        LlamaConfig qwen = LlamaConfig.FromJson(CheckpointTestData.Qwen2ConfigJson);
+        LlamaConfig qwen = LlamaConfig.FromJson(ModelFileTestData.Qwen2ConfigJson);
         var names = ModelWeights.ExpectedShapes(qwen).ToDictionary(s => s.Name, s => s.ShapeText);
         Assert.AreEqual("[32]", names["model.layers.1.self_attn.q_proj.bias"]);
         Assert.AreEqual("[16]", names["model.layers.1.self_attn.k_proj.bias"]);
@@ -103,7 +103,7 @@ public sealed class ModelWeightsCheckpointTests
     public void StrictValidationNamesMissingTensor()
     {
         using var scope = NewDisposeScope();
-        var weights = CheckpointTestData.RandomWeights(Stories260KConfig, 1);
+        var weights = ModelFileTestData.RandomWeights(Stories260KConfig, 1);
         ModelWeights.ValidateStrict(Stories260KConfig, weights, "src");
         weights.Remove("model.layers.3.mlp.up_proj.weight");
         var e = Assert.ThrowsExactly<InvalidDataException>(() => ModelWeights.ValidateStrict(Stories260KConfig, weights, "src"));
@@ -116,7 +116,7 @@ public sealed class ModelWeightsCheckpointTests
     public void StrictValidationNamesUnexpectedTensor()
     {
         using var scope = NewDisposeScope();
-        var weights = CheckpointTestData.RandomWeights(Stories260KConfig, 1);
+        var weights = ModelFileTestData.RandomWeights(Stories260KConfig, 1);
         weights["lm_head.weight"] = zeros(512, 64);
         var e = Assert.ThrowsExactly<InvalidDataException>(() => ModelWeights.ValidateStrict(Stories260KConfig, weights, "src"));
         StringAssert.Contains(e.Message, "unexpected tensor 'lm_head.weight'");
@@ -130,7 +130,7 @@ public sealed class ModelWeightsCheckpointTests
     public void StrictValidationNamesMisShapedTensor()
     {
         using var scope = NewDisposeScope();
-        var weights = CheckpointTestData.RandomWeights(Stories260KConfig, 1);
+        var weights = ModelFileTestData.RandomWeights(Stories260KConfig, 1);
         weights["model.layers.2.self_attn.k_proj.weight"] = zeros(64, 64);
         var e = Assert.ThrowsExactly<InvalidDataException>(() => ModelWeights.ValidateStrict(Stories260KConfig, weights, "src"));
         StringAssert.Contains(e.Message, "tensor 'model.layers.2.self_attn.k_proj.weight' has shape [64, 64], expected [32, 64]");
