@@ -1,7 +1,7 @@
 // Makes <name>/expected-ids.json: the ids (no special tokens added) and decodings that Hugging Face's own
 // JavaScript tokenizers give for fixture-strings.json (decoded as the Rust crate decodes: without transformers'
 // clean_up_tokenization_spaces). Run once, commit the output; the tests need no node:
-//   npm install @huggingface/tokenizers@0.2.0 && node make-fixture.mjs qwen3 llama3 mistral-7b-v0.1 mistral-7b-v0.1-metaspace
+//   npm install @huggingface/tokenizers@0.2.0 && node make-fixture.mjs qwen3 llama3 mistral-7b-v0.1 mistral-7b-v0.1-metaspace yi
 import { readFileSync, writeFileSync, existsSync } from "node:fs";
 import { Tokenizer } from "@huggingface/tokenizers";
 
