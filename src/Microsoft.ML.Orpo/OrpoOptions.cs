@@ -177,6 +177,19 @@ public sealed class OrpoOptions
     /// </summary>
     public CancellationToken CancellationToken { get; set; }
 
+    /// <summary>
+    /// Low-rank adapters instead of full fine-tuning: the base weights stay frozen and only the adapters train
+    /// (<see cref="LoraOptions"/>). Null (the default) fine-tunes every weight.
+    /// </summary>
+    public LoraOptions? Lora { get; set; }
+
+    /// <summary>
+    /// A PEFT LoRA adapter folder (<c>adapter_config.json</c> + <c>adapter_model.safetensors</c>, e.g. an SFT adapter or one
+    /// written by <see cref="OrpoTransformer.SaveAdapter"/>) that training starts from and continues. Its rank, alpha,
+    /// dropout and target modules are used; <see cref="Lora"/> may be null, or must agree with them. Default null.
+    /// </summary>
+    public string? AdapterPath { get; set; }
+
     /// <summary>"cpu", "cuda" or "cuda:N". Default "cpu".</summary>
     public string Device { get; set; } = "cpu";
 
@@ -202,6 +215,7 @@ public sealed class OrpoOptions
     {
         var copy = (OrpoOptions)MemberwiseClone();
         copy.generation = generation?.Clone();
+        copy.Lora = Lora?.Clone();
         return copy;
     }
 }

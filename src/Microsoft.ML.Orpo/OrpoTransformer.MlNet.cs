@@ -11,8 +11,10 @@ public sealed partial class OrpoTransformer : ITransformer, IModelZipLoadable<Or
 
     static ModelZipFormat IModelZipLoadable<OrpoTransformer>.ZipFormat => ZipFormat;
 
+    // Readable from payload format 2 on: a plain model is still written as format 2, and a release that reads 2 refuses
+    // an adapter model (format 3) itself, with an "upgrade" message.
     internal static ModelZipFormat ZipFormat { get; } = new("OrpoTransformer",
-        OrpoModelPayload.FormatVersion, OrpoModelPayload.FormatVersion, OrpoModelPayload.OldestReadableVersion);
+        OrpoModelPayload.FormatVersion, 2, OrpoModelPayload.OldestReadableVersion);
 
     private TextGenerationMapping Mapping => mapping ??= new TextGenerationMapping(settings.PromptColumnName, settings.OutputColumnName,
         prompt => Generate(prompt, settings.Generation));

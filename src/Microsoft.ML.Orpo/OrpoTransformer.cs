@@ -65,14 +65,31 @@ public sealed partial class OrpoTransformer : IDisposable
 
     /// <summary>
     /// The base model as a transformer, for generation-only use and before/after comparisons: a Hugging Face folder,
-    /// or a llama2.c <c>.bin</c> with its tokenizer (<paramref name="tokenizerPath"/>, or a tokenizer beside it).
+    /// or a llama2.c <c>.bin</c> with its tokenizer (<paramref name="tokenizerPath"/>, or a tokenizer beside it), with
+    /// the PEFT LoRA adapter of <paramref name="adapterPath"/> applied when given (read strictly: a key, shape or
+    /// unsupported option is an error naming it). Such a transformer generates with the adapter,
+    /// <see cref="SaveAdapter"/> writes it back and <see cref="MergeAdapter"/> folds it into the weights.
     /// </summary>
-    public static OrpoTransformer FromPretrained(MLContext mlContext, string modelPath, string? tokenizerPath = null)
+    public static OrpoTransformer FromPretrained(MLContext mlContext, string modelPath, string? tokenizerPath = null, string? adapterPath = null)
     {
         ArgumentNullException.ThrowIfNull(mlContext);
         var model = CausalLanguageModel.Load(modelPath, tokenizerPath, "cpu");
-        WarnNotApplied(mlContext, model.Generation);
-        return new OrpoTransformer(mlContext, model, TransformerSettings.ForBaseModel(model.Config, model.Generation), Array.Empty<OrpoStepMetrics>());
+        try
+        {
+            if (adapterPath is not null)
+            {
+                using var adapter = PeftAdapterFolder.Read(adapterPath, model.Network.Projections().Select(p => (p.Path, p.Name)).ToList());
+                LoraAdapters.Load(model.Network, adapter.Config, adapter.Tensors, adapterPath);
+            }
+            WarnNotApplied(mlContext, model.Generation);
+            var settings = TransformerSettings.ForBaseModel(model.Config, model.Generation) with { BaseModelPath = modelPath };
+            return new OrpoTransformer(mlContext, model, settings, Array.Empty<OrpoStepMetrics>());
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
     }
 
     /// <summary>Generates a response to one prompt (the prompt template is applied; an empty prompt starts from BOS). With a

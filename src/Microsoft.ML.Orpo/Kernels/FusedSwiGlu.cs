@@ -37,6 +37,13 @@ internal static class FusedSwiGlu
     /// </summary>
     public static Tensor Apply(Tensor gate, Tensor up, Linear down) => SwiGluDownFunction.apply(gate, up, down.weight!, down.bias!);
 
+    /// <summary>
+    /// silu(gate) * up as one autograd node that saves gate and up only (composed from tensor ops, autograd would keep
+    /// silu(gate) too): for a down projection with a LoRA adapter, which needs the product itself.
+    /// </summary>
+    public static Tensor ProductWithGradient(Tensor gate, Tensor up) =>
+        is_grad_enabled() && (gate.requires_grad || up.requires_grad) ? SwiGluProductFunction.apply(gate, up) : Product(gate, up);
+
     /// <summary>silu(gate) * up as a new contiguous tensor of gate's shape.</summary>
     public static Tensor Product(Tensor gate, Tensor up)
     {
@@ -154,5 +161,30 @@ internal sealed class SwiGluDownFunction : autograd.SingleTensorFunction<SwiGluD
         }
         else product.Dispose();
         return new List<Tensor> { gateGradient!, upGradient!, weightGradient!, biasGradient! };
+    });
+}
+
+/// <summary>The autograd node behind <see cref="FusedSwiGlu.ProductWithGradient"/>: saves gate and up.</summary>
+internal sealed class SwiGluProductFunction : autograd.SingleTensorFunction<SwiGluProductFunction>
+{
+    public override string Name => "FusedSwiGluProduct";
+
+    public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+    {
+        CustomBackward.Starting(ctx);
+        var gate = ((Tensor)vars[0]).contiguous();
+        var up = ((Tensor)vars[1]).contiguous();
+        ctx.save_for_backward(new List<Tensor> { gate, up });
+        using var noGrad = no_grad();
+        return FusedSwiGlu.Product(gate, up);
+    }
+
+    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad_output) => CustomBackward.Run(ctx, grad_output, saved =>
+    {
+        var (gate, up) = (saved[0], saved[1]);
+        var gateGradient = grad_output.contiguous().clone();                     // (..., I), becomes gate's gradient
+        var upGradient = HostTensors.EmptyLike(gate);                               // (..., I), becomes up's gradient
+        FusedSwiGlu.Gradients(gate, up, gateGradient, upGradient);
+        return new List<Tensor> { gateGradient, upGradient };
     });
 }

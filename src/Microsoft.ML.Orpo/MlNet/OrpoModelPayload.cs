@@ -19,9 +19,14 @@ internal static class OrpoModelPayload
 {
     /// <summary>
     /// 2: the settings may hold a chat template, and a generation_config.json block follows the tokenizer files (a
-    /// format-1 reader would drop both); format 1 still loads.
+    /// format-1 reader would drop both); format 1 still loads. 3: written only for a model with LoRA adapters: the
+    /// weights are the base model's, and two blocks follow the generation config, the adapter config (JSON) and the
+    /// adapter weights (safetensors, PEFT keys). A model without adapters is still written as format 2, which older
+    /// releases read.
     /// </summary>
-    public const uint FormatVersion = 2;
+    public const uint FormatVersion = 3;
+
+    private const uint PlainFormatVersion = 2;
 
     /// <summary>The oldest format this version reads.</summary>
     public const uint OldestReadableVersion = 1;
@@ -35,8 +40,9 @@ internal static class OrpoModelPayload
     public static void Write(Stream stream, TransformerSettings settings, CausalLanguageModel model, IReadOnlyList<OrpoStepMetrics> history)
     {
         using var writer = new BinaryWriter(stream, Encoding.UTF8, leaveOpen: true);
+        var adapters = model.Network.Adapters;
         writer.Write(Magic);
-        writer.Write(FormatVersion);
+        writer.Write(adapters is null ? PlainFormatVersion : FormatVersion);
         WriteBlock(writer, JsonSerializer.SerializeToUtf8Bytes(settings, Json));
         WriteBlock(writer, Encoding.UTF8.GetBytes(model.Config.ToJson()));
         writer.Write(model.Tokenizer.Files.Count);
@@ -45,7 +51,7 @@ internal static class OrpoModelPayload
             writer.Write(name);
             WriteBlock(writer, bytes);
         }
-        var weights = model.ExportWeights();
+        var weights = model.ExportBaseWeights();
         try
         {
             using var buffer = new MemoryStream();
@@ -58,6 +64,19 @@ internal static class OrpoModelPayload
         }
         WriteBlock(writer, JsonSerializer.SerializeToUtf8Bytes(history, Json));
         WriteBlock(writer, Encoding.UTF8.GetBytes(model.Generation.ToJson()));
+        if (adapters is null) return;
+        WriteBlock(writer, JsonSerializer.SerializeToUtf8Bytes(adapters.Config, Json));
+        var adapterWeights = adapters.Export();
+        try
+        {
+            using var buffer = new MemoryStream();
+            SafeTensorsWriter.Write(buffer, adapterWeights);
+            WriteBlock(writer, buffer.ToArray());
+        }
+        finally
+        {
+            foreach (var t in adapterWeights.Values) t.Dispose();
+        }
     }
 
     public static Contents Read(Stream stream, Device device)
@@ -89,11 +108,39 @@ internal static class OrpoModelPayload
             var generation = version >= 2
                 ? GenerationConfig.FromJson(Encoding.UTF8.GetString(ReadBlock(reader, MaxJsonBytes, "generation_config.json")), "model zip generation_config.json")
                 : null;
+            LoraConfig? loraConfig = null;
+            byte[]? adapterBytes = null;
+            if (version >= 3)
+            {
+                loraConfig = JsonSerializer.Deserialize<LoraConfig>(ReadBlock(reader, MaxJsonBytes, "adapter config"), Json)
+                    ?? throw Corrupt("the adapter config is empty");
+                if (loraConfig.Rank <= 0 || !(loraConfig.Alpha > 0) || !(loraConfig.Dropout is >= 0 and < 1) || loraConfig.TargetModules is not { Count: > 0 })
+                    throw Corrupt("its adapter config is out of range");
+                adapterBytes = ReadBlock(reader, Array.MaxLength, "adapter weights");
+            }
             var weights = SafeTensorsReader.Read(weightBytes, "model zip weights");
             try
             {
                 var model = CausalLanguageModel.Create(config, weights, tokenizer, device, "model zip", generation);
-                return new Contents(settings, model, history);
+                if (loraConfig is null) return new Contents(settings, model, history);
+                try
+                {
+                    var adapterWeights = SafeTensorsReader.Read(adapterBytes!, "model zip adapter weights");
+                    try
+                    {
+                        LoraAdapters.Load(model.Network, loraConfig, adapterWeights, "model zip adapter");
+                    }
+                    finally
+                    {
+                        foreach (var t in adapterWeights.Values) t.Dispose();
+                    }
+                    return new Contents(settings, model, history);
+                }
+                catch
+                {
+                    model.Dispose();
+                    throw;
+                }
             }
             finally
             {

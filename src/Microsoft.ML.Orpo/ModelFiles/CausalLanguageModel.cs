@@ -1,4 +1,5 @@
 using TorchSharp;
+using TorchSharp.Modules;
 using Microsoft.ML.Orpo.ModelFiles;
 using Microsoft.ML.Orpo.Tokenization;
 using Microsoft.ML.Orpo.Modeling;
@@ -98,9 +99,12 @@ internal sealed class CausalLanguageModel : IDisposable
     }
 
     /// <summary>Copies a state dict into the network: a missing, unexpected or mis-shaped tensor is an error naming it.</summary>
-    public static void LoadWeights(LlamaForCausalLM network, IReadOnlyDictionary<string, Tensor> weights, string source)
+    public static void LoadWeights(LlamaForCausalLM network, IReadOnlyDictionary<string, Tensor> weights, string source) =>
+        LoadWeights(network.NamedWeights(), weights, source);
+
+    /// <summary>Copies tensors into <paramref name="parameters"/> by name, strictly (see the overload above).</summary>
+    public static void LoadWeights(IReadOnlyList<(string Name, Parameter Parameter)> parameters, IReadOnlyDictionary<string, Tensor> weights, string source)
     {
-        var parameters = network.NamedWeights();
         var expected = parameters.Select(p => p.Name).ToHashSet(StringComparer.Ordinal);
         string? unexpected = weights.Keys.Where(k => !expected.Contains(k)).Order(StringComparer.Ordinal).FirstOrDefault();
         if (unexpected is not null) throw new InvalidDataException($"{source}: unexpected tensor '{unexpected}' for this model config.");
@@ -118,8 +122,19 @@ internal sealed class CausalLanguageModel : IDisposable
         }
     }
 
-    /// <summary>A detached float32 CPU copy of every weight, keyed by Hugging Face name.</summary>
+    /// <summary>
+    /// A detached float32 CPU copy of every weight, keyed by Hugging Face name: the model as a plain network, with its
+    /// LoRA adapters (if any) merged into their projections.
+    /// </summary>
     public Dictionary<string, Tensor> ExportWeights()
+    {
+        var weights = ExportBaseWeights();
+        Network.Adapters?.MergeInto(weights);
+        return weights;
+    }
+
+    /// <summary>A detached float32 CPU copy of every weight of the network itself, without its adapters.</summary>
+    public Dictionary<string, Tensor> ExportBaseWeights()
     {
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();

@@ -89,12 +89,34 @@ internal sealed class RotaryEmbedding : IDisposable
     public void Dispose() => frequencies.Dispose();
 }
 
+/// <summary>A module whose Linear projections can carry LoRA adapters (by their HF names, e.g. <c>q_proj</c>).</summary>
+internal interface IAdaptable
+{
+    IEnumerable<(string Name, Linear Module)> Projections();
+    void Adapt(string name, LoraAdapter? adapter);
+}
+
+/// <summary>The LoRA adapters of one module's projections, by projection name (none by default).</summary>
+internal sealed class AdapterSlots(IEnumerable<string> names)
+{
+    private readonly Dictionary<string, LoraAdapter?> slots = names.ToDictionary(n => n, _ => (LoraAdapter?)null, StringComparer.Ordinal);
+
+    public LoraAdapter? this[string name] => slots[name];
+
+    public void Set(string name, LoraAdapter? adapter)
+    {
+        if (!slots.ContainsKey(name)) throw new ArgumentException($"No projection '{name}' here.", nameof(name));
+        slots[name] = adapter;
+    }
+}
+
 /// <summary>Grouped-query self-attention with rotary embeddings.</summary>
-internal sealed class LlamaAttention : nn.Module
+internal sealed class LlamaAttention : nn.Module, IAdaptable
 {
     private readonly Linear q_proj, k_proj, v_proj, o_proj;
     private readonly AttentionHeads heads;
     private readonly int layerIndex;
+    private readonly AdapterSlots lora = new(new[] { nameof(q_proj), nameof(k_proj), nameof(v_proj), nameof(o_proj) });
 
     public LlamaAttention(LlamaConfig config, int layerIndex) : base(nameof(LlamaAttention))
     {
@@ -115,18 +137,24 @@ internal sealed class LlamaAttention : nn.Module
     public Tensor Forward(Tensor x, Tensor cos, Tensor sin, AttentionLayout layout, ScalarType? matmulType)
     {
         long b = layout.Batch, t = layout.Length;
-        var q = Op.Linear(x, q_proj, matmulType).view(b, t, heads.Heads, heads.HeadDim).transpose(1, 2);    // (B, H, T, d)
-        var k = Op.Linear(x, k_proj, matmulType).view(b, t, heads.KvHeads, heads.HeadDim).transpose(1, 2);  // (B, K, T, d)
-        var v = Op.Linear(x, v_proj, matmulType).view(b, t, heads.KvHeads, heads.HeadDim).transpose(1, 2);  // (B, K, T, d)
-        var y = Op.Attention(q, k, v, cos, sin, heads, layout, layerIndex);                                  // (B, T, H * d)
-        return Op.Linear(y, o_proj, matmulType);                                                             // (B, T, D)
+        var q = Op.Linear(x, q_proj, matmulType, lora[nameof(q_proj)]).view(b, t, heads.Heads, heads.HeadDim).transpose(1, 2);    // (B, H, T, d)
+        var k = Op.Linear(x, k_proj, matmulType, lora[nameof(k_proj)]).view(b, t, heads.KvHeads, heads.HeadDim).transpose(1, 2);  // (B, K, T, d)
+        var v = Op.Linear(x, v_proj, matmulType, lora[nameof(v_proj)]).view(b, t, heads.KvHeads, heads.HeadDim).transpose(1, 2);  // (B, K, T, d)
+        var y = Op.Attention(q, k, v, cos, sin, heads, layout, layerIndex);                                                        // (B, T, H * d)
+        return Op.Linear(y, o_proj, matmulType, lora[nameof(o_proj)]);                                                             // (B, T, D)
     }
+
+    public IEnumerable<(string Name, Linear Module)> Projections() =>
+        new[] { (nameof(q_proj), q_proj), (nameof(k_proj), k_proj), (nameof(v_proj), v_proj), (nameof(o_proj), o_proj) };
+
+    public void Adapt(string name, LoraAdapter? adapter) => lora.Set(name, adapter);
 }
 
 /// <summary>SwiGLU feed-forward: <c>down(silu(gate(x)) * up(x))</c>.</summary>
-internal sealed class LlamaMLP : nn.Module
+internal sealed class LlamaMLP : nn.Module, IAdaptable
 {
     private readonly Linear gate_proj, up_proj, down_proj;
+    private readonly AdapterSlots lora = new(new[] { nameof(gate_proj), nameof(up_proj), nameof(down_proj) });
 
     public LlamaMLP(LlamaConfig config) : base(nameof(LlamaMLP))
     {
@@ -139,10 +167,15 @@ internal sealed class LlamaMLP : nn.Module
     /// <summary>(B, T, D) -> (B, T, D); with a <paramref name="matmulType"/>, the product and output are in that type.</summary>
     public Tensor Forward(Tensor x, ScalarType? matmulType)
     {
-        var gate = Op.Linear(x, gate_proj, matmulType);  // (B, T, I)
-        var up = Op.Linear(x, up_proj, matmulType);      // (B, T, I)
-        return Op.SwiGlu(gate, up, down_proj, matmulType);
+        var gate = Op.Linear(x, gate_proj, matmulType, lora[nameof(gate_proj)]);  // (B, T, I)
+        var up = Op.Linear(x, up_proj, matmulType, lora[nameof(up_proj)]);        // (B, T, I)
+        return Op.SwiGlu(gate, up, down_proj, matmulType, lora[nameof(down_proj)]);
     }
+
+    public IEnumerable<(string Name, Linear Module)> Projections() =>
+        new[] { (nameof(gate_proj), gate_proj), (nameof(up_proj), up_proj), (nameof(down_proj), down_proj) };
+
+    public void Adapt(string name, LoraAdapter? adapter) => lora.Set(name, adapter);
 }
 
 /// <summary>One pre-norm decoder block: attention and MLP, each with a residual connection.</summary>
@@ -160,6 +193,9 @@ internal sealed class LlamaDecoderLayer : nn.Module
         post_attention_layernorm = new RMSNorm(config.HiddenSize, config.RmsNormEps);
         RegisterComponents();
     }
+
+    /// <summary>The attention and MLP blocks with their HF names.</summary>
+    public IEnumerable<(string Name, IAdaptable Block)> Blocks() => new (string, IAdaptable)[] { (nameof(self_attn), self_attn), (nameof(mlp), mlp) };
 
     /// <summary>(B, T, D) -> (B, T, D). The residual stream keeps x's type: adding a bfloat16 branch output promotes it.</summary>
     public Tensor Forward(Tensor x, Tensor cos, Tensor sin, AttentionLayout layout, ScalarType? matmulType)
@@ -195,6 +231,8 @@ internal sealed class LlamaModel : nn.Module
     }
 
     public Parameter EmbeddingWeight => embed_tokens.weight!;
+
+    public IList<LlamaDecoderLayer> Layers => layers;
 
     /// <summary>(B, T) ids -> (B, T, D) final hidden states.</summary>
     public Tensor Forward(Tensor inputIds, Tensor cos, Tensor sin, AttentionLayout layout, ScalarType? matmulType, bool recompute)
@@ -279,11 +317,33 @@ internal sealed class LlamaForCausalLM : nn.Module
 
     protected override void Dispose(bool disposing)
     {
-        if (disposing) rotary.Dispose();
+        if (disposing)
+        {
+            rotary.Dispose();
+            Adapters?.Dispose();
+        }
         base.Dispose(disposing);
     }
 
     /// <summary>The parameters keyed by Hugging Face name (a tied LM head appears once, as the embedding).</summary>
     public IReadOnlyList<(string Name, Parameter Parameter)> NamedWeights() =>
         named_parameters().Select(p => (p.name, p.parameter)).ToList();
+
+    /// <summary>
+    /// Every decoder projection an adapter can target, by Hugging Face module path
+    /// (<c>model.layers.0.self_attn.q_proj</c>), with its projection name and the block that holds it.
+    /// </summary>
+    public IEnumerable<(string Path, string Name, Linear Module, IAdaptable Block)> Projections()
+    {
+        for (int i = 0; i < model.Layers.Count; i++)
+            foreach (var (blockName, block) in model.Layers[i].Blocks())
+                foreach (var (name, module) in block.Projections())
+                    yield return ($"model.layers.{i}.{blockName}.{name}", name, module, block);
+    }
+
+    /// <summary>The LoRA adapters in use (<see cref="LoraAdapters.Attach"/>), or null: the plain model.</summary>
+    public LoraAdapters? Adapters { get; internal set; }
+
+    /// <summary>What training updates: the adapters' A and B when adapters are attached, otherwise every weight.</summary>
+    public IReadOnlyList<(string Name, Parameter Parameter)> TrainableWeights() => Adapters?.NamedParameters() ?? NamedWeights();
 }

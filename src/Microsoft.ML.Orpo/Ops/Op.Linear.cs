@@ -8,15 +8,26 @@ namespace Microsoft.ML.Orpo.Ops;
 internal static partial class Op
 {
     /// <summary>
-    /// <c>module(x)</c> multiplied in <paramref name="matmulType"/> (null: the weight's type), see
-    /// <see cref="ReferenceLinear"/>. Kernels: many float32 rows through the packed GEMM (<see cref="PackedLinear"/>),
-    /// decoding's few rows through <see cref="FewRowsLinear"/>. The weight's size comes from the module's own fields:
-    /// reading a TorchSharp shape costs as much as a small decoding product.
+    /// <c>module(x)</c> multiplied in <paramref name="matmulType"/> (null: the input's type), see
+    /// <see cref="ReferenceLinear"/>, plus the low-rank update <c>Scale * B (A dropout(x))</c> of an
+    /// <paramref name="adapter"/> (<see cref="LoraAdapter"/>) multiplied the same way. Kernels: many float32 rows through
+    /// the packed GEMM (<see cref="PackedLinear"/>), decoding's few rows through <see cref="FewRowsLinear"/>; a frozen
+    /// weight stored in another type than the product's (a bfloat16 base) through <see cref="FrozenLinear"/>, which keeps
+    /// no converted copy for the backward pass. The weight's size comes from the module's own fields: reading a
+    /// TorchSharp shape costs as much as a small decoding product.
     /// </summary>
-    public static Tensor Linear(Tensor x, Linear module, ScalarType? matmulType)
+    public static Tensor Linear(Tensor x, Linear module, ScalarType? matmulType, LoraAdapter? adapter = null)
+    {
+        var y = BaseLinear(x, module, matmulType);
+        return adapter is null ? y : y.add_(adapter.Update(x, matmulType), alpha: adapter.Scale);
+    }
+
+    private static Tensor BaseLinear(Tensor x, Linear module, ScalarType? matmulType)
     {
         var weight = module.weight!;
-        if (matmulType is ScalarType type && type != weight.dtype) return ReferenceLinear.Forward(x, weight, module.bias, type);
+        var type = matmulType ?? x.dtype;
+        if (type != weight.dtype && !weight.requires_grad && module.bias?.requires_grad != true) return FrozenLinear.Forward(x, weight, module.bias, type);
+        if (type != weight.dtype || type != x.dtype) return ReferenceLinear.Forward(x, weight, module.bias, type);
         long weightElements = module.in_features * module.out_features;
         if (weightElements >= KernelThresholds.PackedLinearMinWeightElements && PackedLinear.TryApply(x, weight, module.bias) is { } y) return y;
         return FewRowsOrReference(x, weight, module.bias, weightElements);

@@ -11,7 +11,8 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Orpo.Training;
 
 /// <summary>
-/// Resumable training checkpoints: <c>checkpoint-NNNNNN/</c> holding model.safetensors, optimizer.safetensors and
+/// Resumable training checkpoints: <c>checkpoint-NNNNNN/</c> holding model.safetensors (the trained weights: every
+/// weight, or only the LoRA adapters, whose base is the frozen model itself), optimizer.safetensors and
 /// trainer_state.json (step, metrics history, a fingerprint of settings + data, the precision, and SHA-256 of each file).
 /// A checkpoint is written into a temporary folder and renamed into place, so a run killed at any moment
 /// leaves either the complete new checkpoint or none; a damaged newest checkpoint is skipped on resume.
@@ -66,7 +67,7 @@ internal sealed class CheckpointStore
             var hashes = new Dictionary<string, string>(StringComparer.Ordinal);
             using (var scope = NewDisposeScope())
             {
-                var weights = network.NamedWeights().ToDictionary(p => p.Name, p => (Tensor)p.Parameter, StringComparer.Ordinal);
+                var weights = network.TrainableWeights().ToDictionary(p => p.Name, p => (Tensor)p.Parameter, StringComparer.Ordinal);
                 hashes["model.safetensors"] = WriteTensors(Path.Combine(temp, "model.safetensors"), weights);
                 hashes["optimizer.safetensors"] = WriteTensors(Path.Combine(temp, "optimizer.safetensors"), optimizer.StateTensors());
             }
@@ -113,7 +114,7 @@ internal sealed class CheckpointStore
             using var scope = NewDisposeScope();
             var weights = SafeTensorsReader.Read(Path.Combine(path, "model.safetensors"));
             var moments = SafeTensorsReader.Read(Path.Combine(path, "optimizer.safetensors"));
-            CausalLanguageModel.LoadWeights(network, weights, path);
+            CausalLanguageModel.LoadWeights(network.TrainableWeights(), weights, path);
             optimizer.LoadState(moments, state.OptimizerSteps, path);
             return new Resumed(state.Step, state.Seed, state.History);
         }

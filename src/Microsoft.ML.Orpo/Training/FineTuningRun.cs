@@ -46,13 +46,43 @@ internal sealed class FineTuningRun : IDisposable
         try
         {
             loaded?.Invoke(model);
-            return new FineTuningRun(options, model, TrainingSettings.Resolve(options, model.Config, fallbackSeed(), model.Tokenizer));
+            var settings = TrainingSettings.Resolve(options, model.Config, fallbackSeed(), model.Tokenizer);
+            return new FineTuningRun(options, model, AttachAdapters(options, model, settings));
         }
         catch
         {
             model.Dispose();
             throw;
         }
+    }
+
+    /// <summary>
+    /// LoRA: attaches adapters to the model, new ones (<see cref="OrpoOptions.Lora"/>, drawn from the run's seed) or
+    /// those of <see cref="OrpoOptions.AdapterPath"/>, and records their config in the settings.
+    /// </summary>
+    private static TrainingSettings AttachAdapters(OrpoOptions options, CausalLanguageModel model, TrainingSettings settings)
+    {
+        if (options.AdapterPath is null)
+        {
+            if (options.Lora is null) return settings;
+            var config = LoraConfig.From(options.Lora).ValidateFor(model.Network, "OrpoOptions.Lora.TargetModules");
+            LoraAdapters.Create(model.Network, config, settings.Seed);
+            return settings with { Lora = config };
+        }
+        using var adapter = PeftAdapterFolder.Read(options.AdapterPath, model.Network.Projections().Select(p => (p.Path, p.Name)).ToList());
+        var saved = adapter.Config;
+        if (options.Lora is { } requested)
+        {
+            var wanted = LoraConfig.From(requested);
+            if (wanted.Rank != saved.Rank || !wanted.Alpha.Equals(saved.Alpha) || !wanted.TargetModules.Order(StringComparer.Ordinal).SequenceEqual(saved.TargetModules.Order(StringComparer.Ordinal)))
+                throw new ArgumentException(
+                    $"OrpoOptions.Lora (rank {wanted.Rank}, alpha {wanted.Alpha}, targets {string.Join(", ", wanted.TargetModules)}) disagrees with the adapter in " +
+                    $"OrpoOptions.AdapterPath '{options.AdapterPath}' (rank {saved.Rank}, alpha {saved.Alpha}, targets {string.Join(", ", saved.TargetModules)}). " +
+                    "Set OrpoOptions.Lora to null to continue the adapter as it is, or match its rank, alpha and target modules.", nameof(options.Lora));
+            saved = saved with { Dropout = wanted.Dropout, BFloat16Base = wanted.BFloat16Base };
+        }
+        LoraAdapters.Load(model.Network, saved, adapter.Tensors, options.AdapterPath);
+        return settings with { Lora = saved, InitialAdapterSha256 = adapter.WeightsSha256 };
     }
 
     /// <summary>Reads and encodes the preference pairs of <paramref name="data"/> (the columns of <see cref="Options"/>).</summary>

@@ -54,6 +54,20 @@ internal static class FingerprintJson
             w.WriteBoolean("RecomputeActivations", false);
             // Written only for bfloat16, so float32 runs keep the fingerprints from before the option.
             if (s.Precision != OrpoPrecision.Float32) w.WriteNumber("Precision", (int)s.Precision);
+            // Written only with adapters, so full fine-tuning keeps the fingerprints from before LoRA.
+            if (s.Lora is { } lora)
+            {
+                w.WriteStartObject("Lora");
+                w.WriteNumber("Rank", lora.Rank);
+                w.WriteNumber("Alpha", lora.Alpha);
+                w.WriteNumber("Dropout", lora.Dropout);
+                w.WriteStartArray("TargetModules");
+                foreach (var target in lora.TargetModules) w.WriteStringValue(target);
+                w.WriteEndArray();
+                w.WriteBoolean("BFloat16Base", lora.BFloat16Base);
+                WriteStringOrNull(w, "InitialAdapterSha256", s.InitialAdapterSha256);
+                w.WriteEndObject();
+            }
             w.WriteEndObject();
         }
         return Encoding.UTF8.GetString(buffer.GetBuffer(), 0, (int)buffer.Length);

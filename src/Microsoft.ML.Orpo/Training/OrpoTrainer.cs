@@ -39,7 +39,7 @@ internal sealed class OrpoTrainer
     /// <summary>Trains in place and returns one metrics entry per optimiser step (resumed steps included).</summary>
     public IReadOnlyList<OrpoStepMetrics> Train(IReadOnlyList<EncodedPair> train, IReadOnlyList<EncodedPair>? validation = null)
     {
-        var parameters = model.Network.NamedWeights();
+        var parameters = model.Network.TrainableWeights();
         using var optimizer = new AdamW(parameters, settings.AdamBeta1, settings.AdamBeta2, settings.AdamEpsilon, settings.WeightDecay);
         using var logitsScratch = new LogitsScratch();
         var store = settings.CheckpointDirectory is null ? null : new CheckpointStore(settings.CheckpointDirectory, settings.CheckpointsToKeep);
@@ -68,7 +68,7 @@ internal sealed class OrpoTrainer
             var stepStart = clock.Elapsed;
             var microBatches = planner.MicroBatches(step);
             double learningRate = LearningRates.At(settings.Schedule, settings.LearningRate, step, totalSteps, warmupSteps);
-            var (statistics, gradNorm, tokens) = ComputeGradients(train, microBatches, step, logitsScratch);
+            var (statistics, gradNorm, tokens) = ComputeGradients(train, microBatches, step, run.Seed, logitsScratch);
             if (!double.IsFinite(statistics.NllSum) || !double.IsFinite(statistics.LogSigmoidSum) || !double.IsFinite(gradNorm))
                 throw new InvalidOperationException(
                     $"ORPO training diverged at step {step + 1}: the loss or gradient is not finite (NLL sum {statistics.NllSum}, gradient norm {gradNorm}). " +
@@ -102,26 +102,30 @@ internal sealed class OrpoTrainer
     }
 
     private (OrpoBatchStatistics Statistics, double GradNorm, double Tokens) ComputeGradients(
-        IReadOnlyList<EncodedPair> train, IReadOnlyList<int[]> microBatches, int step, LogitsScratch logitsScratch)
+        IReadOnlyList<EncodedPair> train, IReadOnlyList<int[]> microBatches, int step, int seed, LogitsScratch logitsScratch)
     {
         var network = model.Network;
         network.train();
         network.zero_grad();
+        network.Adapters?.ZeroGradients();
         var stepPairs = microBatches.SelectMany(b => b).Select(i => train[i]).ToList();
         double stepNllTokens = stepPairs.Sum(p => (double)p.NllTokenCount(settings.IncludePromptInNll));
         var statistics = new OrpoBatchStatistics();
         double tokens = 0;
-        foreach (var indices in microBatches)
+        for (int micro = 0; micro < microBatches.Count; micro++)
         {
+            var indices = microBatches[micro];
             ThrowIfCanceled(step);
             using var scope = NewDisposeScope();
+            // Adapter dropout masks follow from (seed, step, micro-batch): recomputed layers and resumed runs redraw them.
+            using var dropout = network.Adapters?.Dropout.During(seed, step, micro);
             var (terms, batchTokens) = PreferenceForward.Loss(network, indices.Select(i => train[i]).ToList(), settings,
                 model.Device, stepNllTokens, stepPairs.Count, logitsScratch);
             terms.Loss.backward();
             statistics += terms.Statistics;
             tokens += batchTokens;
         }
-        double gradNorm = GradientNorm.ClipAndMeasure(network.NamedWeights(), settings.MaxGradNorm);
+        double gradNorm = GradientNorm.ClipAndMeasure(network.TrainableWeights(), settings.MaxGradNorm);
         return (statistics, gradNorm, tokens);
     }
 

@@ -75,6 +75,15 @@ internal sealed record TrainingSettings
     /// </summary>
     public OrpoPrecision Precision { get; init; } = Defaults.Precision;
 
+    /// <summary>
+    /// The LoRA adapters trained instead of the weights (<see cref="OrpoOptions.Lora"/>, or the config of
+    /// <see cref="OrpoOptions.AdapterPath"/>), or null: full fine-tuning. Set by <see cref="FineTuningRun"/>.
+    /// </summary>
+    public LoraConfig? Lora { get; init; }
+
+    /// <summary>SHA-256 of the adapter weights training started from (<see cref="OrpoOptions.AdapterPath"/>), or null.</summary>
+    public string? InitialAdapterSha256 { get; init; }
+
     /// <summary>256 rows x 32000 vocabulary = 33 MB of float32 logits per chunk.</summary>
     public const int DefaultLogitsChunkRows = 256;
 
@@ -122,6 +131,9 @@ internal sealed record TrainingSettings
             throw new ArgumentException("OrpoOptions.PromptTemplate and OrpoOptions.ChatTemplate are both set; a chat template formats the prompt itself, so set only one.", nameof(options.ChatTemplate));
         DeviceNames.Validate(options.Device);
         options.ExplicitGeneration?.Validate();
+        if (options.Lora is not null) LoraConfig.From(options.Lora);
+        if (options.AdapterPath is not null && string.IsNullOrWhiteSpace(options.AdapterPath))
+            throw new ArgumentException("OrpoOptions.AdapterPath is empty: set a PEFT adapter folder, or null to start new adapters.", nameof(options.AdapterPath));
     }
 
     /// <summary>The chat template's source, checked to parse (so a bad template fails before any data is read).</summary>

@@ -23,6 +23,8 @@ internal sealed record TransformerSettings
     public double Lambda { get; init; } = Defaults.Lambda;
     public bool IncludePromptInNll { get; init; } = Defaults.IncludePromptInNll;
     public GenerationOptions Generation { get; init; } = new();
+    /// <summary>Where the base model came from (OrpoOptions.BaseModelPath), recorded as an adapter's base_model_name_or_path; null when unknown.</summary>
+    public string? BaseModelPath { get; init; }
 
     /// <summary>A base model's settings: generation defaults from its generation_config.json when given.</summary>
     public static TransformerSettings ForBaseModel(LlamaConfig config, GenerationConfig? generation = null)
@@ -48,5 +50,6 @@ internal sealed record TransformerSettings
         Lambda = training.Lambda,
         IncludePromptInNll = training.IncludePromptInNll,
         Generation = options.ExplicitGeneration?.Clone() ?? generation.ToGenerationOptions(),
+        BaseModelPath = options.BaseModelPath,
     };
 }

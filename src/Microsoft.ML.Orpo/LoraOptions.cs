@@ -1,0 +1,48 @@
+namespace Microsoft.ML.Orpo;
+
+/// <summary>
+/// Low-rank adaptation (LoRA, Hu et al. 2021) with PEFT's semantics: every targeted projection computes
+/// <c>y = W x + (Alpha / Rank) * B (A dropout(x))</c>, with A (Rank x in) drawn Kaiming-uniform and B (out x Rank) zero,
+/// so training starts exactly at the base model. Only A and B are trained: the base weights are frozen (no gradient,
+/// no optimiser state), which makes a step cheaper and its memory a fraction of full fine-tuning's, and the result is
+/// a small PEFT adapter folder (<see cref="OrpoTransformer.SaveAdapter"/>) or a merged model
+/// (<see cref="OrpoTransformer.MergeAdapter"/>). Set <see cref="OrpoOptions.Lora"/> to use it.
+/// </summary>
+public sealed class LoraOptions
+{
+    /// <summary>The projections of every decoder layer: PEFT's <c>"all-linear"</c> for LLaMA-family models.</summary>
+    public static IReadOnlyList<string> AllLinear { get; } =
+        new[] { "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj" };
+
+    /// <summary>The rank r of A and B. Default 16.</summary>
+    public int Rank { get; set; } = 16;
+
+    /// <summary>The scale numerator: the update is multiplied by Alpha / Rank. Default 32.</summary>
+    public double Alpha { get; set; } = 32;
+
+    /// <summary>Dropout probability on the adapter's input during training (never in generation or evaluation). Default 0.05.</summary>
+    public double Dropout { get; set; } = 0.05;
+
+    /// <summary>
+    /// The projections that get an adapter, by their Hugging Face module name (<c>q_proj</c>, <c>k_proj</c>,
+    /// <c>v_proj</c>, <c>o_proj</c>, <c>gate_proj</c>, <c>up_proj</c>, <c>down_proj</c>), in every layer. Default
+    /// <see cref="AllLinear"/>.
+    /// </summary>
+    public IList<string> TargetModules { get; set; } = AllLinear.ToList();
+
+    /// <summary>
+    /// Keep the frozen decoder projections in bfloat16, halving their memory; the adapters, their gradients and AdamW
+    /// state stay float32, and each product runs in float32 on the bfloat16-rounded weights. The embedding, norms and
+    /// LM head stay float32. Training, generation and evaluation then use the rounded base, so results differ slightly
+    /// from a float32 base. Default false.
+    /// </summary>
+    public bool BFloat16Base { get; set; }
+
+    /// <summary>A copy with its own <see cref="TargetModules"/> list.</summary>
+    public LoraOptions Clone()
+    {
+        var copy = (LoraOptions)MemberwiseClone();
+        copy.TargetModules = TargetModules.ToList();
+        return copy;
+    }
+}

@@ -1,0 +1,54 @@
+using Microsoft.ML.Orpo.Native;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace Microsoft.ML.Orpo.Ops.Reference;
+
+/// <summary>
+/// <c>y = x W^T + b</c> for a frozen weight stored in another type than the product runs in (a bfloat16 base under
+/// LoRA, multiplied in float32): the weight is converted for the product and again for the input gradient, never
+/// kept converted. Through <see cref="ReferenceLinear"/> autograd would save every layer's converted weight until the
+/// backward pass, giving back the memory the low-precision base saves. Device-agnostic libtorch calls.
+/// </summary>
+internal static class FrozenLinear
+{
+    /// <summary>(..., in) x, (out, in) frozen weight and bias -> (..., out) in <paramref name="type"/>.</summary>
+    public static Tensor Forward(Tensor x, Tensor weight, Tensor? bias, ScalarType type) =>
+        is_grad_enabled() && x.requires_grad
+            ? FrozenLinearFunction.apply(x, weight, bias!, type)
+            : Product(x, weight, bias, type);
+
+    internal static Tensor Product(Tensor x, Tensor weight, Tensor? bias, ScalarType type)
+    {
+        using var scope = NewDisposeScope();
+        return F.linear(x.to_type(type), weight.to_type(type), bias?.to_type(type)).MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>The autograd node behind <see cref="FrozenLinear"/>: saves only the (already stored) weight.</summary>
+internal sealed class FrozenLinearFunction : autograd.SingleTensorFunction<FrozenLinearFunction>
+{
+    public override string Name => "FrozenLinear";
+
+    public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+    {
+        CustomBackward.Starting(ctx);
+        var x = (Tensor)vars[0];
+        var weight = (Tensor)vars[1];
+        var type = (ScalarType)vars[3];
+        ctx.save_for_backward(new List<Tensor> { weight });
+        ctx.save_data("inputType", x.dtype);
+        ctx.save_data("type", type);
+        using var noGrad = no_grad();
+        return FrozenLinear.Product(x, weight, (Tensor?)vars[2], type);
+    }
+
+    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad_output) => CustomBackward.Run(ctx, grad_output, saved =>
+    {
+        var type = (ScalarType)ctx.get_data("type");
+        var inputType = (ScalarType)ctx.get_data("inputType");
+        using var w = saved[0].to_type(type);
+        var dx = grad_output.to_type(type).matmul(w).to_type(inputType); // (..., in)
+        return new List<Tensor> { dx, null!, null!, null! };
+    });
+}

@@ -1,0 +1,54 @@
+using Microsoft.ML.Orpo.ModelFiles;
+
+namespace Microsoft.ML.Orpo;
+
+public sealed partial class OrpoTransformer
+{
+    /// <summary>
+    /// Whether the model carries LoRA adapters (<see cref="OrpoOptions.Lora"/>, <see cref="OrpoOptions.AdapterPath"/>,
+    /// or <c>FromPretrained</c>'s adapterPath).
+    /// </summary>
+    public bool HasAdapter => Model.Network.Adapters is not null;
+
+    /// <summary>
+    /// Writes the LoRA adapter as a PEFT folder: <c>adapter_config.json</c> (<c>peft_type</c> LORA, <c>r</c>,
+    /// <c>lora_alpha</c>, <c>lora_dropout</c>, <c>target_modules</c>, <c>bias</c> "none", <c>base_model_name_or_path</c>,
+    /// <c>task_type</c> CAUSAL_LM) and <c>adapter_model.safetensors</c> (float32, PEFT's keys), which
+    /// <c>PeftModel.from_pretrained</c> loads onto the base model and <see cref="FromPretrained(MLContext, string, string?, string?)"/>
+    /// reads back bit for bit.
+    /// </summary>
+    /// <param name="directory">The folder to write (created if needed).</param>
+    /// <exception cref="InvalidOperationException">The model has no adapter (it was fully fine-tuned or merged).</exception>
+    public void SaveAdapter(string directory)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(directory);
+        using var lease = Acquire();
+        var adapters = model.Network.Adapters ?? throw new InvalidOperationException(
+            "This transformer has no LoRA adapter to save: it was fully fine-tuned, merged, or loaded without one. Train with OrpoOptions.Lora, or use SaveHuggingFace for the whole model.");
+        PeftAdapterFolder.Save(directory, adapters, settings.BaseModelPath);
+    }
+
+    /// <summary>
+    /// A plain transformer whose weights are this one's with every adapter folded in (<c>W + (alpha / r) B A</c>, in
+    /// float32): the same function without the adapter's extra products, for export (<see cref="SaveHuggingFace"/>,
+    /// <see cref="SaveGguf"/>) or faster generation. This transformer is unchanged; dispose both.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The model has no adapter.</exception>
+    public OrpoTransformer MergeAdapter()
+    {
+        using var lease = Acquire();
+        var m = model;
+        if (m.Network.Adapters is null)
+            throw new InvalidOperationException("This transformer has no LoRA adapter to merge: its weights already are the whole model.");
+        var weights = m.ExportWeights();
+        try
+        {
+            var merged = CausalLanguageModel.Create(m.Config, weights, m.Tokenizer, m.Device, "merged adapter", m.Generation);
+            return new OrpoTransformer(env, merged, settings, TrainingHistory);
+        }
+        finally
+        {
+            foreach (var t in weights.Values) t.Dispose();
+        }
+    }
+}
