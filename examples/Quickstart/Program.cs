@@ -69,7 +69,8 @@ var options = new OrpoOptions
     LearningRate = a.LearningRate,
     Epochs = a.Epochs,
     BatchSize = a.BatchSize,
-    Seed = 1,
+    Seed = a.Seed,
+    Lora = a.Lora ? new LoraOptions { Rank = a.LoraRank, Alpha = a.LoraAlpha } : null,
     ValidationSet = heldOut,
     ValidationInterval = Math.Max(1, (trainRows + a.BatchSize - 1) / a.BatchSize * a.Epochs / 8),
     Progress = new ConsoleProgress(),
@@ -77,7 +78,10 @@ var options = new OrpoOptions
 Console.WriteLine($"ORPO quickstart: {Path.GetFullPath(modelPath)}");
 Console.WriteLine($"  data: {trainRows} training pairs ({trainPath}), {heldOutRows} held-out pairs ({heldOutPath ?? "20% split of the training file"})");
 if (a.Chat) Console.WriteLine($"  chat template (plain text: stories260K's tokenizer has no chat tokens, so EOS ends a turn): \"{ChatMode.Template.ReplaceLineEndings("\\n")}\"");
-Console.WriteLine($"  lambda {a.Lambda}, learning rate {a.LearningRate}, {a.Epochs} epochs, batch {a.BatchSize}, template {(a.Chat ? "the chat template above" : a.Template is null ? "none" : "\"" + a.Template.ReplaceLineEndings("\\n") + "\"")}");
+Console.WriteLine($"  lambda {a.Lambda}, learning rate {a.LearningRate}, {a.Epochs} epochs, batch {a.BatchSize}, template {(a.Chat ? "the chat template above" : a.Template is null ? "none" : "\"" + a.Template.ReplaceLineEndings("\\n") + "\"")}, seed {a.Seed}");
+Console.WriteLine(options.Lora is { } lora
+    ? $"  LoRA: rank {lora.Rank}, alpha {lora.Alpha}, dropout {lora.Dropout} on [{string.Join(", ", lora.TargetModules)}] of every layer; the base weights stay frozen"
+    : "  full fine-tuning: every weight trains");
 
 ModelSnapshot before;
 var heldOutPrompts = Rows.Prompts(ml, heldOut).Distinct().ToArray();
@@ -113,14 +117,23 @@ if (a.Chat)
 string output = Path.GetFullPath(a.OutputDirectory);
 Directory.CreateDirectory(output);
 ml.Model.Save(model, train.Schema, Path.Combine(output, "orpo-model.zip"));
-model.SaveHuggingFace(Path.Combine(output, "hf"));
+model.SaveHuggingFace(Path.Combine(output, "hf")); // with LoRA, the adapter merged into the weights (W + alpha/r B A)
+if (model.HasAdapter) model.SaveAdapter(Path.Combine(output, "adapter"));
 MetricsCsv.Write(Path.Combine(output, "metrics.csv"), history);
 TrainingCurves.Save(Path.Combine(output, "training-curves.png"), history, a.Lambda, before.HeldOut);
 
+// Parameter counts from the written files' headers: the whole model, and (LoRA) the adapters, the only weights that trained.
+long modelParameters = SafetensorsParameters.Count(Path.Combine(output, "hf", "model.safetensors"));
+long? adapterParameters = model.HasAdapter ? SafetensorsParameters.Count(Path.Combine(output, "adapter", "adapter_model.safetensors")) : null;
 Console.WriteLine();
+Console.WriteLine(adapterParameters is long trained
+    ? $"Trained {trained:N0} adapter parameters (LoRA rank {a.LoraRank}), {100.0 * trained / modelParameters:F1}% of the model's {modelParameters:N0}, in {fitClock.Elapsed.TotalSeconds:F1} s"
+    : $"Trained all {modelParameters:N0} parameters of the model in {fitClock.Elapsed.TotalSeconds:F1} s");
 Console.WriteLine($"Wrote to {output}:");
 Console.WriteLine("  orpo-model.zip        ML.NET model (mlContext.RegisterOrpo(); mlContext.Model.Load(...))");
-Console.WriteLine("  hf/                   Hugging Face folder (config.json, model.safetensors, tokenizer)");
+Console.WriteLine($"  hf/                   Hugging Face folder (config.json, model.safetensors, tokenizer){(model.HasAdapter ? ", the adapter merged in" : "")}");
+if (model.HasAdapter)
+    Console.WriteLine("  adapter/              PEFT LoRA adapter (adapter_config.json, adapter_model.safetensors): PeftModel.from_pretrained, or OrpoTransformer.FromPretrained(ml, model, adapterPath: ...)");
 Console.WriteLine($"  metrics.csv           {history.Count} rows, one per optimiser step (TRL metric names)");
 Console.WriteLine("  training-curves.png   loss, NLL, odds-ratio loss, rewards, accuracy and margin vs step");
 Console.WriteLine($"Done in {clock.Elapsed.TotalSeconds:F1} s.");
