@@ -238,6 +238,9 @@ internal sealed class LlamaModel : nn.Module
     public Tensor Forward(Tensor inputIds, Tensor cos, Tensor sin, AttentionLayout layout, ScalarType? matmulType, bool recompute)
     {
         var h = embed_tokens.forward(inputIds);
+        // A recomputed layer joins the graph only through its input: under LoRA the frozen embedding gives states
+        // without one, so they must require a gradient for the adapters inside to get theirs (PEFT's enable_input_require_grads).
+        if (recompute && is_grad_enabled() && !h.requires_grad) h.requires_grad_(true);
         foreach (var layer in layers)
             h = recompute ? RecomputedLayer.Apply(layer, h, cos, sin, layout, matmulType) : layer.Forward(h, cos, sin, layout, matmulType);
         return norm.forward(h);

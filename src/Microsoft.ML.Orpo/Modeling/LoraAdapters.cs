@@ -131,7 +131,7 @@ internal sealed class LoraAdapters : IDisposable
             p => p.Parameter.detach().to(ScalarType.Float32, CPU).clone().MoveToOuterDisposeScope(), StringComparer.Ordinal);
     }
 
-    /// <summary>Adds each adapter's dense update <c>Scale * B A</c> to the float32 weight of its projection, in place.</summary>
+    /// <summary>Adds each adapter's dense update <c>Scale * B A</c> to the weight of its projection (float32, or float64), in place.</summary>
     public void MergeInto(IReadOnlyDictionary<string, Tensor> weights)
     {
         using var noGrad = no_grad();

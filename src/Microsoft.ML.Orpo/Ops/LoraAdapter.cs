@@ -44,12 +44,14 @@ internal sealed class LoraAdapter : IDisposable
         return ReferenceLinear.Forward(down, B, null, matmulType).MoveToOuterDisposeScope(); // (..., out)
     }
 
-    /// <summary>The dense update <c>Scale * B A</c> (out, in) in float32, for merging.</summary>
+    /// <summary>
+    /// The dense update <c>Scale * B A</c> (out, in), for merging, in the adapters' type (float32, or float64 in
+    /// exactness tests: a float32 product would round a float64 merge).
+    /// </summary>
     public Tensor Dense()
     {
         using var noGrad = no_grad();
-        using var scope = NewDisposeScope();
-        return B.to_type(ScalarType.Float32).matmul(A.to_type(ScalarType.Float32)).mul_(Scale).MoveToOuterDisposeScope();
+        return B.matmul(A).mul_(Scale);
     }
 
     public void Dispose()

@@ -21,7 +21,16 @@ internal sealed class ReferenceLlama : IDisposable
 
     public Dictionary<string, Tensor> Weights { get; }
 
-    private Tensor W(string name) => Weights[name];
+    /// <summary>
+    /// LoRA adapters by module path (<c>model.layers.0.self_attn.q_proj</c>), owned by the caller: the module's weight
+    /// becomes the effective <c>W + Scale * B A</c>, built in autograd, so the gradients reach A and B.
+    /// </summary>
+    public Dictionary<string, (Tensor A, Tensor B, double Scale)> Lora { get; } = new();
+
+    private Tensor W(string name) =>
+        name.EndsWith(".weight", StringComparison.Ordinal) && Lora.TryGetValue(name[..^".weight".Length], out var lora)
+            ? Weights[name] + lora.B.matmul(lora.A) * lora.Scale
+            : Weights[name];
 
     private Tensor Linear(Tensor x, string name) =>
         Weights.TryGetValue(name + ".bias", out var bias) ? x.matmul(W(name + ".weight").t()) + bias : x.matmul(W(name + ".weight").t());

@@ -11,8 +11,7 @@ namespace Microsoft.ML.Orpo.Tests.Lora;
 [TestClass]
 public sealed class LoraAdapterTests
 {
-    private static LoraConfig Config(int rank = 4, double alpha = 8, double dropout = 0, bool bf16 = false, params string[] targets) =>
-        new(rank, alpha, dropout, targets.Length == 0 ? LoraOptions.AllLinear.ToList() : targets, bf16);
+    private static LoraConfig Config(double dropout = 0, params string[] targets) => LoraFixtures.Config(dropout: dropout, targets: targets);
 
     private static float[] Logits(CausalLanguageModel model, long[] ids)
     {

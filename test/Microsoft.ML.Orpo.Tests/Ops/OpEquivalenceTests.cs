@@ -2,6 +2,9 @@ using Microsoft.ML.Orpo.Tests.Infrastructure;
 using Microsoft.ML.Orpo.Training;
 using TorchSharp;
 using Microsoft.ML.Orpo.Ops;
+using Microsoft.ML.Orpo.Ops.Reference;
+using TorchSharp.Modules;
+using F = TorchSharp.torch.nn.functional;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Orpo.Tests.Ops;
@@ -54,6 +57,8 @@ public sealed class OpEquivalenceTests
         public required Func<bool> KernelApplies { get; init; }
         /// <summary>Products the packed GEMM must at least count on the kernel's side with gradients (<see cref="Path.GemmKernel"/>; 1 without).</summary>
         public int GemmProducts { get; init; } = 1;
+        /// <summary>Products the packed GEMM may at most count there: a frozen weight must cost no weight-gradient product.</summary>
+        public int? MaxGemmProducts { get; init; }
         /// <summary>
         /// The least scale an error is measured against: for results that are zero in exact arithmetic, where the
         /// reference holds only rounding noise of its terms, the size of those terms.
@@ -124,7 +129,11 @@ public sealed class OpEquivalenceTests
         }
         long products = PackedGemm.ProductsOnThisThread - before;
         if (kernelSide && c.Path == Path.GemmKernel)
+        {
             Assert.IsGreaterThanOrEqualTo(c.Gradients ? setup.GemmProducts : 1, products, $"products through the packed GEMM ({side})");
+            if (c.Gradients && setup.MaxGemmProducts is int most)
+                Assert.IsLessThanOrEqualTo(most, products, $"products through the packed GEMM ({side}): none for a frozen weight's gradient");
+        }
         else if (!kernelSide || c.Path == Path.NoKernel)
             Assert.AreEqual(0L, products, $"products through the packed GEMM ({side})");
         return new Result(outputs.Select(o => o.detach()).ToArray(), gradients, upstream);
@@ -162,6 +171,17 @@ public sealed class OpEquivalenceTests
         new("Linear 16 rows, 600 -> 513, bias, no grad", () => Linear([2, 8], 600, 513, bias: true), Gradients: false),
         new("Linear bf16, 2x37 rows, 257 -> 513, bias", () => Linear([2, 37], 257, 513, bias: true, ScalarType.BFloat16), Path.NoKernel, Tolerance: Exact),
         new("Linear bf16, 1 row, 515 -> 1031, no grad", () => Linear([1, 1], 515, 1031, bias: false, ScalarType.BFloat16), Path.NoKernel, Gradients: false, Tolerance: Exact),
+
+        // LoRA on a frozen float32 base: the base through the kernels (many rows: forward and input gradient, no weight
+        // gradient), against the adapter's definition W x + b + s B (A x) through libtorch; input, A and B gradients.
+        new("Linear + LoRA r4, 2x37 rows, 257 -> 513, frozen base", () => AdaptedLinear([2, 37], 257, 513, rank: 4, bias: false), Path.GemmKernel),
+        new("Linear + LoRA r8, 120 rows, 512 -> 256, frozen base and bias", () => AdaptedLinear([120], 512, 256, rank: 8, bias: true), Path.GemmKernel),
+        new("Linear + LoRA r4, 1 row (single token), 515 -> 1031, no grad", () => AdaptedLinear([1, 1], 515, 1031, rank: 4, bias: false), Gradients: false),
+        // A bfloat16-stored frozen weight multiplied in float32 (FrozenLinear), against F.linear on the converted weight.
+        new("FrozenLinear bf16 weight, 2x37 rows, 257 -> 513", () => FrozenLinear([2, 37], 257, 513, bias: false, rank: 0)),
+        new("FrozenLinear bf16 weight and bias, 5 rows, 64 -> 172", () => FrozenLinear([5], 64, 172, bias: true, rank: 0)),
+        new("FrozenLinear bf16 weight + LoRA r4, 2x37 rows, 257 -> 513", () => FrozenLinear([2, 37], 257, 513, bias: false, rank: 4)),
+        new("FrozenLinear bf16 weight, 1 row, 515 -> 1031, no grad", () => FrozenLinear([1, 1], 515, 1031, bias: false, rank: 0), Gradients: false),
 
         // The LM head while decoding: few rows against a large odd-sized vocabulary (FewRowsLinear).
         new("Logits 1 row, vocabulary 8191 x 64, no grad", () => Logits([1, 1], 8191, 64), Gradients: false),
@@ -206,6 +226,11 @@ public sealed class OpEquivalenceTests
         new("SwiGlu 5 rows (2-D), 9 -> 7, bias", () => SwiGlu([5], 9, 7, bias: true)),
         new("SwiGlu 2x5 rows, 173 -> 64, bias, no grad", () => SwiGlu([2, 5], 173, 64, bias: true), Gradients: false),
         new("SwiGlu bf16, 2x37 rows, 173 -> 64, bias", () => SwiGlu([2, 37], 173, 64, bias: true, ScalarType.BFloat16), Path.NoKernel, Tolerance: Exact),
+        // With a LoRA adapter on the frozen down projection (FusedSwiGlu.ProductWithGradient, then the adapted projection).
+        new("SwiGlu + down_proj LoRA r4, 2x37 rows, 173 -> 64", () => AdaptedSwiGlu([2, 37], 173, 64, rank: 4)),
+        new("SwiGlu + down_proj LoRA r8, 3x20 rows, 1031 -> 96 (four chunks)", () => AdaptedSwiGlu([3, 20], 1031, 96, rank: 8)),
+        new("SwiGlu + down_proj LoRA r4, 1 row (single token), 515 -> 512", () => AdaptedSwiGlu([1, 1], 515, 512, rank: 4)),
+        new("SwiGlu + down_proj LoRA r4, 2x5 rows, 173 -> 64, no grad", () => AdaptedSwiGlu([2, 5], 173, 64, rank: 4), Gradients: false),
 
         // Token log-probabilities in chunks of 16 rows (ChunkedLogProbs) against the full logits (chunkRows 0).
         new("TokenLogProbs 2x37 rows, vocabulary 4099 x 96", () => TokenLogProbs([2, 37], 4099, 96)),
@@ -249,6 +274,73 @@ public sealed class OpEquivalenceTests
                 : PackedGemm.IsEnabled),
             GemmProducts = 3, // forward, input gradient, weight gradient
             Owned = [module],
+        };
+    }
+
+    /// <summary>A rank-<paramref name="rank"/> adapter with non-zero A and B (scale 2), dropout off; and the module frozen.</summary>
+    private static LoraAdapter Adapter(Linear module, int rank)
+    {
+        foreach (var parameter in module.parameters()) parameter.requires_grad_(false);
+        long inputs = module.in_features, outputs = module.out_features;
+        return new LoraAdapter(new Parameter(randn(rank, inputs) / Math.Sqrt(inputs)), new Parameter(randn(outputs, rank) * 0.2),
+            scale: 2, new LoraDropout(0), index: 0);
+    }
+
+    /// <summary>The definition: <c>F.linear(x, W, b) + s B (A x)</c> in float32, the weight and bias converted when stored otherwise.</summary>
+    private static Tensor AdaptedReference(Tensor x, Linear module, LoraAdapter? adapter)
+    {
+        var y = F.linear(x, module.weight!.to_type(ScalarType.Float32), module.bias?.to_type(ScalarType.Float32));
+        return adapter is null ? y : y + F.linear(F.linear(x, adapter.A), adapter.B) * adapter.Scale;
+    }
+
+    private static Setup AdaptedLinear(long[] rows, int inputs, int outputs, int rank, bool bias)
+    {
+        var module = nn.Linear(inputs, outputs, hasBias: bias);
+        var adapter = Adapter(module, rank);
+        var x = randn([.. rows, inputs]).requires_grad_(true);
+        bool fewRows = rows.Aggregate(1L, (a, b) => a * b) <= KernelThresholds.FewRowsMaxRows;
+        return new Setup
+        {
+            Run = kernel => [kernel ? Op.Linear(x, module, null, adapter) : AdaptedReference(x, module, adapter)],
+            Leaves = [("input", x), ("lora A", adapter.A), ("lora B", adapter.B)],
+            KernelApplies = () => fewRows
+                ? KernelPolicy.Allows(CpuKernels.FewRowsProduct) && FewRowsLinear.Supports(x, module.weight!)
+                : PackedGemm.IsEnabled,
+            GemmProducts = 2,    // forward, input gradient
+            MaxGemmProducts = 2, // and no weight gradient
+            Owned = [module, adapter],
+        };
+    }
+
+    private static Setup FrozenLinear(long[] rows, int inputs, int outputs, bool bias, int rank)
+    {
+        var module = nn.Linear(inputs, outputs, hasBias: bias);
+        var adapter = rank > 0 ? Adapter(module, rank) : null;
+        foreach (var parameter in module.parameters()) parameter.requires_grad_(false);
+        module.to(ScalarType.BFloat16);
+        var x = randn([.. rows, inputs]).requires_grad_(true);
+        return new Setup
+        {
+            Run = kernel => [kernel ? Op.Linear(x, module, ScalarType.Float32, adapter) : AdaptedReference(x, module, adapter)],
+            Leaves = adapter is null ? [("input", x)] : [("input", x), ("lora A", adapter.A), ("lora B", adapter.B)],
+            // Op.Linear's rule for FrozenLinear: a frozen weight stored in another type than the product's.
+            KernelApplies = () => module.weight!.dtype == ScalarType.BFloat16 && !module.weight.requires_grad && module.bias?.requires_grad != true,
+            Owned = adapter is null ? [module] : [module, adapter],
+        };
+    }
+
+    private static Setup AdaptedSwiGlu(long[] rows, int width, int outputs, int rank)
+    {
+        var gate = (randn([.. rows, width]) * linspace(0.1, 12, width)).requires_grad_(true);
+        var up = randn([.. rows, width]).requires_grad_(true);
+        var down = nn.Linear(width, outputs, hasBias: false);
+        var adapter = Adapter(down, rank);
+        return new Setup
+        {
+            Run = kernel => [kernel ? Op.SwiGlu(gate, up, down, null, adapter) : AdaptedReference(ReferenceSwiGlu.Product(gate, up), down, adapter)],
+            Leaves = [("gate", gate), ("up", up), ("lora A", adapter.A), ("lora B", adapter.B)],
+            KernelApplies = () => KernelPolicy.Allows(CpuKernels.SwiGlu) && FusedSwiGlu.Supports(gate, up, down),
+            Owned = [down, adapter],
         };
     }
 

@@ -1,0 +1,121 @@
+using Microsoft.ML.Orpo.ModelFiles;
+using Microsoft.ML.Orpo.Modeling;
+using Microsoft.ML.Orpo.Tests.Training;
+using Microsoft.ML.Orpo.Training;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Orpo.Tests.Lora;
+
+/// <summary>LoRA training's variants: a bfloat16 frozen base (with and without mixed precision) and adapter dropout.</summary>
+[TestClass]
+public sealed class LoraTrainingTests
+{
+    private static CausalLanguageModel Adapted(LoraConfig config, int bSeed = 7)
+    {
+        var model = TrainingFixtures.LoadModel();
+        LoraFixtures.RandomizeB(LoraAdapters.Create(model.Network, config, seed: 5), bSeed);
+        return model;
+    }
+
+    [TestMethod]
+    [DataRow(OrpoPrecision.Float32)]
+    [DataRow(OrpoPrecision.BFloat16)]
+    public void BFloat16BaseTrainsTheAdaptersAndStaysBitIdentical(OrpoPrecision precision)
+    {
+        using var model = Adapted(LoraFixtures.Config(bf16: true));
+        var network = model.Network;
+        Assert.IsTrue(network.Projections().All(p => p.Module.weight!.dtype == ScalarType.BFloat16), "decoder projections in bfloat16");
+        Assert.IsTrue(network.NamedWeights().Where(p => !p.Name.EndsWith("_proj.weight", StringComparison.Ordinal))
+            .All(p => p.Parameter.dtype == ScalarType.Float32), "embedding, norms and head stay float32");
+        Assert.IsTrue(network.Adapters!.NamedParameters().All(p => p.Parameter.dtype == ScalarType.Float32), "float32 adapters");
+        var baseBefore = TrainingFixtures.Snapshot(model);
+        var adaptersBefore = LoraFixtures.Snapshot(network.Adapters);
+        var pairs = LoraFixtures.ShortPairs(model, 4);
+        var settings = TrainingFixtures.Plain(batchSize: 2, learningRate: 1e-2) with { Lora = network.Adapters.Config, Precision = precision };
+        var history = new OrpoTrainer(model, settings).Train(pairs);
+
+        // The same adapters on the float32 base: the first step's loss within bfloat16 rounding (of the base, and of
+        // the products under mixed precision).
+        using var reference = Adapted(LoraFixtures.Config());
+        var referenceHistory = new OrpoTrainer(reference, settings with { Precision = OrpoPrecision.Float32, Epochs = 1 }).Train(pairs);
+        double lossGap = Math.Abs(history[0].Loss - referenceHistory[0].Loss) / referenceHistory[0].Loss;
+        Console.WriteLine($"bfloat16 base, {precision}: losses {string.Join(", ", history.Select(h => h.Loss.ToString("F5")))}; first loss {lossGap:E2} from the float32 base's");
+        Assert.HasCount(2, history);
+        Assert.IsTrue(history.All(h => double.IsFinite(h.Loss) && h.GradNorm > 0), "finite losses, non-zero gradients");
+        Assert.IsLessThan(2e-2, lossGap);
+        Assert.IsTrue(TrainingFixtures.BitIdentical(baseBefore, TrainingFixtures.Snapshot(model)), "the bfloat16 base is untouched");
+        Assert.IsTrue(network.Projections().All(p => p.Module.weight!.dtype == ScalarType.BFloat16), "still bfloat16");
+        var adaptersAfter = LoraFixtures.Snapshot(network.Adapters);
+        Assert.IsTrue(adaptersAfter.All(kv => !kv.Value.AsSpan().SequenceEqual(adaptersBefore[kv.Key])), "every A and B moved");
+    }
+
+    [TestMethod]
+    public void BFloat16BaseComputesTheFloat32ProductOfTheRoundedWeights()
+    {
+        using var float32Base = Adapted(LoraFixtures.Config());
+        using var bf16Base = Adapted(LoraFixtures.Config(bf16: true));
+        var exact = LoraFixtures.Logits(float32Base);
+        var rounded = LoraFixtures.Logits(bf16Base);
+        double roundingGap = LoraFixtures.RelativeMaxError(exact, rounded);
+        // The float32 base with its projections rounded to bfloat16 by hand: the same function up to float32 summation.
+        using (no_grad())
+            foreach (var (_, _, module, _) in float32Base.Network.Projections())
+                using (var roundedWeight = module.weight!.to_type(ScalarType.BFloat16).to_type(ScalarType.Float32))
+                    module.weight.copy_(roundedWeight);
+        double productGap = LoraFixtures.RelativeMaxError(LoraFixtures.Logits(float32Base), rounded);
+        Console.WriteLine($"bfloat16 base: logits {roundingGap:E2} from the float32 base's, {productGap:E2} from the float32 product of the rounded weights");
+        Assert.IsGreaterThan(1e-5, roundingGap, "the base really is rounded");
+        Assert.IsLessThan(2e-2, roundingGap, "within bfloat16 rounding (8-bit mantissa, 4e-3 per weight) through five layers");
+        Assert.IsLessThan(2e-6, productGap);
+    }
+
+    /// <summary>Two steps of 2 pairs from the same adapters; the adapters afterwards.</summary>
+    private static Dictionary<string, double[]> Train(double dropout, int seed, bool recompute)
+    {
+        using var model = Adapted(LoraFixtures.Config(dropout: dropout));
+        var settings = TrainingFixtures.Plain(batchSize: 2, learningRate: 1e-2) with
+        {
+            Lora = model.Network.Adapters!.Config, Seed = seed, RecomputeActivations = recompute,
+        };
+        new OrpoTrainer(model, settings).Train(LoraFixtures.ShortPairs(model, 4));
+        return LoraFixtures.Snapshot(model.Network.Adapters);
+    }
+
+    [TestMethod]
+    public void DropoutIsReproducibleFromTheSeedAndRedrawnIdenticallyWhenRecomputing()
+    {
+        var first = Train(dropout: 0.2, seed: 1, recompute: false);
+        Assert.IsTrue(LoraFixtures.BitIdentical(first, Train(dropout: 0.2, seed: 1, recompute: false)), "same seed: bit-identical adapters");
+        Assert.IsTrue(LoraFixtures.BitIdentical(first, Train(dropout: 0.2, seed: 1, recompute: true)),
+            "recomputed activations draw the same masks: bit-identical adapters");
+        // The masks matter: another seed draws others, and no dropout trains otherwise.
+        double otherSeed = LoraFixtures.MaxDifference(first, Train(dropout: 0.2, seed: 2, recompute: false));
+        double noDropout = LoraFixtures.MaxDifference(first, Train(dropout: 0, seed: 1, recompute: false));
+        Console.WriteLine($"dropout 0.2: adapters {otherSeed:E2} from another seed's, {noDropout:E2} from no dropout's");
+        Assert.IsGreaterThan(1e-4, otherSeed);
+        Assert.IsGreaterThan(1e-4, noDropout);
+    }
+
+    [TestMethod]
+    public void DropoutIsOffOutsideTrainingSteps()
+    {
+        using var model = Adapted(LoraFixtures.Config(dropout: 0.5));
+        var settings = TrainingFixtures.Plain(batchSize: 2, learningRate: 1e-2) with { Lora = model.Network.Adapters!.Config };
+        new OrpoTrainer(model, settings).Train(LoraFixtures.ShortPairs(model, 2));
+        var adapters = model.Network.Adapters;
+        model.Network.eval();
+        var evaluated = LoraFixtures.Logits(model);
+        CollectionAssert.AreEqual(evaluated, LoraFixtures.Logits(model), "deterministic");
+        // The same trained adapters without dropout: the same logits, bit for bit.
+        using var plain = TrainingFixtures.LoadModel();
+        var weights = adapters.Export();
+        LoraAdapters.Load(plain.Network, adapters.Config with { Dropout = 0 }, weights, "trained adapters");
+        foreach (var t in weights.Values) t.Dispose();
+        CollectionAssert.AreEqual(evaluated, LoraFixtures.Logits(plain), "equal to the model without dropout");
+        // Inside a training step the same forward drops inputs.
+        double[] dropped;
+        using (adapters.Dropout.During(runSeed: 1, step: 0, microBatch: 0)) dropped = LoraFixtures.Logits(model);
+        Assert.IsGreaterThan(1e-3, LoraFixtures.RelativeMaxError(evaluated, dropped), "dropout acts during a training step");
+        CollectionAssert.AreEqual(evaluated, LoraFixtures.Logits(model), "and is off again after it");
+    }
+}
