@@ -55,9 +55,12 @@ internal static class PreferenceForward
         return terms with { Loss = terms.Loss.MoveToOuterDisposeScope() };
     }
 
-    /// <summary>Training (gradients recorded) with the chunked LM head goes through <see cref="FusedOrpoLoss"/>.</summary>
+    /// <summary>
+    /// Training (gradients recorded, into the LM head or, with LoRA, into the adapters below a frozen head) with the
+    /// chunked LM head goes through <see cref="FusedOrpoLoss"/>.
+    /// </summary>
     private static bool UsesFusedLoss(LlamaForCausalLM network, int logitsChunkRows) =>
-        logitsChunkRows > 0 && is_grad_enabled() && network.LmHeadWeight.requires_grad;
+        logitsChunkRows > 0 && is_grad_enabled() && (network.LmHeadWeight.requires_grad || network.Adapters is not null);
 
     /// <summary>
     /// (N) flat index into the (2B x (L-1)) predictions of the scored ones: every response token, plus the chosen
