@@ -2,13 +2,14 @@ using System.Security.Cryptography;
 using Microsoft.ML;
 using Microsoft.ML.Orpo;
 
-// Usage: Microsoft.ML.Orpo.TrainChild <modelFolder> <checkpointDirectory> <outputFolder>
+// Usage: Microsoft.ML.Orpo.TrainChild <modelFolder> <checkpointDirectory> <outputFolder> [lora]
 // Trains 16 optimiser steps (a checkpoint after each) through the public OrpoFineTune API. Prints "resumed <step>"
 // when it continues an earlier run, "step <k>" after each step, then "done <SHA-256 of the final model.safetensors>".
-// On failure prints the exception to stderr and exits 3.
-if (args.Length != 3)
+// With "lora" it trains a rank-4 all-linear LoRA adapter (default dropout 0.05) instead, and the hash is that of the
+// adapter_model.safetensors SaveAdapter writes. On failure prints the exception to stderr and exits 3.
+if (args.Length is not (3 or 4) || (args.Length == 4 && args[3] != "lora"))
 {
-    Console.Error.WriteLine("usage: <modelFolder> <checkpointDirectory> <outputFolder>");
+    Console.Error.WriteLine("usage: <modelFolder> <checkpointDirectory> <outputFolder> [lora]");
     return 2;
 }
 
@@ -35,10 +36,12 @@ try
         BaseModelPath = args[0], CheckpointDirectory = args[1], CheckpointInterval = 1, CheckpointsToKeep = 2,
         BatchSize = 2, Epochs = 1, LearningRate = 1e-3, Seed = 7, MaxLength = 64, Shuffle = true, WarmupRatio = 0.1,
         Progress = new ConsoleProgress(),
+        Lora = args.Length == 4 ? new LoraOptions { Rank = 4, Alpha = 8 } : null,
     };
     using OrpoTransformer model = ml.Transforms.OrpoFineTune(options).Fit(ml.Data.LoadFromEnumerable(rows));
-    model.SaveHuggingFace(args[2]);
-    using var weights = File.OpenRead(Path.Combine(args[2], "model.safetensors"));
+    if (options.Lora is null) model.SaveHuggingFace(args[2]);
+    else model.SaveAdapter(args[2]);
+    using var weights = File.OpenRead(Path.Combine(args[2], options.Lora is null ? "model.safetensors" : "adapter_model.safetensors"));
     Console.WriteLine("done " + Convert.ToHexString(SHA256.HashData(weights)));
     return 0;
 }

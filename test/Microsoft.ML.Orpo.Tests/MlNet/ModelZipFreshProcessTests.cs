@@ -39,6 +39,19 @@ public sealed class ModelZipFreshProcessTests
         StringAssert.Contains(stderr, "InvalidOperationException");
     }
 
+    /// <summary>
+    /// Loads <paramref name="zip"/> in a fresh process with RegisterOrpo, transforms <paramref name="texts"/> from the
+    /// Prompt column, and asserts that it loaded an <see cref="OrpoTransformer"/> that responds <paramref name="expected"/>.
+    /// </summary>
+    internal static void AssertFreshOrpoResponses(string zip, IReadOnlyList<string> texts, IReadOnlyList<string> expected)
+    {
+        var (code, stdout, stderr) = RunFresh(zip, "register", "Prompt", "Response", texts);
+        Assert.AreEqual(0, code, stderr);
+        var lines = stdout.Split('\n').Select(l => l.TrimEnd('\r')).ToArray();
+        Assert.AreEqual(nameof(OrpoTransformer), lines[0]);
+        CollectionAssert.AreEqual(expected.ToArray(), lines.Skip(1).Take(texts.Count).ToArray(), stdout);
+    }
+
     internal static (int Code, string Stdout, string Stderr) RunFresh(string zip, string mode, string input, string output, IEnumerable<string> texts)
     {
         string dir = AppContext.BaseDirectory;

@@ -64,11 +64,7 @@ public sealed class OrpoPipelineTests
 
         string path = Path.Combine(TestAssets.NewTempDirectory("orpo-zip"), "orpo.zip");
         ml.Model.Save(model, prompts.Schema, path);
-        var (code, stdout, stderr) = ModelZipFreshProcessTests.RunFresh(path, "register", "Prompt", "Response", Prompts);
-        Assert.AreEqual(0, code, stderr);
-        var lines = stdout.Split('\n').Select(l => l.TrimEnd('\r')).ToArray();
-        Assert.AreEqual(nameof(OrpoTransformer), lines[0]);
-        CollectionAssert.AreEqual(expected, lines.Skip(1).Take(Prompts.Length).ToArray(), stdout);
+        ModelZipFreshProcessTests.AssertFreshOrpoResponses(path, Prompts, expected);
     }
 
     [TestMethod]

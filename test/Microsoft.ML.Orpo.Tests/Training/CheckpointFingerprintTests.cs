@@ -71,6 +71,34 @@ public sealed class CheckpointFingerprintTests
         }), tokenizer);
     }
 
+    /// <summary>As <see cref="FineTuningRun"/> records new adapters: the settings carry the checked LoRA config.</summary>
+    private static string LoraFingerprint(LoraOptions lora, string? initialAdapterSha256 = null)
+    {
+        var options = Options(o => o.Lora = lora);
+        var settings = TrainingSettings.Resolve(options, Config, 17, null) with { Lora = LoraConfig.From(lora), InitialAdapterSha256 = initialAdapterSha256 };
+        return CheckpointStore.Fingerprint(settings, Pairs);
+    }
+
+    [TestMethod]
+    public void LoraOptionsKeepTheirFingerprint()
+    {
+        var lora = new LoraOptions { Rank = 8, Alpha = 16, Dropout = 0.05, TargetModules = ["q_proj", "v_proj"] };
+        string pinned = LoraFingerprint(lora);
+        Assert.AreEqual("B0C9D6E1CEA3A4EB5C0DDED75E98A494D00589264B1AD76C1F21EA9951ACD426", pinned, $"the fingerprint is now {pinned}");
+        // Every LoRA field and the adapter a run starts from are part of it; full fine-tuning's is not the same.
+        Assert.AreNotEqual(Fingerprint(Options()), pinned);
+        foreach (var other in new[]
+                 {
+                     new LoraOptions { Rank = 4, Alpha = 16, Dropout = 0.05, TargetModules = ["q_proj", "v_proj"] },
+                     new LoraOptions { Rank = 8, Alpha = 8, Dropout = 0.05, TargetModules = ["q_proj", "v_proj"] },
+                     new LoraOptions { Rank = 8, Alpha = 16, Dropout = 0, TargetModules = ["q_proj", "v_proj"] },
+                     new LoraOptions { Rank = 8, Alpha = 16, Dropout = 0.05, TargetModules = ["q_proj"] },
+                     new LoraOptions { Rank = 8, Alpha = 16, Dropout = 0.05, TargetModules = ["q_proj", "v_proj"], BFloat16Base = true },
+                 })
+            Assert.AreNotEqual(pinned, LoraFingerprint(other));
+        Assert.AreNotEqual(pinned, LoraFingerprint(lora, new string('A', 64)));
+    }
+
     [TestMethod]
     public void ADrawnSeedIsNotPartOfTheFingerprint() =>
         Assert.AreEqual(Fingerprint(Options(), fallbackSeed: 1), Fingerprint(Options(), fallbackSeed: 2));
