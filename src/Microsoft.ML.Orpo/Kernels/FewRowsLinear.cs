@@ -12,10 +12,14 @@ namespace Microsoft.ML.Orpo.Kernels;
 /// few-row shapes far below what streaming the weight once allows. Each weight row is read once and multiplied with up
 /// to eight input rows held in cache; output blocks are independent, so results do not depend on the thread count.
 /// (benchmarks/README.md, "Measurements behind the code: FewRowsLinear")
+/// A bfloat16 weight (a LoRA run's frozen base) is read as stored, half the bytes, and widened to float32 a row at a
+/// time: the products are float32 products of the rounded weights, as in training.
 /// </summary>
 internal static class FewRowsLinear
 {
     private const int BlockOutputs = 512;
+
+    [ThreadStatic] private static float[]? widenedRow;
 
     public static bool Supports(Tensor x, Tensor weight) => Supports(x, weight, x.shape, weight.shape);
 
@@ -47,7 +51,7 @@ internal static class FewRowsLinear
         if (wShape.Length != 2 || xShape.Length == 0 || xShape[^1] != wShape[1]) return false;
         long elements = xShape.Aggregate(1L, (a, b) => a * b), weightElements = wShape[0] * wShape[1];
         return elements > 0 && elements / wShape[1] <= KernelThresholds.FewRowsMaxRows && weightElements >= KernelThresholds.FewRowsMinWeightElements && weightElements <= int.MaxValue / 4
-            && x.dtype == ScalarType.Float32 && weight.dtype == ScalarType.Float32
+            && x.dtype == ScalarType.Float32 && weight.dtype is ScalarType.Float32 or ScalarType.BFloat16
             && x.device_type == DeviceType.CPU && weight.device_type == DeviceType.CPU && weight.is_contiguous()
             && !(is_grad_enabled() && (x.requires_grad || weight.requires_grad));
     }
@@ -61,14 +65,36 @@ internal static class FewRowsLinear
     /// </summary>
     private static void Multiply(Tensor input, Tensor weight, Tensor output, int rows, int d, int outputs, int from, int to)
     {
-        ReadOnlySpan<float> x = Floats(input), w = Floats(weight);
+        ReadOnlySpan<float> x = Floats(input);
         Span<float> y = Floats(output);
-        if (rows == 1)
-            for (int o = from; o < to; o++) y[o] = Dot(x, w.Slice(o * d, d));
-        else
-            for (int o = from; o < to; o++)
+        bool widen = weight.dtype == ScalarType.BFloat16;
+        ReadOnlySpan<float> w = widen ? default : Floats(weight);
+        ReadOnlySpan<ushort> packed = widen ? MemoryMarshal.Cast<byte, ushort>(weight.bytes) : default;
+        Span<float> row = widen ? (widenedRow is { } buffer && buffer.Length >= d ? buffer : widenedRow = new float[d]).AsSpan(0, d) : default;
+        for (int o = from; o < to; o++)
+        {
+            ReadOnlySpan<float> weightRow = widen ? Widen(packed.Slice(o * d, d), row) : w.Slice(o * d, d);
+            if (rows == 1) y[o] = Dot(x, weightRow);
+            else
                 for (int r = 0; r < rows; r += 8)
-                    EightRows(x, w.Slice(o * d, d), y, Math.Min(8, rows - r), r, d, o, outputs);
+                    EightRows(x, weightRow, y, Math.Min(8, rows - r), r, d, o, outputs);
+        }
+    }
+
+    /// <summary>bfloat16 bits -> float32 (the bits shifted into the high half, exact), into <paramref name="row"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static ReadOnlySpan<float> Widen(ReadOnlySpan<ushort> bits, Span<float> row)
+    {
+        Span<uint> words = MemoryMarshal.Cast<float, uint>(row);
+        int n = Vector<ushort>.Count, c = 0;
+        for (; c + n <= bits.Length; c += n)
+        {
+            Vector.Widen(new Vector<ushort>(bits.Slice(c, n)), out var low, out var high);
+            Vector.ShiftLeft(low, 16).CopyTo(words.Slice(c, n / 2));
+            Vector.ShiftLeft(high, 16).CopyTo(words.Slice(c + n / 2, n / 2));
+        }
+        for (; c < bits.Length; c++) words[c] = (uint)bits[c] << 16;
+        return row;
     }
 
     /// <summary>x . w with four independent accumulators (one output row: the loop is bound by the FMA latency otherwise).</summary>

@@ -13,7 +13,7 @@ internal static partial class Op
     /// <paramref name="adapter"/> (<see cref="LoraAdapter"/>) multiplied the same way. Kernels: many float32 rows through
     /// the packed GEMM (<see cref="PackedLinear"/>), decoding's few rows through <see cref="FewRowsLinear"/>; a frozen
     /// weight stored in another type than the product's (a bfloat16 base) through <see cref="FrozenLinear"/>, which keeps
-    /// no converted copy for the backward pass. The weight's size comes from the module's own fields: reading a
+    /// no converted copy for the backward pass, or, decoding, through <see cref="FewRowsLinear"/>, which reads it as stored. The weight's size comes from the module's own fields: reading a
     /// TorchSharp shape costs as much as a small decoding product.
     /// </summary>
     public static Tensor Linear(Tensor x, Linear module, ScalarType? matmulType, LoraAdapter? adapter = null)
@@ -26,7 +26,14 @@ internal static partial class Op
     {
         var weight = module.weight!;
         var type = matmulType ?? x.dtype;
-        if (type != weight.dtype && !weight.requires_grad && module.bias?.requires_grad != true) return FrozenLinear.Forward(x, weight, module.bias, type);
+        if (type != weight.dtype && !weight.requires_grad && module.bias?.requires_grad != true)
+        {
+            // Decoding reads a frozen bfloat16 base as stored (half the bytes) in the few-rows kernel.
+            if (type == x.dtype && KernelPolicy.Allows(CpuKernels.FewRowsProduct) && module.in_features * module.out_features >= KernelThresholds.FewRowsMinWeightElements
+                && FewRowsLinear.TryApply(x, weight) is { } few)
+                return module.bias is null ? few : few.add_(module.bias);
+            return FrozenLinear.Forward(x, weight, module.bias, type);
+        }
         if (type != weight.dtype || type != x.dtype) return ReferenceLinear.Forward(x, weight, module.bias, type);
         long weightElements = module.in_features * module.out_features;
         if (weightElements >= KernelThresholds.PackedLinearMinWeightElements && PackedLinear.TryApply(x, weight, module.bias) is { } y) return y;

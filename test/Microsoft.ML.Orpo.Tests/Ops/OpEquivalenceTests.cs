@@ -182,6 +182,9 @@ public sealed class OpEquivalenceTests
         new("FrozenLinear bf16 weight and bias, 5 rows, 64 -> 172", () => FrozenLinear([5], 64, 172, bias: true, rank: 0)),
         new("FrozenLinear bf16 weight + LoRA r4, 2x37 rows, 257 -> 513", () => FrozenLinear([2, 37], 257, 513, bias: false, rank: 4)),
         new("FrozenLinear bf16 weight, 1 row, 515 -> 1031, no grad", () => FrozenLinear([1, 1], 515, 1031, bias: false, rank: 0), Gradients: false),
+        // Decoding with a bfloat16 base: FewRowsLinear reads the stored bfloat16 weight and widens it a row at a time.
+        new("FewRowsLinear bf16 weight and bias, 3 rows, 515 -> 1031, no grad", () => FrozenLinear([3, 1], 515, 1031, bias: true, rank: 0, fewRows: true), Gradients: false),
+        new("FewRowsLinear bf16 weight + LoRA r4, 11 rows, 515 -> 1031, no grad", () => FrozenLinear([11], 515, 1031, bias: false, rank: 4, fewRows: true), Gradients: false),
 
         // The LM head while decoding: few rows against a large odd-sized vocabulary (FewRowsLinear).
         new("Logits 1 row, vocabulary 8191 x 64, no grad", () => Logits([1, 1], 8191, 64), Gradients: false),
@@ -312,7 +315,7 @@ public sealed class OpEquivalenceTests
         };
     }
 
-    private static Setup FrozenLinear(long[] rows, int inputs, int outputs, bool bias, int rank)
+    private static Setup FrozenLinear(long[] rows, int inputs, int outputs, bool bias, int rank, bool fewRows = false)
     {
         var module = nn.Linear(inputs, outputs, hasBias: bias);
         var adapter = rank > 0 ? Adapter(module, rank) : null;
@@ -323,8 +326,11 @@ public sealed class OpEquivalenceTests
         {
             Run = kernel => [kernel ? Op.Linear(x, module, ScalarType.Float32, adapter) : AdaptedReference(x, module, adapter)],
             Leaves = adapter is null ? [("input", x)] : [("input", x), ("lora A", adapter.A), ("lora B", adapter.B)],
-            // Op.Linear's rule for FrozenLinear: a frozen weight stored in another type than the product's.
-            KernelApplies = () => module.weight!.dtype == ScalarType.BFloat16 && !module.weight.requires_grad && module.bias?.requires_grad != true,
+            // Op.Linear's rule for FrozenLinear: a frozen weight stored in another type than the product's; decoding's
+            // few rows of it go through FewRowsLinear.
+            KernelApplies = fewRows
+                ? () => KernelPolicy.Allows(CpuKernels.FewRowsProduct) && FewRowsLinear.Supports(x, module.weight!)
+                : () => module.weight!.dtype == ScalarType.BFloat16 && !module.weight.requires_grad && module.bias?.requires_grad != true,
             Owned = adapter is null ? [module] : [module, adapter],
         };
     }
