@@ -238,6 +238,10 @@ internal sealed class LlamaModel : nn.Module
     public Tensor Forward(Tensor inputIds, Tensor cos, Tensor sin, AttentionLayout layout, ScalarType? matmulType, bool recompute)
     {
         var h = embed_tokens.forward(inputIds);
+        // A frozen embedding (LoRA) gives an input without a gradient, and a recomputed layer's node is an autograd
+        // node of its inputs only (not of the adapters inside): the loss would have no graph at all. As PEFT's
+        // enable_input_require_grads, the embedding output then asks for a gradient.
+        if (recompute && !h.requires_grad) h.requires_grad_(true);
         foreach (var layer in layers)
             h = recompute ? RecomputedLayer.Apply(layer, h, cos, sin, layout, matmulType) : layer.Forward(h, cos, sin, layout, matmulType);
         return norm.forward(h);

@@ -55,9 +55,13 @@ internal static class PreferenceForward
         return terms with { Loss = terms.Loss.MoveToOuterDisposeScope() };
     }
 
-    /// <summary>Training (gradients recorded) with the chunked LM head goes through <see cref="FusedOrpoLoss"/>.</summary>
+    /// <summary>
+    /// Training (gradients recorded) with the chunked LM head goes through <see cref="FusedOrpoLoss"/>, also with a
+    /// frozen head under LoRA (then without the head's weight-gradient product: two LM-head products per row, against
+    /// three forward and backward through <see cref="ChunkedLogProbs"/>).
+    /// </summary>
     private static bool UsesFusedLoss(LlamaForCausalLM network, int logitsChunkRows) =>
-        logitsChunkRows > 0 && is_grad_enabled() && network.LmHeadWeight.requires_grad;
+        logitsChunkRows > 0 && is_grad_enabled() && (network.LmHeadWeight.requires_grad || network.Adapters is not null);
 
     /// <summary>
     /// (N) flat index into the (2B x (L-1)) predictions of the scored ones: every response token, plus the chosen
