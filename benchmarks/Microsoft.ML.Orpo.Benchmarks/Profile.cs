@@ -8,45 +8,52 @@ using static TorchSharp.torch;
 
 namespace Microsoft.ML.Orpo.Benchmarks;
 
-/// <summary>Where one ORPO step spends its time: batch build, forward, backward, gradient norm, AdamW.</summary>
+/// <summary>Where one ORPO step spends its time: batch build, forward, backward, gradient norm, AdamW (wall clock; cpu_*: process CPU time).</summary>
 internal static class Profile
 {
     public static JsonObject Step(string modelName, int prompt, int response, int pairsPerStep, int steps, bool shared, int chunkRows,
-        OrpoPrecision precision = OrpoPrecision.Float32)
+        OrpoPrecision precision = OrpoPrecision.Float32, LoraConfig? lora = null)
     {
         using var model = BenchModels.Load(modelName);
         var network = model.Network;
+        if (lora is not null) LoraAdapters.Create(network, lora, 42);
         network.train();
         var pairs = Scenarios.Pairs(pairsPerStep, prompt, response, Math.Min(model.Config.VocabSize, 32000), 42);
         var settings = new TrainingSettings
         {
             Lambda = 0.1, BatchSize = pairsPerStep, SharedPromptForward = shared, LogitsChunkRows = chunkRows, Precision = precision,
         };
-        var parameters = network.NamedWeights();
+        var parameters = network.TrainableWeights();
         using var optimizer = new AdamW(parameters, 0.9, 0.999, 1e-8, 0);
-        var parts = new Dictionary<string, double> { ["forward"] = 0, ["backward"] = 0, ["gradnorm"] = 0, ["adamw"] = 0, ["hidden_only"] = 0 };
+        var parts = new Dictionary<string, double> { ["forward"] = 0, ["backward"] = 0, ["gradnorm"] = 0, ["adamw"] = 0, ["hidden_only"] = 0,
+            ["cpu_forward"] = 0, ["cpu_backward"] = 0, ["cpu_hidden_only"] = 0 };
         double nllTokens = pairs.Sum(p => (double)p.ChosenIds.Count);
         using var scratch = new LogitsScratch(); // as the trainer: one logits block for the run
         for (int s = 0; s < steps + 1; s++)
         {
             var clock = Stopwatch.StartNew();
+            double cpuStart = CpuSeconds();
             network.zero_grad();
+            network.Adapters?.ZeroGradients();
             using var scope = NewDisposeScope();
+            using var dropout = network.Adapters?.Dropout.During(42, s, 0);
             var (terms, _) = PreferenceForward.Loss(network, pairs, settings, CPU, nllTokens, pairs.Count, scratch);
-            double forward = clock.Elapsed.TotalSeconds;
+            double forward = clock.Elapsed.TotalSeconds, cpuForward = CpuSeconds() - cpuStart;
             terms.Loss.backward();
-            double backward = clock.Elapsed.TotalSeconds;
+            double backward = clock.Elapsed.TotalSeconds, cpuBackward = CpuSeconds() - cpuStart - cpuForward;
             GradientNorm.ClipAndMeasure(parameters, 0);
             double norm = clock.Elapsed.TotalSeconds;
             optimizer.Step(1e-4);
             double adam = clock.Elapsed.TotalSeconds;
-            double hiddenOnly;
+            double hiddenOnly, cpuHiddenOnly;
             using (no_grad())
             {
                 using var batch = PreferenceBatch.Create(pairs, false, CPU);
                 var c2 = Stopwatch.StartNew();
+                var cpu2 = CpuSeconds();
                 network.HiddenStates(batch.InputIds, matmulType: precision.MatmulType()).Dispose();
                 hiddenOnly = c2.Elapsed.TotalSeconds;
+                cpuHiddenOnly = CpuSeconds() - cpu2;
             }
             if (s == 0) continue;
             parts["forward"] += forward / steps;
@@ -54,11 +61,16 @@ internal static class Profile
             parts["gradnorm"] += (norm - backward) / steps;
             parts["adamw"] += (adam - norm) / steps;
             parts["hidden_only"] += hiddenOnly / steps;
+            parts["cpu_forward"] += cpuForward / steps;
+            parts["cpu_backward"] += cpuBackward / steps;
+            parts["cpu_hidden_only"] += cpuHiddenOnly / steps;
         }
         var json = new JsonObject { ["metric"] = "profile_seconds", ["value"] = Math.Round(parts.Values.Take(4).Sum(), 4) };
         foreach (var (k, v) in parts) json[k] = Math.Round(v, 4);
         return json;
     }
+
+    private static double CpuSeconds() => Process.GetCurrentProcess().TotalProcessorTime.TotalSeconds;
 }
 
 /// <summary>

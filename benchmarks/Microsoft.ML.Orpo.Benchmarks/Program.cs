@@ -4,6 +4,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.ML.Orpo;
 using Microsoft.ML.Orpo.Benchmarks;
+using Microsoft.ML.Orpo.Modeling;
 using Microsoft.ML.Orpo.Training;
 using static TorchSharp.torch;
 
@@ -37,9 +38,10 @@ if (options.Scenario is not null)
     return 0;
 }
 
-// Profiles and interleaved A/B runs run only when named.
+// Profiles, interleaved A/B runs and the LoRA scenarios (benchmarks/lora.sh) run only when named.
 var plans = Plan.All(options.Quick).Where(p => options.Only.Count == 0
     ? !p.Name.StartsWith("profile", StringComparison.Ordinal) && !p.Name.StartsWith("ab.", StringComparison.Ordinal)
+        && !p.Name.StartsWith("lora.", StringComparison.Ordinal)
     : options.Only.Any(o => p.Name.Contains(o, StringComparison.Ordinal))).ToList();
 if (options.List) { foreach (var p in plans) Console.WriteLine(p.Name); return 0; }
 var results = new List<JsonObject>();
@@ -122,6 +124,16 @@ internal sealed record Plan(string Name, Func<JsonObject> Run)
         yield return new("train.llama41m.shared.128+128", () => Scenarios.Train("llama41m", 128, 128, 4, 1, 1, true, chunk));
         yield return new("train.llama41m.concat.170+86", () => Scenarios.Train("llama41m", 170, 86, 4, 1, 1, false, chunk));
         yield return new("train.llama41m.shared.170+86", () => Scenarios.Train("llama41m", 170, 86, 4, 1, 1, true, chunk));
+        // LoRA (rank 16, alpha 32, dropout 0.05, all seven projections) against full fine-tuning, 4 pairs x 64+192 tokens:
+        // the 41.7M model as stored; the 0.5B shape with recomputed activations in every mode (full fine-tuning
+        // would not fit the machine otherwise), 1 warm-up + 1 measured step.
+        foreach (var (model, recompute, warm, measured) in new[] { ("llama41m", false, 1, steps41), ("qwen05b", true, 1, 1) })
+        {
+            yield return new($"lora.{model}.full", () => Scenarios.Train(model, 64, 192, 4, warm, measured, false, chunk, recompute));
+            foreach (bool bf16Base in new[] { false, true })
+                yield return new($"lora.{model}.{(bf16Base ? "bf16" : "fp32")}base", () => Scenarios.Train(model, 64, 192, 4, warm, measured, false, chunk, recompute,
+                    lora: new LoraConfig(16, 32, 0.05, LoraOptions.AllLinear, bf16Base)));
+        }
         // Interleaved A/B in one process: shared-prompt over concatenated tok/s (median of per-round ratios).
         foreach (var (p, r) in new[] { (170, 86), (128, 128), (64, 192) })
             yield return new($"ab.llama41m.shared-vs-concat.{p}+{r}", () => Interleaved.SharedVersusConcat("llama41m", p, r, 4, quick ? 3 : 6));
@@ -132,6 +144,12 @@ internal sealed record Plan(string Name, Func<JsonObject> Run)
         yield return new("profile.llama41m.chunked", () => Profile.Step("llama41m", 64, 192, 4, 1, false, chunk));
         yield return new("profile.precision.stories260K", () => PrecisionProfile.Run("stories260K", 64, 192, 4, quick ? 4 : 10));
         yield return new("profile.precision.llama41m", () => PrecisionProfile.Run("llama41m", 64, 192, 4, quick ? 2 : 4));
+        foreach (bool bf16Base in new[] { false, true })
+            yield return new($"profile.llama41m.lora.{(bf16Base ? "bf16" : "fp32")}base", () => Profile.Step("llama41m", 64, 192, 4, 2, false, chunk,
+                lora: new LoraConfig(16, 32, 0.05, LoraOptions.AllLinear, bf16Base)));
+        yield return new("profile.lora.pieces", () => LoraProfile.Run(quick ? 5 : 11, new[] { (512, 512), (512, 1376), (1376, 512) }));
+        yield return new("profile.lora.pieces.qwen05b", () => LoraProfile.Run(quick ? 3 : 5, new[] { (896, 896), (896, 4864), (4864, 896) }));
+        yield return new("profile.llama41m.lora.full", () => Profile.Step("llama41m", 64, 192, 4, 2, false, chunk));
         yield return new("profile.llama41m.bf16", () => Profile.Step("llama41m", 64, 192, 4, 1, false, chunk, bf16));
         yield return new("profile.attention.stories", () => AttentionProfile.Run(8, 8, 256, 8));
         yield return new("profile.attention.llama41m", () => AttentionProfile.Run(8, 8, 256, 64));
@@ -191,6 +209,12 @@ internal static class Summary
         foreach (var model in new[] { "stories260K", "llama41m" })
             Ratio(results, $"gen.{model}.cache.b1", $"gen.{model}.recompute.b1", "value", $"{model} KV cache / recompute, batch 1");
         Ratio(results, "gen.stories260K.cache.b8", "gen.stories260K.recompute.b8", "value", "stories260K KV cache / recompute, batch 8");
+        foreach (var model in new[] { "llama41m", "qwen05b" })
+            foreach (var mode in new[] { "fp32base", "bf16base" })
+            {
+                Ratio(results, $"lora.{model}.{mode}", $"lora.{model}.full", "value", $"{model} LoRA {mode} / full fine-tuning tok/s (target >= 1.3)");
+                Ratio(results, $"lora.{model}.{mode}", $"lora.{model}.full", "peak_rss_mib", $"{model} LoRA {mode} / full fine-tuning peak RSS (target <= 0.45 at qwen05b)");
+            }
     }
 
     private static void Ratio(IReadOnlyList<JsonObject> results, string a, string b, string field, string label) =>

@@ -11,7 +11,10 @@ using static TorchSharp.torch;
 
 namespace Microsoft.ML.Orpo.Benchmarks;
 
-/// <summary>The two benchmark models: the vendored stories260K and a randomly initialised 41.7M-parameter LLaMA.</summary>
+/// <summary>
+/// The benchmark models: the vendored stories260K, a randomly initialised 41.7M-parameter LLaMA, and a randomly
+/// initialised model of Qwen2.5-0.5B's shape (<c>qwen05b</c>, 494M parameters, for the LoRA scenarios).
+/// </summary>
 internal static class BenchModels
 {
     public static string RepoRoot { get; } = FindRepoRoot();
@@ -24,20 +27,41 @@ internal static class BenchModels
         BosTokenId = 1, EosTokenId = 2,
     };
 
+    /// <summary>
+    /// Qwen2.5-0.5B's shape (its config.json): 24 layers, hidden 896, 14 heads of 64, 2 KV heads, MLP 4864, vocab
+    /// 151936, q/k/v biases, tied embeddings, rope theta 1e6: 494,032,768 parameters.
+    /// </summary>
+    public static LlamaConfig Qwen05B => new()
+    {
+        Architecture = ModelArchitecture.Qwen2, HiddenSize = 896, IntermediateSize = 4864, NumHiddenLayers = 24,
+        NumAttentionHeads = 14, NumKeyValueHeads = 2, HeadDim = 64, VocabSize = 151936, MaxPositionEmbeddings = 32768,
+        RmsNormEps = 1e-6, RopeTheta = 1e6, TieWordEmbeddings = true, AttentionBias = true, BosTokenId = 1, EosTokenId = 2,
+    };
+
     public static CausalLanguageModel Load(string name)
     {
         string stories = Path.Combine(RepoRoot, "models", "stories260K", "hf");
         if (name == "stories260K") return CausalLanguageModel.Load(stories, null, "cpu");
-        if (name != "llama41m") throw new ArgumentException($"unknown model '{name}'");
-        var config = Llama41M;
-        // Random N(0, 0.02) weights (HF's initializer_range), norms at 1; the tokenizer is only a placeholder here.
+        var config = name switch
+        {
+            "llama41m" => Llama41M,
+            "qwen05b" => Qwen05B,
+            _ => throw new ArgumentException($"unknown model '{name}'"),
+        };
+        // Random N(0, 0.02) weights (HF's initializer_range), norms at 1, biases at 0; the tokenizer is only a placeholder here.
         manual_seed(1234);
+        var tokenizer = OrpoTokenizer.Load(stories, null);
+        if (name == "qwen05b")
+        {
+            using var lazy = new RandomWeights(config);
+            return CausalLanguageModel.Create(config, lazy, tokenizer, CPU, $"random {name}");
+        }
+        // 41.7M: drawn as it always was (a full-size probe first), so its weights and losses stay those of earlier runs.
         var weights = new Dictionary<string, Tensor>();
         using (var probe = new LlamaForCausalLM(config))
             foreach (var (n, p) in probe.NamedWeights())
                 weights[n] = p.dim() >= 2 ? normal(0, 0.02, p.shape) : ones(p.shape);
-        var tokenizer = OrpoTokenizer.Load(stories, null);
-        try { return CausalLanguageModel.Create(config, weights, tokenizer, CPU, "random llama41m"); }
+        try { return CausalLanguageModel.Create(config, weights, tokenizer, CPU, $"random {name}"); }
         finally { foreach (var t in weights.Values) t.Dispose(); }
     }
 
@@ -49,6 +73,44 @@ internal static class BenchModels
             if (File.Exists(Path.Combine(dir.FullName, "Microsoft.ML.Orpo.sln"))) return dir.FullName;
         return Directory.GetCurrentDirectory();
     }
+}
+
+/// <summary>
+/// A random state dict drawn one tensor at a time as the model copies it in (and freed at the next), so that building
+/// a 0.5B model never holds a second copy of its weights (which would be the process's peak RSS). Names and shapes
+/// come from a one-layer probe: every layer has layer 0's shapes.
+/// </summary>
+internal sealed class RandomWeights : IReadOnlyDictionary<string, Tensor>, IDisposable
+{
+    private readonly Dictionary<string, long[]> shapes = new(StringComparer.Ordinal);
+    private Tensor? current;
+
+    public RandomWeights(LlamaConfig config)
+    {
+        using var probe = new LlamaForCausalLM(config with { NumHiddenLayers = 1 });
+        var layer0 = probe.NamedWeights().ToDictionary(p => p.Name, p => p.Parameter.shape, StringComparer.Ordinal);
+        foreach (var (n, shape) in layer0)
+            if (!n.StartsWith("model.layers.0.", StringComparison.Ordinal)) shapes[n] = shape;
+            else for (int i = 0; i < config.NumHiddenLayers; i++) shapes["model.layers." + i + n["model.layers.0".Length..]] = shape;
+    }
+
+    public bool TryGetValue(string key, [System.Diagnostics.CodeAnalysis.MaybeNullWhen(false)] out Tensor value)
+    {
+        current?.Dispose();
+        current = null;
+        if (!shapes.TryGetValue(key, out var shape)) { value = null; return false; }
+        value = current = shape.Length >= 2 ? normal(0, 0.02, shape) : key.EndsWith(".bias", StringComparison.Ordinal) ? zeros(shape) : ones(shape);
+        return true;
+    }
+
+    public Tensor this[string key] => TryGetValue(key, out var value) ? value : throw new KeyNotFoundException(key);
+    public IEnumerable<string> Keys => shapes.Keys;
+    public IEnumerable<Tensor> Values => shapes.Keys.Select(k => this[k]);
+    public int Count => shapes.Count;
+    public bool ContainsKey(string key) => shapes.ContainsKey(key);
+    public IEnumerator<KeyValuePair<string, Tensor>> GetEnumerator() => shapes.Keys.Select(k => KeyValuePair.Create(k, this[k])).GetEnumerator();
+    System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
+    public void Dispose() => current?.Dispose();
 }
 
 /// <summary>Peak resident memory of this process (Linux VmHWM), in MiB.</summary>
@@ -124,11 +186,14 @@ internal static class Scenarios
     }
 
     /// <summary>ORPO training steps through <see cref="OrpoTrainer"/> (forward + backward + AdamW), timed after warm-up.</summary>
+    /// <param name="lora">LoRA adapters to train instead of the weights (attached with seed 42 after loading), or null: full fine-tuning.</param>
     public static JsonObject Train(string modelName, int prompt, int response, int pairsPerStep, int warmup, int steps,
-        bool sharedPrompt, int chunkRows, bool recompute = false, OrpoPrecision precision = OrpoPrecision.Float32)
+        bool sharedPrompt, int chunkRows, bool recompute = false, OrpoPrecision precision = OrpoPrecision.Float32, LoraConfig? lora = null)
     {
         using var model = BenchModels.Load(modelName);
         long parameters = BenchModels.ParameterCount(model);
+        if (lora is not null) LoraAdapters.Create(model.Network, lora, 42);
+        long trainable = model.Network.TrainableWeights().Sum(p => p.Parameter.numel());
         var pairs = Pairs(pairsPerStep * (warmup + steps), prompt, response, Math.Min(model.Config.VocabSize, 32000), 42);
         var settings = new TrainingSettings
         {
@@ -136,9 +201,14 @@ internal static class Scenarios
             Epochs = 1, Shuffle = false, GroupByLength = false,
             MaxLength = prompt + response, MaxPromptLength = prompt, CheckpointDirectory = null,
             SharedPromptForward = sharedPrompt, LogitsChunkRows = chunkRows, RecomputeActivations = recompute, Precision = precision,
+            Lora = lora,
         };
         double rssBefore = Memory.RssMiB();
-        var history = new OrpoTrainer(model, settings).Train(pairs);
+        // Process CPU time at the end of each step: CPU seconds per measured step move less than wall time when other
+        // processes compete for the cores (with one intra-op thread, cpu_step_s ~ step_s on an idle machine).
+        var cpuAtStep = new List<double>();
+        var callbacks = new TrainingCallbacks { AfterStep = _ => cpuAtStep.Add(Process.GetCurrentProcess().TotalProcessorTime.TotalSeconds) };
+        var history = new OrpoTrainer(model, settings, callbacks).Train(pairs);
         double tokensPerStep = 2.0 * pairsPerStep * (prompt + response);
         var measured = history.Skip(warmup).ToList();
         double seconds = measured.Sum(m => tokensPerStep / m.TokensPerSecond);
@@ -150,12 +220,14 @@ internal static class Scenarios
         {
             ["metric"] = "train_tokens_per_s", ["value"] = Math.Round(tokensPerSecond, 2),
             ["model_gflops"] = Math.Round(flopsPerToken * tokensPerSecond / 1e9, 2),
-            ["params"] = parameters, ["prompt"] = prompt, ["response"] = response, ["pairs"] = pairsPerStep,
+            ["params"] = parameters, ["trainable_params"] = trainable, ["prompt"] = prompt, ["response"] = response, ["pairs"] = pairsPerStep,
             ["steps"] = measured.Count, ["step_s"] = Math.Round(seconds / measured.Count, 3),
+            ["cpu_step_s"] = Math.Round((cpuAtStep[^1] - cpuAtStep[warmup - 1]) / measured.Count, 3),
             ["loss_first"] = Math.Round(history[0].Loss, 5), ["loss_last"] = Math.Round(history[^1].Loss, 5),
             ["peak_rss_mib"] = Math.Round(Memory.PeakRssMiB(), 1), ["rss_before_mib"] = Math.Round(rssBefore, 1),
             ["shared_prompt"] = sharedPrompt, ["logits_chunk_rows"] = chunkRows, ["recompute_activations"] = recompute,
             ["precision"] = precision == OrpoPrecision.BFloat16 ? "bf16" : "fp32",
+            ["lora"] = lora is null ? "none" : $"r{lora.Rank} alpha{lora.Alpha} dropout{lora.Dropout} {lora.TargetModules.Count} targets {(lora.BFloat16Base ? "bf16" : "fp32")} base",
         };
     }
 

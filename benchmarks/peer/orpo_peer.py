@@ -16,12 +16,49 @@ Usage: /usr/bin/python3 orpo_peer.py [--quick] [--threads N] [--only a,b] [--out
 import argparse, json, math, os, random, resource, struct, subprocess, sys, time
 
 import torch
+import torch.utils.checkpoint
 import torch.nn.functional as F
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 STORIES = os.path.join(ROOT, "models", "stories260K", "hf")
 LLAMA41M = dict(hidden_size=512, intermediate_size=1376, num_hidden_layers=8, num_attention_heads=8,
                 num_key_value_heads=8, vocab_size=32000, rms_norm_eps=1e-5, rope_theta=10000.0)
+# Qwen2.5-0.5B's shape (random weights): q/k/v biases, tied embeddings, 494,032,768 parameters.
+QWEN05B = dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+               num_key_value_heads=2, vocab_size=151936, rms_norm_eps=1e-6, rope_theta=1e6, attention_bias=True)
+
+
+class LoraLinear(torch.nn.Module):
+    """PEFT's LoRA layer from its formula: y = W x + b + (alpha / r) B(A dropout(x)), W and b frozen (optionally
+    stored in bf16 and multiplied in fp32, as ours), A Kaiming-uniform (+-1/sqrt(in)), B zero."""
+
+    def __init__(self, base, r, alpha, dropout, bf16_base):
+        super().__init__()
+        base.requires_grad_(False)
+        if bf16_base:
+            base.to(torch.bfloat16)
+        self.base, self.scale, self.p = base, alpha / r, dropout
+        bound = 1 / math.sqrt(base.in_features)
+        self.lora_A = torch.nn.Parameter(torch.empty(r, base.in_features).uniform_(-bound, bound))
+        self.lora_B = torch.nn.Parameter(torch.zeros(base.out_features, r))
+
+    def forward(self, x):
+        w, b = self.base.weight, self.base.bias
+        if w.dtype != x.dtype and not torch.is_autocast_cpu_enabled():
+            w, b = w.to(x.dtype), (b.to(x.dtype) if b is not None else None)
+        y = F.linear(x, w, b)
+        return y + self.scale * F.linear(F.linear(F.dropout(x, self.p, self.training), self.lora_A), self.lora_B)
+
+
+def apply_lora(model, r=16, alpha=32, dropout=0.05, bf16_base=False):
+    """Adapters on all seven projections of every layer; everything else frozen (embedding/LM head and norms too)."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for layer in model.layers:
+        for block, names in ((layer.self_attn, ("q_proj", "k_proj", "v_proj", "o_proj")), (layer.mlp, ("gate_proj", "up_proj", "down_proj"))):
+            for n in names:
+                setattr(block, n, LoraLinear(getattr(block, n), r, alpha, dropout, bf16_base))
+    return model
 
 
 # ---------------------------------------------------------------------------------------------- model
@@ -45,9 +82,10 @@ class Attention(torch.nn.Module):
         super().__init__()
         d, self.h, self.k = c["hidden_size"], c["num_attention_heads"], c["num_key_value_heads"]
         self.hd = d // self.h
-        self.q_proj = torch.nn.Linear(d, self.h * self.hd, bias=False)
-        self.k_proj = torch.nn.Linear(d, self.k * self.hd, bias=False)
-        self.v_proj = torch.nn.Linear(d, self.k * self.hd, bias=False)
+        bias = c.get("attention_bias", False)
+        self.q_proj = torch.nn.Linear(d, self.h * self.hd, bias=bias)
+        self.k_proj = torch.nn.Linear(d, self.k * self.hd, bias=bias)
+        self.v_proj = torch.nn.Linear(d, self.k * self.hd, bias=bias)
         self.o_proj = torch.nn.Linear(self.h * self.hd, d, bias=False)
 
     def forward(self, x, cos, sin, mask, cache, layer):
@@ -98,6 +136,7 @@ class Llama(torch.nn.Module):
     def __init__(self, c):
         super().__init__()
         self.c = c
+        self.recompute = False
         self.embed_tokens = torch.nn.Embedding(c["vocab_size"], c["hidden_size"])
         self.layers = torch.nn.ModuleList(Layer(c) for _ in range(c["num_hidden_layers"]))
         self.norm = RMSNorm(c["hidden_size"], c["rms_norm_eps"])
@@ -116,7 +155,12 @@ class Llama(torch.nn.Module):
             mask = torch.full((t, t), float("-inf")).triu(1)
         x = self.embed_tokens(ids)
         for i, layer in enumerate(self.layers):
-            x = layer(x, cos, sin, mask, cache, i)
+            if self.recompute and torch.is_grad_enabled() and cache is None:
+                # Activation recomputation, as ours: keep each layer's input, rerun the layer in the backward pass
+                # (the RNG state is replayed, so the LoRA dropout masks are the same).
+                x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, mask, None, i, use_reentrant=False)
+            else:
+                x = layer(x, cos, sin, mask, cache, i)
         if cache is not None:
             cache.length = start + t
         return self.norm(x)
@@ -166,13 +210,13 @@ def load(name):
         model.load_state_dict(weights, strict=True)
         return model
     torch.manual_seed(1234)
-    model = Llama(dict(LLAMA41M))
+    model = Llama(dict(QWEN05B if name == "qwen05b" else LLAMA41M))
     with torch.no_grad():
-        for p in model.parameters():
+        for n, p in model.named_parameters():
             if p.dim() >= 2:
                 p.normal_(0, 0.02)
             else:
-                p.fill_(1)
+                p.fill_(0 if n.endswith(".bias") else 1)
     return model
 
 
@@ -232,24 +276,32 @@ def rss_mib():
     return float("nan")
 
 
-def train(name, prompt, response, npairs, warmup, steps, bf16=False):
+def train(name, prompt, response, npairs, warmup, steps, bf16=False, lora=None, recompute=False):
+    """lora: None (full fine-tuning) or "fp32"/"bf16" (the frozen base's storage type): rank 16, alpha 32, dropout
+    0.05, all seven projections; AdamW over A and B only."""
     model = load(name)
-    model.train()
     params = sum(p.numel() for p in model.parameters())
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    if lora is not None:
+        torch.manual_seed(42)
+        apply_lora(model, bf16_base=lora == "bf16")
+    model.recompute = recompute
+    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
     data = pairs(npairs * (warmup + steps), prompt, response, min(model.c["vocab_size"], 32000), 42)
     rss_before = rss_mib()
-    times, losses = [], []
+    times, cpu, losses = [], [], []
     for s in range(warmup + steps):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         ids, targets, resp = batch_tensors(data[s * npairs:(s + 1) * npairs])
         opt.zero_grad(set_to_none=False)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss = orpo_loss(model, ids, targets, resp, 0.1)
         loss.backward()
-        torch.sqrt(sum((p.grad * p.grad).sum() for p in model.parameters())).item()  # gradient norm, as ours
+        torch.sqrt(sum((p.grad * p.grad).sum() for p in trainable)).item()  # gradient norm, as ours
         opt.step()
         times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - cpu_start)
         losses.append(loss.item())
     tokens = 2.0 * npairs * (prompt + response)
     seconds = sum(times[warmup:])
@@ -258,8 +310,11 @@ def train(name, prompt, response, npairs, warmup, steps, bf16=False):
     flops = 6.0 * params + 12.0 * c["num_hidden_layers"] * c["hidden_size"] * (prompt + response)
     return dict(metric="train_tokens_per_s", value=round(tps, 2), model_gflops=round(flops * tps / 1e9, 2), params=params,
                 prompt=prompt, response=response, pairs=npairs, steps=steps, step_s=round(seconds / steps, 3),
+                cpu_step_s=round(sum(cpu[warmup:]) / steps, 3),
                 loss_first=round(losses[0], 5), loss_last=round(losses[-1], 5), peak_rss_mib=round(peak_rss_mib(), 1),
-                rss_before_mib=round(rss_before, 1), precision="bf16" if bf16 else "fp32")
+                rss_before_mib=round(rss_before, 1), precision="bf16" if bf16 else "fp32", trainable_params=sum(p.numel() for p in trainable),
+                recompute_activations=recompute,
+                lora="none" if lora is None else "r16 alpha32 dropout0.05 7 targets %s base" % lora)
 
 
 def precision_profile(name, prompt, response, npairs, rounds):
@@ -363,6 +418,13 @@ def plans(quick):
         yield "train.llama41m.concat.%d+%d" % (p, r), (lambda p=p, r=r: train("llama41m", p, r, 4, w, s if p == 64 else 1))
         if p == 64:
             yield "train.llama41m.bf16.64+192", lambda: train("llama41m", 64, 192, 4, w, s, bf16=True)
+    # LoRA against full fine-tuning (the .NET harness's lora.*): the 0.5B shape with recomputed activations, LoRA only
+    # (its full fine-tuning would need far more memory here with full logits, and minutes per step).
+    yield "lora.llama41m.full", lambda: train("llama41m", 64, 192, 4, w, s)
+    for base in ("fp32", "bf16"):
+        yield "lora.llama41m.%sbase" % base, (lambda base=base: train("llama41m", 64, 192, 4, w, s, lora=base))
+    # At the 0.5B shape only the usual fp32 base (each step takes minutes here).
+    yield "lora.qwen05b.fp32base", lambda: train("qwen05b", 64, 192, 4, 1, 1, lora="fp32", recompute=True)
     n = 64 if quick else 256
     yield "profile.precision.stories260K", lambda: precision_profile("stories260K", 64, 192, 4, 4 if quick else 10)
     yield "profile.precision.llama41m", lambda: precision_profile("llama41m", 64, 192, 4, 2 if quick else 4)
@@ -412,7 +474,7 @@ def main():
     sink = open(a.out, "w") if a.out else None
     for name, _ in plans(a.quick):
         # Profiles run only when named, as in the .NET harness.
-        if (only and not any(o in name for o in only)) or (not only and name.startswith("profile")):
+        if (only and not any(o in name for o in only)) or (not only and name.startswith(("profile", "lora."))):
             continue
         cmd = [sys.executable, os.path.abspath(__file__), "--scenario", name, "--threads", str(a.threads)] + (["--quick"] if a.quick else [])
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)

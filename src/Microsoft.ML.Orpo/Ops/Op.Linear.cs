@@ -19,7 +19,9 @@ internal static partial class Op
     public static Tensor Linear(Tensor x, Linear module, ScalarType? matmulType, LoraAdapter? adapter = null)
     {
         var y = BaseLinear(x, module, matmulType);
-        return adapter is null ? y : y.add_(adapter.Update(x, matmulType), alpha: adapter.Scale);
+        if (adapter is null) return y;
+        using var update = adapter.Update(x, matmulType);
+        return y.add_(update);
     }
 
     private static Tensor BaseLinear(Tensor x, Linear module, ScalarType? matmulType)

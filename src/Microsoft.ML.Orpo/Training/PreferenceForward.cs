@@ -56,8 +56,9 @@ internal static class PreferenceForward
     }
 
     /// <summary>
-    /// Training (gradients recorded, into the LM head or, with LoRA, into the adapters below a frozen head) with the
-    /// chunked LM head goes through <see cref="FusedOrpoLoss"/>.
+    /// Training (gradients recorded) with the chunked LM head goes through <see cref="FusedOrpoLoss"/>, also with a
+    /// frozen head under LoRA (then without the head's weight-gradient product: two LM-head products per row, against
+    /// three forward and backward through <see cref="ChunkedLogProbs"/>).
     /// </summary>
     private static bool UsesFusedLoss(LlamaForCausalLM network, int logitsChunkRows) =>
         logitsChunkRows > 0 && is_grad_enabled() && (network.LmHeadWeight.requires_grad || network.Adapters is not null);

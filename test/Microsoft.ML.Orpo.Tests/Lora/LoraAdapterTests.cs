@@ -74,6 +74,29 @@ public sealed class LoraAdapterTests
     }
 
     [TestMethod]
+    public void RecomputedActivationsTrainTheAdaptersAsStoredOnesDo()
+    {
+        IReadOnlyList<OrpoStepMetrics> Train(bool recompute)
+        {
+            using var model = TrainingFixtures.LoadModel();
+            LoraAdapters.Create(model.Network, Config(dropout: 0.1), seed: 5);
+            var settings = TrainingFixtures.Plain(batchSize: 4, learningRate: 1e-2) with
+            {
+                Lora = model.Network.Adapters!.Config, RecomputeActivations = recompute,
+            };
+            return new OrpoTrainer(model, settings).Train(TrainingFixtures.TrainPairs(model, 8));
+        }
+        var stored = Train(false);
+        var recomputed = Train(true);
+        Assert.AreEqual(2, recomputed.Count);
+        for (int i = 0; i < stored.Count; i++)
+        {
+            Assert.AreEqual(stored[i].Loss, recomputed[i].Loss, 1e-5 * Math.Abs(stored[i].Loss), $"step {i + 1} loss");
+            Assert.AreEqual(stored[i].GradNorm, recomputed[i].GradNorm, 1e-4 * stored[i].GradNorm, $"step {i + 1} gradient norm");
+        }
+    }
+
+    [TestMethod]
     public void MergedModelMatchesTheTrainedAdapterModelWithin1e5()
     {
         using var model = TrainingFixtures.LoadModel();

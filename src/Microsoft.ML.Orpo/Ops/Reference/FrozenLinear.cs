@@ -1,3 +1,5 @@
+using Microsoft.ML.Orpo.Kernels;
+using TorchSharp;
 using Microsoft.ML.Orpo.Native;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
@@ -8,7 +10,8 @@ namespace Microsoft.ML.Orpo.Ops.Reference;
 /// <c>y = x W^T + b</c> for a frozen weight stored in another type than the product runs in (a bfloat16 base under
 /// LoRA, multiplied in float32): the weight is converted for the product and again for the input gradient, never
 /// kept converted. Through <see cref="ReferenceLinear"/> autograd would save every layer's converted weight until the
-/// backward pass, giving back the memory the low-precision base saves. Device-agnostic libtorch calls.
+/// backward pass, giving back the memory the low-precision base saves. Device-agnostic libtorch calls, except that
+/// many float32 rows on the CPU go through <see cref="PackedGemm"/> (as an unconverted float32 weight does) where it is enabled.
 /// </summary>
 internal static class FrozenLinear
 {
@@ -21,8 +24,26 @@ internal static class FrozenLinear
     internal static Tensor Product(Tensor x, Tensor weight, Tensor? bias, ScalarType type)
     {
         using var scope = NewDisposeScope();
-        return F.linear(x.to_type(type), weight.to_type(type), bias?.to_type(type)).MoveToOuterDisposeScope();
+        var (input, w, b) = (x.to_type(type), weight.to_type(type), bias?.to_type(type));
+        // Many float32 rows on the CPU: the packed GEMM, as an unconverted float32 weight would take (Op.Linear).
+        if (UsesPackedGemm(input, w)) return PackedLinear.Forward(input, w, b).MoveToOuterDisposeScope();
+        return F.linear(input, w, b).MoveToOuterDisposeScope();
     }
+
+    /// <summary>dy (..., out) -> dx (..., in) = dy W in <paramref name="type"/>, W converted for this product only.</summary>
+    internal static Tensor InputGradient(Tensor gradOutput, Tensor weight, ScalarType type)
+    {
+        using var scope = NewDisposeScope();
+        var (dy, w) = (gradOutput.to_type(type), weight.to_type(type));
+        if (!UsesPackedGemm(dy, w)) return dy.matmul(w).MoveToOuterDisposeScope();
+        long[] shape = (long[])dy.shape.Clone();
+        shape[^1] = w.shape[1];
+        return CpuMatmul.Multiply(dy.reshape(-1, w.shape[0]).contiguous(), false, w.contiguous(), false).view(shape).MoveToOuterDisposeScope();
+    }
+
+    private static bool UsesPackedGemm(Tensor rows, Tensor weight) =>
+        PackedGemm.IsEnabled && rows.dtype == ScalarType.Float32 && rows.device_type == DeviceType.CPU
+        && weight.numel() >= KernelThresholds.PackedLinearMinWeightElements && rows.numel() / rows.shape[^1] > KernelThresholds.FewRowsMaxRows;
 }
 
 /// <summary>The autograd node behind <see cref="FrozenLinear"/>: saves only the (already stored) weight.</summary>
@@ -47,8 +68,10 @@ internal sealed class FrozenLinearFunction : autograd.SingleTensorFunction<Froze
     {
         var type = (ScalarType)ctx.get_data("type");
         var inputType = (ScalarType)ctx.get_data("inputType");
-        using var w = saved[0].to_type(type);
-        var dx = grad_output.to_type(type).matmul(w).to_type(inputType); // (..., in)
+        var dx = FrozenLinear.InputGradient(grad_output, saved[0], type);     // (..., in)
+        if (dx.dtype != inputType)
+            using (var product = dx)
+                dx = product.to_type(inputType);
         return new List<Tensor> { dx, null!, null!, null! };
     });
 }

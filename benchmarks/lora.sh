@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# LoRA against full fine-tuning, and against the PyTorch peer's LoRA: rounds of benchmarks/run.sh over the lora.*
+# scenarios (each scenario in a process of its own, ours then the peer's same scenario right after, same threads),
+# then benchmarks/lora_report.py: the ratios of every round, their medians and spread, and the targets.
+# The 41.7M scenarios take ~1 minute a round; the 0.5B shape ~15 minutes (1 warm-up + 1 measured step per scenario,
+# ours: full, LoRA fp32 base, LoRA bf16 base; the peer: LoRA fp32 base), so it runs in the first --rounds-05b rounds only.
+# Usage: benchmarks/lora.sh [--rounds N] [--rounds-05b N] [--threads N]   (defaults: 2, 1, 1)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=2; ROUNDS05=1; THREADS=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rounds) ROUNDS="$2"; shift 2 ;;
+    --rounds-05b) ROUNDS05="$2"; shift 2 ;;
+    --threads) THREADS="$2"; shift 2 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+OUT=${BENCH_OUT:-benchmarks/results}/lora
+rm -rf "$OUT"; mkdir -p "$OUT"
+for r in $(seq 1 "$ROUNDS"); do
+  only="lora.llama41m"; [ "$r" -le "$ROUNDS05" ] && only="lora.llama41m,lora.qwen05b"
+  mkdir -p "$OUT/round$r"
+  # The BLAS probe of round 1 serves every round.
+  [ "$r" -gt 1 ] && cp "$OUT"/round1/blas-probe.*.json "$OUT/round$r/" 2>/dev/null || true
+  echo "== round $r: $only"
+  BENCH_OUT="$OUT/round$r" bash benchmarks/run.sh --threads "$THREADS" --only "$only"
+done
+/usr/bin/python3 benchmarks/lora_report.py "$OUT"/round* | tee "$OUT/report.txt"

@@ -1,0 +1,85 @@
+#!/usr/bin/python3
+"""LoRA benchmark report (benchmarks/lora.sh): reads each round folder's ours.jsonl and peer.jsonl (run.sh's output),
+prints one JSON line per ratio and round, then per ratio the median and spread over rounds and, for the targets,
+PASS or FAIL on the median.
+
+Ratios: LoRA / full fine-tuning tokens/s on the same model (wall clock, and by process CPU seconds per step, which moves
+less when other processes compete for the cores), LoRA / full peak RSS, ours / the PyTorch peer's LoRA tokens/s.
+Usage: /usr/bin/python3 benchmarks/lora_report.py ROUND_DIR...
+"""
+import json, os, statistics, sys
+
+MODES = ("fp32base", "bf16base")
+MODELS = ("llama41m", "qwen05b")
+SIX_GB_MIB = 6e9 / 2 ** 20  # "fits in 6 GB", read strictly as 6 * 10^9 bytes (5722 MiB)
+
+
+def read(path):
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return {r["scenario"]: r for r in (json.loads(l) for l in f if l.startswith("{"))}
+
+
+def ratios(ours, peer):
+    """(name, value) pairs of one round."""
+    out = []
+    for model in MODELS:
+        full = ours.get("lora.%s.full" % model)
+        for mode in MODES:
+            lora = ours.get("lora.%s.%s" % (model, mode))
+            if lora and full:
+                out.append(("%s %s/full tok/s" % (model, mode), lora["value"] / full["value"]))
+                if lora.get("cpu_step_s") and full.get("cpu_step_s"):
+                    out.append(("%s %s/full tok/s by CPU time" % (model, mode), full["cpu_step_s"] / lora["cpu_step_s"]))
+                out.append(("%s %s/full peak RSS" % (model, mode), lora["peak_rss_mib"] / full["peak_rss_mib"]))
+            theirs = peer.get("lora.%s.%s" % (model, mode))
+            if lora and theirs:
+                out.append(("%s %s ours/peer tok/s" % (model, mode), lora["value"] / theirs["value"]))
+                if lora.get("cpu_step_s") and theirs.get("cpu_step_s"):
+                    out.append(("%s %s ours/peer tok/s by CPU time" % (model, mode), theirs["cpu_step_s"] / lora["cpu_step_s"]))
+    bf16 = ours.get("lora.qwen05b.bf16base")
+    if bf16:
+        out.append(("qwen05b bf16base peak RSS MiB", bf16["peak_rss_mib"]))
+    return out
+
+
+TARGETS = [  # (ratio name prefix, comparison, bound, label)
+    ("llama41m fp32base/full tok/s", ">=", 1.3, "LoRA >= 1.3x full fine-tuning tok/s (41.7M, fp32 base)"),
+    ("llama41m bf16base/full tok/s", ">=", 1.3, "LoRA >= 1.3x full fine-tuning tok/s (41.7M, bf16 base)"),
+    ("qwen05b fp32base/full tok/s", ">=", 1.3, "LoRA >= 1.3x full fine-tuning tok/s (0.5B shape, fp32 base)"),
+    ("qwen05b bf16base/full tok/s", ">=", 1.3, "LoRA >= 1.3x full fine-tuning tok/s (0.5B shape, bf16 base)"),
+    ("qwen05b fp32base/full peak RSS", "<=", 0.45, "LoRA peak RSS <= 0.45x full fine-tuning (0.5B shape, fp32 base)"),
+    ("qwen05b bf16base/full peak RSS", "<=", 0.45, "LoRA peak RSS <= 0.45x full fine-tuning (0.5B shape, bf16 base)"),
+    ("qwen05b bf16base peak RSS MiB", "<=", SIX_GB_MIB, "0.5B LoRA step 4x256, bf16 base, fits in 6 GB (peak RSS MiB)"),
+    ("llama41m fp32base ours/peer tok/s", ">=", 1.5, "LoRA >= 1.5x the peer's LoRA tok/s (41.7M, fp32 base)"),
+    ("llama41m bf16base ours/peer tok/s", ">=", 1.5, "LoRA >= 1.5x the peer's LoRA tok/s (41.7M, bf16 base)"),
+    ("qwen05b fp32base ours/peer tok/s", ">=", 1.5, "LoRA >= 1.5x the peer's LoRA tok/s (0.5B shape, fp32 base)"),
+    ("qwen05b bf16base ours/peer tok/s", ">=", 1.5, "LoRA >= 1.5x the peer's LoRA tok/s (0.5B shape, bf16 base)"),
+]
+
+
+def main():
+    per_name = {}
+    for folder in sys.argv[1:]:
+        ours, peer = read(os.path.join(folder, "ours.jsonl")), read(os.path.join(folder, "peer.jsonl"))
+        for name, value in ratios(ours, peer):
+            per_name.setdefault(name, []).append(value)
+            print(json.dumps({"ratio": name, "round": os.path.basename(folder.rstrip("/")), "value": round(value, 3)}))
+    summary = {}
+    for name, values in per_name.items():
+        summary[name] = dict(median=round(statistics.median(values), 3), min=round(min(values), 3), max=round(max(values), 3), rounds=len(values))
+        print(json.dumps(dict(ratio=name, **summary[name])))
+    print()
+    for name, op, bound, label in TARGETS:
+        for suffix in ("", " by CPU time"):
+            s = summary.get(name + suffix)
+            if s is None:
+                continue
+            ok = s["median"] >= bound if op == ">=" else s["median"] <= bound
+            print(json.dumps({"target": label + suffix, "bound": "%s %.3g" % (op, bound), "median": s["median"],
+                              "min": s["min"], "max": s["max"], "rounds": s["rounds"], "result": "PASS" if ok else "FAIL"}))
+
+
+if __name__ == "__main__":
+    main()

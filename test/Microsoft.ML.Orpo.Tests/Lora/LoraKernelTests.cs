@@ -1,0 +1,79 @@
+using Microsoft.ML.Orpo.Kernels;
+using Microsoft.ML.Orpo.Ops;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace Microsoft.ML.Orpo.Tests.Lora;
+
+/// <summary>
+/// The float32 CPU paths of the adapter: <see cref="FusedLoraUpdate"/> (one autograd node) against the composed ops
+/// it replaces, and <see cref="HashedDropout"/>'s mask.
+/// </summary>
+[TestClass]
+public sealed class LoraKernelTests
+{
+    private static (Tensor Output, Tensor Dx, Tensor DA, Tensor DB) Run(Func<Tensor, Parameter, Parameter, Tensor> update, Tensor x0, Tensor a0, Tensor b0, Tensor upstream)
+    {
+        var x = x0.clone().requires_grad_(true);
+        var a = new Parameter(a0.clone(), true);
+        var b = new Parameter(b0.clone(), true);
+        var output = update(x, a, b);
+        (output * upstream).sum().backward();
+        return (output.detach(), x.grad!.clone(), a.grad!.clone(), b.grad!.clone());
+    }
+
+    private static void AssertClose(Tensor expected, Tensor actual, string what)
+    {
+        double scale = Math.Max(1e-6, expected.abs().max().item<float>());
+        double worst = (expected - actual).abs().max().item<float>();
+        Assert.IsLessThan(1e-5 * scale, worst, $"{what}: worst {worst} against scale {scale}");
+    }
+
+    [TestMethod]
+    [DataRow(0.0)]
+    [DataRow(0.3)]
+    public void FusedUpdateMatchesTheComposedOpsInValuesAndGradients(double probability)
+    {
+        manual_seed(11);
+        var x = randn(2, 7, 48);
+        var a = randn(4, 48) * 0.2;
+        var b = randn(40, 4) * 0.2;
+        var upstream = randn(2, 7, 40);
+        const double scale = 2.0;
+        var dropout = new LoraDropout(probability);
+        using var on = dropout.During(3, 1, 0);
+        long? seed = dropout.StreamSeed(5);
+        Assert.AreEqual(probability > 0, seed.HasValue);
+        var fused = Run((xi, ai, bi) =>
+        {
+            var adapter = new LoraAdapter(ai, bi, scale, dropout, 5); // not disposed: it would free Run's A and B
+            Assert.IsTrue(FusedLoraUpdate.Supports(xi, adapter, null));
+            return adapter.Update(xi, null);
+        }, x, a, b, upstream);
+        var composed = Run((xi, ai, bi) =>
+        {
+            var dropped = seed is long s ? HashedDropout.Apply(xi, s, probability) : xi;
+            return F.linear(F.linear(dropped, ai), bi) * scale;
+        }, x, a, b, upstream);
+        AssertClose(composed.Output, fused.Output, "output");
+        AssertClose(composed.Dx, fused.Dx, "dx");
+        AssertClose(composed.DA, fused.DA, "dA");
+        AssertClose(composed.DB, fused.DB, "dB");
+    }
+
+    [TestMethod]
+    public void HashedDropoutKeepsAboutOneMinusPScalesTheRestAndRepeatsPerSeed()
+    {
+        var x = ones(1000, 1000);
+        var first = HashedDropout.Apply(x, 12345, 0.05);
+        var again = HashedDropout.Apply(x, 12345, 0.05);
+        var other = HashedDropout.Apply(x, 12346, 0.05);
+        double kept = (first > 0).to_type(ScalarType.Float32).mean().item<float>();
+        Assert.IsLessThan(0.002, Math.Abs(kept - 0.95), $"kept fraction {kept}");
+        Assert.AreEqual(1 / 0.95, first.max().item<float>(), 1e-6);
+        Assert.IsTrue(first.eq(again).all().item<bool>(), "same seed, same mask");
+        double agree = (first > 0).eq(other > 0).to_type(ScalarType.Float32).mean().item<float>();
+        Assert.IsLessThan(0.95, agree, $"another seed draws another mask (agreement {agree})");
+    }
+}
