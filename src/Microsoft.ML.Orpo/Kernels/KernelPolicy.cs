@@ -29,7 +29,9 @@ internal enum CpuKernels
     SwiGlu = 16,
     /// <summary>Row-wise log-sum-exp and the softmax gradient of the fused LM head.</summary>
     Softmax = 32,
-    All = MatrixProduct | FewRowsProduct | RmsNorm | Attention | SwiGlu | Softmax,
+    /// <summary>A frozen projection with its LoRA adapter as one node (no input-sized temporaries), and the hashed dropout mask.</summary>
+    Lora = 64,
+    All = MatrixProduct | FewRowsProduct | RmsNorm | Attention | SwiGlu | Softmax | Lora,
 }
 
 /// <summary>

@@ -10,14 +10,19 @@ internal static partial class Op
     /// <summary>
     /// <c>module(x)</c> multiplied in <paramref name="matmulType"/> (null: the input's type), see
     /// <see cref="ReferenceLinear"/>, plus the low-rank update <c>Scale * B (A dropout(x))</c> of an
-    /// <paramref name="adapter"/> (<see cref="LoraAdapter"/>) multiplied the same way. Kernels: many float32 rows through
-    /// the packed GEMM (<see cref="PackedLinear"/>), decoding's few rows through <see cref="FewRowsLinear"/>; a frozen
-    /// weight stored in another type than the product's (a bfloat16 base) through <see cref="FrozenLinear"/>, which keeps
-    /// no converted copy for the backward pass, or, decoding, through <see cref="FewRowsLinear"/>, which reads it as stored. The weight's size comes from the module's own fields: reading a
-    /// TorchSharp shape costs as much as a small decoding product.
+    /// <paramref name="adapter"/> (<see cref="LoraAdapter.Update"/>) multiplied the same way. Kernels: a frozen projection
+    /// with its adapter on many float32 rows as one node (<see cref="LoraLinear"/>); many float32 rows through the packed
+    /// GEMM (<see cref="PackedLinear"/>); decoding's few rows through <see cref="FewRowsLinear"/>, which also reads a
+    /// bfloat16 base as stored. Otherwise a frozen weight stored in another type than the product's (a bfloat16 base)
+    /// goes through <see cref="FrozenLinear"/>, which keeps no converted copy for the backward pass. The weight's size
+    /// comes from the module's own fields: reading a TorchSharp shape costs as much as a small decoding product.
     /// </summary>
     public static Tensor Linear(Tensor x, Linear module, ScalarType? matmulType, LoraAdapter? adapter = null)
     {
+        if (adapter is not null && KernelPolicy.Allows(CpuKernels.Lora)
+            && LoraLinear.Supports(x, module.weight!, module.bias, adapter.A, adapter.B, matmulType))
+            return LoraLinear.Apply(x, module.weight!, module.bias, adapter.A, adapter.B, adapter.Scale,
+                adapter.Dropout.StreamSeed(adapter.Index), adapter.Dropout.Probability);
         var y = BaseLinear(x, module, matmulType);
         if (adapter is null) return y;
         using var update = adapter.Update(x, matmulType);

@@ -1,5 +1,6 @@
 using Microsoft.ML.Orpo.Kernels;
 using Microsoft.ML.Orpo.Ops;
+using Microsoft.ML.Orpo.Ops.Reference;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
@@ -7,8 +8,8 @@ using F = TorchSharp.torch.nn.functional;
 namespace Microsoft.ML.Orpo.Tests.Lora;
 
 /// <summary>
-/// The float32 CPU paths of the adapter: <see cref="FusedLoraUpdate"/> (one autograd node) against the composed ops
-/// it replaces, and <see cref="HashedDropout"/>'s mask.
+/// The float32 CPU paths of the adapter: <see cref="LoraLinear"/> (projection and adapter as one autograd node) against
+/// the composed definition, and <see cref="HashedDropout"/>'s mask against <see cref="ReferenceDropout"/>'s.
 /// </summary>
 [TestClass]
 public sealed class LoraKernelTests
@@ -31,15 +32,20 @@ public sealed class LoraKernelTests
     }
 
     [TestMethod]
-    [DataRow(0.0)]
-    [DataRow(0.3)]
-    public void FusedUpdateMatchesTheComposedOpsInValuesAndGradients(double probability)
+    [DataRow(0.0, false, false)]
+    [DataRow(0.3, false, true)]
+    [DataRow(0.3, true, false)]
+    [DataRow(0.05, true, true)]
+    public void LoraLinearMatchesTheComposedDefinitionInValuesAndGradients(double probability, bool bfloat16Weight, bool bias)
     {
         manual_seed(11);
-        var x = randn(2, 7, 48);
+        var x = randn(2, 150, 48);           // 300 rows: more than a chunk of 128, the last one partial
+        var weight = randn(40, 48) * 0.1;
+        if (bfloat16Weight) weight = weight.to_type(ScalarType.BFloat16);
+        var biasValues = bias ? randn(40) : null;
         var a = randn(4, 48) * 0.2;
         var b = randn(40, 4) * 0.2;
-        var upstream = randn(2, 7, 40);
+        var upstream = randn(2, 150, 40);
         const double scale = 2.0;
         var dropout = new LoraDropout(probability);
         using var on = dropout.During(3, 1, 0);
@@ -47,19 +53,32 @@ public sealed class LoraKernelTests
         Assert.AreEqual(probability > 0, seed.HasValue);
         var fused = Run((xi, ai, bi) =>
         {
-            var adapter = new LoraAdapter(ai, bi, scale, dropout, 5); // not disposed: it would free Run's A and B
-            Assert.IsTrue(FusedLoraUpdate.Supports(xi, adapter, null));
-            return adapter.Update(xi, null);
+            Assert.IsTrue(LoraLinear.Supports(xi, weight, biasValues, ai, bi, null));
+            return LoraLinear.Apply(xi, weight, biasValues, ai, bi, scale, seed, probability);
         }, x, a, b, upstream);
         var composed = Run((xi, ai, bi) =>
         {
-            var dropped = seed is long s ? HashedDropout.Apply(xi, s, probability) : xi;
-            return F.linear(F.linear(dropped, ai), bi) * scale;
+            var dropped = seed is long s ? ReferenceDropout.Apply(xi, s, probability) : xi;
+            return F.linear(xi, weight.to_type(ScalarType.Float32), biasValues) + F.linear(F.linear(dropped, ai), bi) * scale;
         }, x, a, b, upstream);
         AssertClose(composed.Output, fused.Output, "output");
         AssertClose(composed.Dx, fused.Dx, "dx");
         AssertClose(composed.DA, fused.DA, "dA");
         AssertClose(composed.DB, fused.DB, "dB");
+    }
+
+    [TestMethod]
+    [DataRow(0.05)]
+    [DataRow(0.5)]
+    public void TheKernelsMaskIsTheReferenceMaskBitForBit(double probability)
+    {
+        var x = randn(3, 1000, 37);            // 111000 elements: several kernel chunks, a ragged vector tail
+        foreach (long seed in new[] { 1L, -7L, 0x123456789ABCDEFL })
+        {
+            var kernel = HashedDropout.Apply(x, seed, probability);
+            var reference = ReferenceDropout.Apply(x, seed, probability);
+            Assert.IsTrue(kernel.eq(reference).all().item<bool>(), $"seed {seed}: kernel and reference masks differ");
+        }
     }
 
     [TestMethod]

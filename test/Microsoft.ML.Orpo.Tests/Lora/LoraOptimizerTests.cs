@@ -113,9 +113,13 @@ public sealed class LoraOptimizerTests
 
     private static double Distance(IEnumerable<double> x, IEnumerable<double> y) => Norm(x.Zip(y, (a, b) => a - b));
 
+    // float32: AdamW's first steps move every element by about the learning rate times the sign of its gradient, so
+    // elements whose gradient is near zero turn summation-order rounding into differences of a few percent of the
+    // 1e-3 step (3.5e-5 measured through the LoRA kernel, whose row blocks differ between batch sizes); the loss and
+    // gradient norm per step are compared to 1e-6 / 1e-5 below, and float64 checks the accumulation exactly.
     [TestMethod]
     [DataRow(true, 1e-12)]
-    [DataRow(false, 2e-5)]
+    [DataRow(false, 1e-4)]
     public void AccumulationOverMicroBatchesEqualsOneLargeBatch(bool float64, double tolerance)
     {
         CausalLanguageModel Adapted()

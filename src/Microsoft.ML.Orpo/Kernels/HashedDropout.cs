@@ -1,0 +1,124 @@
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using Microsoft.ML.Orpo.Native;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Orpo.Kernels;
+
+/// <summary>
+/// The CPU kernel of the LoRA dropout mask (Ops.Reference.ReferenceDropout defines it): element i of a tensor is kept
+/// when a 32-bit hash of (i, seed) (murmur3's finaliser, vectorised) is at or above p * 2^32, so the mask is a function
+/// of the seed and the position. It is therefore never stored: the backward pass hashes the positions again, in one
+/// autograd node that saves nothing, where a drawn mask (libtorch's <c>bernoulli_</c>) is kept for the backward pass.
+/// <see cref="MaskRows"/> applies it to a block of rows, which <see cref="LoraLinear"/> uses to drop x a chunk at a time.
+/// </summary>
+internal static class HashedDropout
+{
+    private const int ChunkElements = 1 << 16;
+    private static readonly Vector<uint> Lanes = new(Enumerable.Range(0, Vector<uint>.Count).Select(i => (uint)i).ToArray());
+
+    public static bool Supports(Tensor x) => x.dtype == ScalarType.Float32 && x.device_type == DeviceType.CPU;
+
+    /// <summary>The hash threshold of keep probability 1 - p: kept where hash &gt;= p * 2^32.</summary>
+    public static uint Threshold(double probability) => (uint)Math.Min(uint.MaxValue, Math.Round(probability * 4294967296.0));
+
+    /// <summary>x with the dropped elements zeroed and the rest scaled by 1 / (1 - p); differentiable in x.</summary>
+    public static Tensor Apply(Tensor x, long seed, double probability) =>
+        is_grad_enabled() && x.requires_grad ? HashedDropoutFunction.apply(x, seed, probability) : Masked(x, seed, probability);
+
+    /// <summary>A new contiguous tensor: x (or a gradient of its shape) through the mask of <paramref name="seed"/>.</summary>
+    internal static Tensor Masked(Tensor x, long seed, double probability)
+    {
+        using var input = x.contiguous();
+        var output = HostTensors.EmptyLike(input);
+        long elements = input.numel();
+        if (elements > uint.MaxValue) throw new ArgumentException("LoRA dropout: more than 2^32 elements in one tensor.", nameof(x));
+        uint threshold = Threshold(probability);
+        float scale = (float)(1 / (1 - probability));
+        CpuKernel.ForEachBlock((int)((elements + ChunkElements - 1) / ChunkElements), block =>
+        {
+            long start = (long)block * ChunkElements;
+            int length = (int)Math.Min(ChunkElements, elements - start);
+            Chunk(CpuKernel.Floats(input).Slice((int)start, length), CpuKernel.Floats(output).Slice((int)start, length),
+                (uint)start, (uint)seed, (uint)((ulong)seed >> 32), threshold, scale);
+        });
+        return output;
+    }
+
+    /// <summary>
+    /// Rows of a flattened (rows, width) tensor through the mask: <paramref name="target"/> = mask * source, or
+    /// target += mask * source when <paramref name="accumulate"/>; <paramref name="firstElement"/> is the position of
+    /// source[0] in the whole tensor.
+    /// </summary>
+    public static void MaskRows(ReadOnlySpan<float> source, Span<float> target, long firstElement, long seed, double probability, bool accumulate)
+    {
+        if (firstElement + source.Length > uint.MaxValue + 1L) throw new ArgumentException("LoRA dropout: more than 2^32 elements in one tensor.");
+        if (accumulate)
+            AccumulateChunk(source, target, (uint)firstElement, (uint)seed, (uint)((ulong)seed >> 32), Threshold(probability), (float)(1 / (1 - probability)));
+        else
+            Chunk(source, target, (uint)firstElement, (uint)seed, (uint)((ulong)seed >> 32), Threshold(probability), (float)(1 / (1 - probability)));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void AccumulateChunk(ReadOnlySpan<float> source, Span<float> target, uint start, uint seedLow, uint seedHigh, uint threshold, float scale)
+    {
+        int width = Vector<uint>.Count, i = 0;
+        var scales = new Vector<float>(scale);
+        var thresholds = new Vector<uint>(threshold);
+        for (; i + width <= source.Length; i += width)
+        {
+            var h = Hash(new Vector<uint>(start + (uint)i) + Lanes, seedLow, seedHigh);
+            var keep = Vector.AsVectorSingle(Vector.GreaterThanOrEqual(h, thresholds));
+            (new Vector<float>(target.Slice(i)) + Vector.ConditionalSelect(keep, new Vector<float>(source.Slice(i)) * scales, Vector<float>.Zero)).CopyTo(target.Slice(i));
+        }
+        for (; i < source.Length; i++)
+            if (Hash(new Vector<uint>(start + (uint)i), seedLow, seedHigh)[0] >= threshold) target[i] += source[i] * scale;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Chunk(ReadOnlySpan<float> source, Span<float> target, uint start, uint seedLow, uint seedHigh, uint threshold, float scale)
+    {
+        int width = Vector<uint>.Count, i = 0;
+        var scales = new Vector<float>(scale);
+        var thresholds = new Vector<uint>(threshold);
+        for (; i + width <= source.Length; i += width)
+        {
+            var h = Hash(new Vector<uint>(start + (uint)i) + Lanes, seedLow, seedHigh);
+            var keep = Vector.AsVectorSingle(Vector.GreaterThanOrEqual(h, thresholds));
+            Vector.ConditionalSelect(keep, new Vector<float>(source.Slice(i)) * scales, Vector<float>.Zero).CopyTo(target.Slice(i));
+        }
+        for (; i < source.Length; i++)
+            target[i] = Hash(new Vector<uint>(start + (uint)i), seedLow, seedHigh)[0] >= threshold ? source[i] * scale : 0f;
+    }
+
+    /// <summary>murmur3's 32-bit finaliser of (index ^ seedHigh) * golden + seedLow, lane by lane.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector<uint> Hash(Vector<uint> index, uint seedLow, uint seedHigh)
+    {
+        var h = (index ^ new Vector<uint>(seedHigh)) * 0x9E3779B1u + new Vector<uint>(seedLow);
+        h ^= Vector.ShiftRightLogical(h, 16);
+        h *= 0x85EBCA6Bu;
+        h ^= Vector.ShiftRightLogical(h, 13);
+        h *= 0xC2B2AE35u;
+        return h ^ Vector.ShiftRightLogical(h, 16);
+    }
+}
+
+/// <summary>The autograd node behind <see cref="HashedDropout.Apply"/>: keeps only the seed and p.</summary>
+internal sealed class HashedDropoutFunction : autograd.SingleTensorFunction<HashedDropoutFunction>
+{
+    public override string Name => "LoraDropout";
+
+    public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+    {
+        CustomBackward.Starting(ctx);
+        ctx.save_data("seed", vars[1]);
+        ctx.save_data("p", vars[2]);
+        using var noGrad = no_grad();
+        return HashedDropout.Masked((Tensor)vars[0], (long)vars[1], (double)vars[2]);
+    }
+
+    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad_output) => CustomBackward.Run(ctx, grad_output, _ =>
+        new List<Tensor> { HashedDropout.Masked(grad_output, (long)ctx.get_data("seed"), (double)ctx.get_data("p")), null!, null! });
+}

@@ -1,0 +1,172 @@
+using Microsoft.ML.Orpo.Native;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Orpo.Kernels;
+
+/// <summary>
+/// A frozen projection with its LoRA adapter, <c>y = x W^T + b + s ((x * mask) A^T) B^T</c>, for float32 inputs on the
+/// CPU with many rows (training, evaluation, prefill), as one autograd node. Composed from tensor ops, each adapter made
+/// input- and output-sized temporaries per step: the dropped copy of x (and its mask, kept for the backward pass), the
+/// (N, out) update added to y, the (N, in) input gradient added to the base's; at the 0.5B shape those are 40 MB fresh
+/// allocations per projection, which cost as much as the base product (benchmarks/README.md, LoRA). Here the update is
+/// accumulated into y by the GEMM, x is dropped a chunk of rows at a time into a small scratch buffer (the mask is
+/// hashed from the positions, <see cref="HashedDropout"/>, never stored), and the input gradient's adapter part is
+/// accumulated into the base's the same way. Saved for the backward pass: x, W, A, B and the (N, r) product.
+/// The weight may be stored in bfloat16 (it is converted for each product, never kept converted); it gets no gradient.
+/// </summary>
+internal static class LoraLinear
+{
+    private const int ChunkRows = 128;
+
+    public static bool Supports(Tensor x, Tensor weight, Tensor? bias, Tensor a, Tensor b, ScalarType? matmulType)
+    {
+        if ((matmulType is ScalarType type && type != ScalarType.Float32) || x.dtype != ScalarType.Float32 || x.device_type != DeviceType.CPU
+            || weight.requires_grad || bias?.requires_grad == true || weight.device_type != DeviceType.CPU
+            || weight.dtype is not (ScalarType.Float32 or ScalarType.BFloat16)
+            || a.dtype != ScalarType.Float32 || b.dtype != ScalarType.Float32 || a.device_type != DeviceType.CPU || b.device_type != DeviceType.CPU)
+            return false;
+        long[] shape = x.shape;
+        long rows = shape.Aggregate(1L, (p, q) => p * q) / shape[^1];
+        return rows > KernelThresholds.FewRowsMaxRows && rows * Math.Max(weight.shape[0], weight.shape[1]) <= int.MaxValue / sizeof(float);
+    }
+
+    /// <param name="x">(..., in)</param>
+    /// <param name="weight">(out, in), frozen, float32 or bfloat16.</param>
+    /// <param name="bias">(out), frozen, or null.</param>
+    /// <param name="a">(r, in)</param>
+    /// <param name="b">(out, r)</param>
+    /// <param name="scale">alpha / r.</param>
+    /// <param name="seed">The dropout mask's seed, or null: no dropout.</param>
+    /// <param name="probability">The dropout probability.</param>
+    /// <returns>(..., out)</returns>
+    public static Tensor Apply(Tensor x, Tensor weight, Tensor? bias, Tensor a, Tensor b, double scale, long? seed, double probability)
+    {
+        if (is_grad_enabled() && (x.requires_grad || a.requires_grad || b.requires_grad))
+            return LoraLinearFunction.apply(x, weight, bias!, a, b, scale, seed!, probability);
+        using var scope = NewDisposeScope();
+        var (y, _) = Forward(x, weight, bias, a, b, scale, seed, probability);
+        return y.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>y (..., out) and the scaled (N, r) product <c>s (x * mask) A^T</c>.</summary>
+    internal static (Tensor Y, Tensor Down) Forward(Tensor x, Tensor weight, Tensor? bias, Tensor a, Tensor b, double scale, long? seed, double probability)
+    {
+        long[] shape = (long[])x.shape.Clone();
+        long inputs = shape[^1], outputs = weight.shape[0];
+        shape[^1] = outputs;
+        using var flat = x.reshape(-1, inputs).contiguous();                          // (N, in)
+        var y = HostTensors.Empty(shape);                                             // its own tensor: the decoder adds into it
+        using var y2 = y.view(flat.shape[0], outputs);                                // (N, out)
+        using (var w = Float32(weight))
+            CpuMatmul.MultiplyInto(y2, flat, false, w, true, accumulate: false);
+        if (bias is not null)
+            using (var b32 = bias.to_type(ScalarType.Float32)) y2.add_(b32);
+        var down = Down(flat, a, seed, probability).mul_(scale);                       // (N, r)
+        CpuMatmul.MultiplyInto(y2, down, false, b, true, accumulate: true);           // y += s (x * mask) A^T B^T
+        return (y, down);
+    }
+
+    /// <summary>(x * mask) A^T (N, r), x dropped a chunk of rows at a time.</summary>
+    private static Tensor Down(Tensor flat, Tensor a, long? seed, double probability)
+    {
+        if (seed is not long s) return flat.mm(a.t());
+        long rows = flat.shape[0], inputs = flat.shape[1];
+        var down = HostTensors.Empty(rows, a.shape[0]);
+        using var scratch = HostTensors.Empty(Math.Min(ChunkRows, rows), inputs);
+        for (long start = 0; start < rows; start += ChunkRows)
+        {
+            long count = Math.Min(ChunkRows, rows - start);
+            using var dropped = Dropped(flat, scratch, start, count, s, probability);
+            using var part = dropped.mm(a.t());
+            using var target = down.narrow(0, start, count);
+            target.copy_(part);
+        }
+        return down;
+    }
+
+    /// <summary>Rows [start, start + count) of x through the mask, in the scratch buffer (a view of it is returned).</summary>
+    internal static Tensor Dropped(Tensor flat, Tensor scratch, long start, long count, long seed, double probability)
+    {
+        int width = (int)flat.shape[1];
+        CpuKernel.ForEachBlock((int)count, row =>
+        {
+            long first = (start + row) * width;
+            HashedDropout.MaskRows(CpuKernel.Floats(flat).Slice((int)first, width), CpuKernel.Floats(scratch).Slice(row * width, width),
+                first, seed, probability, accumulate: false);
+        });
+        return scratch.narrow(0, 0, count);
+    }
+
+    /// <summary>The weight in float32: itself, or a converted copy of a bfloat16 weight.</summary>
+    internal static Tensor Float32(Tensor weight) => weight.dtype == ScalarType.Float32 ? weight.alias() : weight.to_type(ScalarType.Float32);
+}
+
+/// <summary>The autograd node behind <see cref="LoraLinear"/>: saves x, W, A, B and s (x * mask) A^T.</summary>
+internal sealed class LoraLinearFunction : autograd.SingleTensorFunction<LoraLinearFunction>
+{
+    public override string Name => "LoraLinear";
+
+    public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+    {
+        CustomBackward.Starting(ctx);
+        var (x, weight, bias, a, b) = ((Tensor)vars[0], (Tensor)vars[1], (Tensor?)vars[2], (Tensor)vars[3], (Tensor)vars[4]);
+        double scale = (double)vars[5], probability = (double)vars[7];
+        long? seed = (long?)vars[6];
+        using var noGrad = no_grad();
+        var (y, down) = LoraLinear.Forward(x, weight, bias, a, b, scale, seed, probability);
+        ctx.save_for_backward(new List<Tensor> { x, weight, a, b, down });
+        ctx.save_data("seed", seed!);
+        ctx.save_data("probability", probability);
+        ctx.save_data("scale", scale);
+        ctx.save_data("needs", new[] { x.requires_grad, a.requires_grad, b.requires_grad });
+        return y;
+    }
+
+    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad_output) => CustomBackward.Run(ctx, grad_output, saved =>
+    {
+        var (x, weight, a, b, down) = (saved[0], saved[1], saved[2], saved[3], saved[4]);
+        long? seed = (long?)ctx.get_data("seed");
+        double probability = (double)ctx.get_data("probability"), scale = (double)ctx.get_data("scale");
+        var needs = (bool[])ctx.get_data("needs");
+        long[] shape = x.shape;
+        long inputs = shape[^1], outputs = weight.shape[0];
+        using var dy = grad_output.reshape(-1, outputs).contiguous();             // (N, out)
+        using var flat = x.reshape(-1, inputs).contiguous();                      // (N, in)
+        long rows = flat.shape[0];
+        Tensor? gradB = needs[2] ? CpuMatmul.Multiply(dy, true, down, false) : null; // (out, r) = dy^T s (x * mask) A^T
+        using var dDown = dy.mm(b).mul_(scale);                                   // (N, r) = s dy B
+        Tensor? gradX = null, gradA = null;
+        if (needs[0])
+            using (var w = LoraLinear.Float32(weight))
+                gradX = CpuMatmul.Multiply(dy, false, w, false);                  // (N, in) = dy W
+        if (seed is not long s)
+        {
+            if (needs[1]) gradA = CpuMatmul.Multiply(dDown, true, flat, false);   // (r, in) = dDown^T x
+            if (gradX is not null) CpuMatmul.MultiplyInto(gradX, dDown, false, a, false, accumulate: true); // += dDown A
+        }
+        else
+        {
+            if (needs[1]) gradA = zeros(a.shape[0], inputs);
+            using var scratch = HostTensors.Empty(Math.Min(128, rows), inputs);
+            for (long start = 0; start < rows; start += 128)
+            {
+                long count = Math.Min(128, rows - start);
+                using var dDownRows = dDown.narrow(0, start, count);
+                if (gradA is not null)
+                    using (var dropped = LoraLinear.Dropped(flat, scratch, start, count, s, probability))
+                        gradA.addmm_(dDownRows.t(), dropped);                     // += dDown_rows^T (x_rows * mask)
+                if (gradX is null) continue;
+                using var part = dDownRows.mm(a);                                 // (count, in)
+                int width = (int)inputs;
+                CpuKernel.ForEachBlock((int)count, row =>
+                {
+                    long first = (start + row) * width;
+                    HashedDropout.MaskRows(CpuKernel.Floats(part).Slice(row * width, width), CpuKernel.Floats(gradX).Slice((int)first, width),
+                        first, s, probability, accumulate: true);                // gradX += mask * (dDown A)
+                });
+            }
+        }
+        return new List<Tensor> { gradX?.view(shape)!, null!, null!, gradA!, gradB!, null!, null!, null! };
+    });
+}
