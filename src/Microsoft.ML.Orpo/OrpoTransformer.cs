@@ -78,7 +78,7 @@ public sealed partial class OrpoTransformer : IDisposable
         {
             if (adapterPath is not null)
             {
-                using var adapter = PeftAdapterFolder.Read(adapterPath, model.Network.Projections().Select(p => (p.Path, p.Name)).ToList());
+                using var adapter = PeftAdapterFolder.Read(adapterPath, model.Network);
                 LoraAdapters.Load(model.Network, adapter.Config, adapter.Tensors, adapterPath);
             }
             WarnNotApplied(mlContext, model.Generation);

@@ -54,14 +54,13 @@ internal static class HashedDropout
     public static void MaskRows(ReadOnlySpan<float> source, Span<float> target, long firstElement, long seed, double probability, bool accumulate)
     {
         if (firstElement + source.Length > uint.MaxValue + 1L) throw new ArgumentException("LoRA dropout: more than 2^32 elements in one tensor.");
-        if (accumulate)
-            AccumulateChunk(source, target, (uint)firstElement, (uint)seed, (uint)((ulong)seed >> 32), Threshold(probability), (float)(1 / (1 - probability)));
-        else
-            Chunk(source, target, (uint)firstElement, (uint)seed, (uint)((ulong)seed >> 32), Threshold(probability), (float)(1 / (1 - probability)));
+        Chunk(source, target, (uint)firstElement, (uint)seed, (uint)((ulong)seed >> 32), Threshold(probability), (float)(1 / (1 - probability)), accumulate);
     }
 
+    /// <summary>target = mask * source, or target += mask * source when <paramref name="accumulate"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void AccumulateChunk(ReadOnlySpan<float> source, Span<float> target, uint start, uint seedLow, uint seedHigh, uint threshold, float scale)
+    private static void Chunk(ReadOnlySpan<float> source, Span<float> target, uint start, uint seedLow, uint seedHigh, uint threshold, float scale,
+        bool accumulate = false)
     {
         int width = Vector<uint>.Count, i = 0;
         var scales = new Vector<float>(scale);
@@ -70,26 +69,14 @@ internal static class HashedDropout
         {
             var h = Hash(new Vector<uint>(start + (uint)i) + Lanes, seedLow, seedHigh);
             var keep = Vector.AsVectorSingle(Vector.GreaterThanOrEqual(h, thresholds));
-            (new Vector<float>(target.Slice(i)) + Vector.ConditionalSelect(keep, new Vector<float>(source.Slice(i)) * scales, Vector<float>.Zero)).CopyTo(target.Slice(i));
+            var masked = Vector.ConditionalSelect(keep, new Vector<float>(source.Slice(i)) * scales, Vector<float>.Zero);
+            (accumulate ? new Vector<float>(target.Slice(i)) + masked : masked).CopyTo(target.Slice(i));
         }
         for (; i < source.Length; i++)
-            if (Hash(new Vector<uint>(start + (uint)i), seedLow, seedHigh)[0] >= threshold) target[i] += source[i] * scale;
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Chunk(ReadOnlySpan<float> source, Span<float> target, uint start, uint seedLow, uint seedHigh, uint threshold, float scale)
-    {
-        int width = Vector<uint>.Count, i = 0;
-        var scales = new Vector<float>(scale);
-        var thresholds = new Vector<uint>(threshold);
-        for (; i + width <= source.Length; i += width)
         {
-            var h = Hash(new Vector<uint>(start + (uint)i) + Lanes, seedLow, seedHigh);
-            var keep = Vector.AsVectorSingle(Vector.GreaterThanOrEqual(h, thresholds));
-            Vector.ConditionalSelect(keep, new Vector<float>(source.Slice(i)) * scales, Vector<float>.Zero).CopyTo(target.Slice(i));
+            float masked = Hash(new Vector<uint>(start + (uint)i), seedLow, seedHigh)[0] >= threshold ? source[i] * scale : 0f;
+            target[i] = accumulate ? target[i] + masked : masked;
         }
-        for (; i < source.Length; i++)
-            target[i] = Hash(new Vector<uint>(start + (uint)i), seedLow, seedHigh)[0] >= threshold ? source[i] * scale : 0f;
     }
 
     /// <summary>murmur3's 32-bit finaliser of (index ^ seedHigh) * golden + seedLow, lane by lane.</summary>

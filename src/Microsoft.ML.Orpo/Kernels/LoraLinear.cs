@@ -17,7 +17,7 @@ namespace Microsoft.ML.Orpo.Kernels;
 /// </summary>
 internal static class LoraLinear
 {
-    private const int ChunkRows = 128;
+    internal const int ChunkRows = 128;
 
     public static bool Supports(Tensor x, Tensor weight, Tensor? bias, Tensor a, Tensor b, ScalarType? matmulType)
     {
@@ -148,10 +148,10 @@ internal sealed class LoraLinearFunction : autograd.SingleTensorFunction<LoraLin
         else
         {
             if (needs[1]) gradA = zeros(a.shape[0], inputs);
-            using var scratch = HostTensors.Empty(Math.Min(128, rows), inputs);
-            for (long start = 0; start < rows; start += 128)
+            using var scratch = HostTensors.Empty(Math.Min(LoraLinear.ChunkRows, rows), inputs);
+            for (long start = 0; start < rows; start += LoraLinear.ChunkRows)
             {
-                long count = Math.Min(128, rows - start);
+                long count = Math.Min(LoraLinear.ChunkRows, rows - start);
                 using var dDownRows = dDown.narrow(0, start, count);
                 if (gradA is not null)
                     using (var dropped = LoraLinear.Dropped(flat, scratch, start, count, s, probability))

@@ -51,31 +51,26 @@ internal static class OrpoModelPayload
             writer.Write(name);
             WriteBlock(writer, bytes);
         }
-        var weights = model.ExportBaseWeights();
-        try
-        {
-            using var buffer = new MemoryStream();
-            SafeTensorsWriter.Write(buffer, weights);
-            WriteBlock(writer, buffer.ToArray());
-        }
-        finally
-        {
-            foreach (var t in weights.Values) t.Dispose();
-        }
+        WriteTensorsBlock(writer, model.ExportBaseWeights());
         WriteBlock(writer, JsonSerializer.SerializeToUtf8Bytes(history, Json));
         WriteBlock(writer, Encoding.UTF8.GetBytes(model.Generation.ToJson()));
         if (adapters is null) return;
         WriteBlock(writer, JsonSerializer.SerializeToUtf8Bytes(adapters.Config, Json));
-        var adapterWeights = adapters.Export();
+        WriteTensorsBlock(writer, adapters.Export());
+    }
+
+    /// <summary>The tensors as one safetensors block; disposes them.</summary>
+    private static void WriteTensorsBlock(BinaryWriter writer, Dictionary<string, Tensor> tensors)
+    {
         try
         {
             using var buffer = new MemoryStream();
-            SafeTensorsWriter.Write(buffer, adapterWeights);
+            SafeTensorsWriter.Write(buffer, tensors);
             WriteBlock(writer, buffer.ToArray());
         }
         finally
         {
-            foreach (var t in adapterWeights.Values) t.Dispose();
+            foreach (var t in tensors.Values) t.Dispose();
         }
     }
 

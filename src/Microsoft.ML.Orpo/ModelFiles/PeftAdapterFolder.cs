@@ -87,11 +87,14 @@ internal static class PeftAdapterFolder
                 : $"Adapter folder '{folder}' has no {WeightsFileName}.", weightsPath);
         if (new FileInfo(configPath).Length > MaxConfigBytes) throw new InvalidDataException($"{configPath}: larger than {MaxConfigBytes} bytes.");
         var config = ParseConfig(File.ReadAllBytes(configPath), configPath, projections);
-        string sha;
-        using (var stream = File.OpenRead(weightsPath)) sha = Convert.ToHexString(SHA256.HashData(stream));
-        var tensors = SafeTensorsReader.Read(weightsPath);
-        return new Contents(config, tensors, sha);
+        // Read once: hashed (for the checkpoint fingerprint) and parsed from the same bytes.
+        var bytes = File.ReadAllBytes(weightsPath);
+        return new Contents(config, SafeTensorsReader.Read(bytes, weightsPath), Convert.ToHexString(SHA256.HashData(bytes)));
     }
+
+    /// <summary>Reads the folder for <paramref name="network"/> (its projections resolve the target modules).</summary>
+    public static Contents Read(string folder, LlamaForCausalLM network) =>
+        Read(folder, network.Projections().Select(p => (p.Path, p.Name)).ToList());
 
     /// <summary>adapter_config.json -> the LoRA config, with every unsupported option named in the error.</summary>
     public static LoraConfig ParseConfig(byte[] bytes, string source, IReadOnlyList<(string Path, string Name)> projections)

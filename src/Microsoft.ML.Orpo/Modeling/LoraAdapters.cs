@@ -38,8 +38,13 @@ internal sealed class LoraAdapters : IDisposable
     /// New adapters as PEFT initialises them: A Kaiming-uniform with a = sqrt(5) (bounds +-1/sqrt(in)), B zero, so the
     /// network computes exactly the base model's function. A is drawn from <paramref name="seed"/>, in module order.
     /// </summary>
-    public static LoraAdapters Create(LlamaForCausalLM network, LoraConfig config, int seed)
+    /// <param name="network">The model to adapt.</param>
+    /// <param name="config">The adapters' config.</param>
+    /// <param name="seed">Draws A.</param>
+    /// <param name="source">What to name in the error when a target module is not a projection of the model.</param>
+    public static LoraAdapters Create(LlamaForCausalLM network, LoraConfig config, int seed, string source = "OrpoOptions.Lora.TargetModules")
     {
+        config.ValidateFor(network, source);
         using var generator = new Generator(unchecked((ulong)seed), CPU);
         return Attach(network, config, (path, inFeatures, outFeatures) =>
         {
@@ -76,10 +81,10 @@ internal sealed class LoraAdapters : IDisposable
     private static IEnumerable<(string Path, string Name, Linear Module, IAdaptable Block)> Targeted(LlamaForCausalLM network, LoraConfig config) =>
         network.Projections().Where(p => config.TargetModules.Contains(p.Name, StringComparer.Ordinal));
 
+    /// <summary>Makes each targeted projection's adapter, freezes the base and attaches; the config is already validated.</summary>
     private static LoraAdapters Attach(LlamaForCausalLM network, LoraConfig config, Func<string, long, long, (Tensor A, Tensor B)> make)
     {
         if (network.Adapters is not null) throw new InvalidOperationException("The network already has LoRA adapters.");
-        config.ValidateFor(network, "OrpoOptions.Lora");
         // The network's own type (float32, or float64 in exactness tests); a bfloat16 base keeps float32 adapters.
         var device = network.LmHeadWeight.device;
         var dtype = network.LmHeadWeight.dtype;

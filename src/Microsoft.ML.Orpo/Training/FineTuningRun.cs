@@ -65,11 +65,11 @@ internal sealed class FineTuningRun : IDisposable
         if (options.AdapterPath is null)
         {
             if (options.Lora is null) return settings;
-            var config = LoraConfig.From(options.Lora).ValidateFor(model.Network, "OrpoOptions.Lora.TargetModules");
+            var config = LoraConfig.From(options.Lora);
             LoraAdapters.Create(model.Network, config, settings.Seed);
             return settings with { Lora = config };
         }
-        using var adapter = PeftAdapterFolder.Read(options.AdapterPath, model.Network.Projections().Select(p => (p.Path, p.Name)).ToList());
+        using var adapter = PeftAdapterFolder.Read(options.AdapterPath, model.Network);
         var saved = adapter.Config;
         if (options.Lora is { } requested)
         {
