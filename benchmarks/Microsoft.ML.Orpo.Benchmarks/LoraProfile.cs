@@ -64,6 +64,14 @@ internal static class LoraProfile
             var u = randn(flat.shape[0], 16);
             var g = dy.reshape(-1, outFeatures).contiguous();
             var (ad, bd) = (a.detach().contiguous(), b.detach().contiguous());
+            // The base's two products alone, through the packed GEMM: y = x W^T and dx = dy W.
+            var (flatX, flatDy, w) = (x.detach().reshape(-1, inFeatures).contiguous(), dy.reshape(-1, outFeatures).contiguous(), linear.weight!.detach());
+            json[$"{shape}.gemm_fwd"] = Time(() => { using var s = NewDisposeScope(); CpuMatmul.Multiply(flatX, false, w, true); });
+            json[$"{shape}.gemm_dx"] = Time(() => { using var s = NewDisposeScope(); CpuMatmul.Multiply(flatDy, false, w, false); });
+            // The same with the weight stored in bfloat16 (a BFloat16Base projection: widened as the GEMM packs it).
+            var w16 = w.to_type(ScalarType.BFloat16);
+            json[$"{shape}.gemm_fwd_bf16w"] = Time(() => { using var s = NewDisposeScope(); CpuMatmul.Multiply(flatX, false, w16, true); });
+            json[$"{shape}.gemm_dx_bf16w"] = Time(() => { using var s = NewDisposeScope(); CpuMatmul.Multiply(flatDy, false, w16, false); });
             json[$"{shape}.mm_down_libtorch"] = Time(() => { using var s = NewDisposeScope(); flat.mm(ad.t()); });
             json[$"{shape}.mm_down_packed"] = Time(() => { using var s = NewDisposeScope(); CpuMatmul.Multiply(flat, false, ad, true); });
             json[$"{shape}.mm_up_libtorch"] = Time(() => { using var s = NewDisposeScope(); u.mm(bd.t()); });

@@ -187,9 +187,13 @@ internal static class Scenarios
 
     /// <summary>ORPO training steps through <see cref="OrpoTrainer"/> (forward + backward + AdamW), timed after warm-up.</summary>
     /// <param name="lora">LoRA adapters to train instead of the weights (attached with seed 42 after loading), or null: full fine-tuning.</param>
+    /// <param name="microBatch">Pairs per forward and backward (null: all of a step's pairs); the rest of the step's pairs are accumulated.</param>
     public static JsonObject Train(string modelName, int prompt, int response, int pairsPerStep, int warmup, int steps,
-        bool sharedPrompt, int chunkRows, bool recompute = false, OrpoPrecision precision = OrpoPrecision.Float32, LoraConfig? lora = null)
+        bool sharedPrompt, int chunkRows, bool recompute = false, OrpoPrecision precision = OrpoPrecision.Float32, LoraConfig? lora = null,
+        int? microBatch = null)
     {
+        int micro = microBatch ?? pairsPerStep;
+        if (pairsPerStep % micro != 0) throw new ArgumentException($"{pairsPerStep} pairs per step do not split into micro-batches of {micro}.");
         using var model = BenchModels.Load(modelName);
         long parameters = BenchModels.ParameterCount(model);
         if (lora is not null) LoraAdapters.Create(model.Network, lora, 42);
@@ -197,7 +201,8 @@ internal static class Scenarios
         var pairs = Pairs(pairsPerStep * (warmup + steps), prompt, response, Math.Min(model.Config.VocabSize, 32000), 42);
         var settings = new TrainingSettings
         {
-            Lambda = 0.1, LearningRate = 1e-4, Schedule = LearningRateSchedule.Constant, MaxGradNorm = 0, BatchSize = pairsPerStep,
+            Lambda = 0.1, LearningRate = 1e-4, Schedule = LearningRateSchedule.Constant, MaxGradNorm = 0, BatchSize = micro,
+            GradientAccumulationSteps = pairsPerStep / micro,
             Epochs = 1, Shuffle = false, GroupByLength = false,
             MaxLength = prompt + response, MaxPromptLength = prompt, CheckpointDirectory = null,
             SharedPromptForward = sharedPrompt, LogitsChunkRows = chunkRows, RecomputeActivations = recompute, Precision = precision,
@@ -220,7 +225,7 @@ internal static class Scenarios
         {
             ["metric"] = "train_tokens_per_s", ["value"] = Math.Round(tokensPerSecond, 2),
             ["model_gflops"] = Math.Round(flopsPerToken * tokensPerSecond / 1e9, 2),
-            ["params"] = parameters, ["trainable_params"] = trainable, ["prompt"] = prompt, ["response"] = response, ["pairs"] = pairsPerStep,
+            ["params"] = parameters, ["trainable_params"] = trainable, ["prompt"] = prompt, ["response"] = response, ["pairs"] = pairsPerStep, ["micro_batch"] = micro,
             ["steps"] = measured.Count, ["step_s"] = Math.Round(seconds / measured.Count, 3),
             ["cpu_step_s"] = Math.Round((cpuAtStep[^1] - cpuAtStep[warmup - 1]) / measured.Count, 3),
             ["loss_first"] = Math.Round(history[0].Loss, 5), ["loss_last"] = Math.Round(history[^1].Loss, 5),

@@ -276,9 +276,12 @@ def rss_mib():
     return float("nan")
 
 
-def train(name, prompt, response, npairs, warmup, steps, bf16=False, lora=None, recompute=False):
+def train(name, prompt, response, npairs, warmup, steps, bf16=False, lora=None, recompute=False, micro=None):
     """lora: None (full fine-tuning) or "fp32"/"bf16" (the frozen base's storage type): rank 16, alpha 32, dropout
-    0.05, all seven projections; AdamW over A and B only."""
+    0.05, all seven projections; AdamW over A and B only. micro: pairs per forward and backward (None: all of a
+    step's), the step's gradients accumulated over them; each micro-batch's loss is scaled by its share of the step's
+    pairs, which is the step's loss here because every pair has the same lengths."""
+    micro = micro or npairs
     model = load(name)
     params = sum(p.numel() for p in model.parameters())
     if lora is not None:
@@ -293,11 +296,15 @@ def train(name, prompt, response, npairs, warmup, steps, bf16=False, lora=None, 
     times, cpu, losses = [], [], []
     for s in range(warmup + steps):
         start, cpu_start = time.perf_counter(), time.process_time()
-        ids, targets, resp = batch_tensors(data[s * npairs:(s + 1) * npairs])
+        step_pairs = data[s * npairs:(s + 1) * npairs]
         opt.zero_grad(set_to_none=False)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = orpo_loss(model, ids, targets, resp, 0.1)
-        loss.backward()
+        loss = 0.0
+        for m in range(0, npairs, micro):
+            ids, targets, resp = batch_tensors(step_pairs[m:m + micro])
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                part = orpo_loss(model, ids, targets, resp, 0.1) * (micro / npairs)
+            part.backward()
+            loss += part.detach()
         torch.sqrt(sum((p.grad * p.grad).sum() for p in trainable)).item()  # gradient norm, as ours
         opt.step()
         times.append(time.perf_counter() - start)
@@ -313,7 +320,7 @@ def train(name, prompt, response, npairs, warmup, steps, bf16=False, lora=None, 
                 cpu_step_s=round(sum(cpu[warmup:]) / steps, 3),
                 loss_first=round(losses[0], 5), loss_last=round(losses[-1], 5), peak_rss_mib=round(peak_rss_mib(), 1),
                 rss_before_mib=round(rss_before, 1), precision="bf16" if bf16 else "fp32", trainable_params=sum(p.numel() for p in trainable),
-                recompute_activations=recompute,
+                recompute_activations=recompute, micro_batch=micro,
                 lora="none" if lora is None else "r16 alpha32 dropout0.05 7 targets %s base" % lora)
 
 
@@ -425,6 +432,8 @@ def plans(quick):
         yield "lora.llama41m.%sbase" % base, (lambda base=base: train("llama41m", 64, 192, 4, w, s, lora=base))
     # At the 0.5B shape only the usual fp32 base (each step takes minutes here).
     yield "lora.qwen05b.fp32base", lambda: train("qwen05b", 64, 192, 4, 1, 1, lora="fp32", recompute=True)
+    # The same step with stored activations, one pair per forward and backward (the .NET harness's lora.qwen05b-micro.*).
+    yield "lora.qwen05b-micro.fp32base", lambda: train("qwen05b", 64, 192, 4, 1, 1, lora="fp32", micro=1)
     n = 64 if quick else 256
     yield "profile.precision.stories260K", lambda: precision_profile("stories260K", 64, 192, 4, 4 if quick else 10)
     yield "profile.precision.llama41m", lambda: precision_profile("llama41m", 64, 192, 4, 2 if quick else 4)

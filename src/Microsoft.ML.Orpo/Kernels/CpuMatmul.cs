@@ -7,7 +7,9 @@ namespace Microsoft.ML.Orpo.Kernels;
 /// <summary>
 /// 2-D float32 products <c>op(a) op(b)</c> on the CPU through <see cref="PackedGemm"/> where it applies (AVX-512,
 /// contiguous float32 CPU tensors, enough work to pay for packing), through libtorch otherwise. Transposes are flags,
-/// not views: the kernel reads the stored matrix in either order. No autograd: callers are autograd nodes.
+/// not views: the kernel reads the stored matrix in either order. b may be stored in bfloat16 (a frozen base under
+/// LoRA): the product is the float32 product with b widened, which the kernel does as it packs b and libtorch on a
+/// converted copy. No autograd: callers are autograd nodes.
 /// </summary>
 internal static class CpuMatmul
 {
@@ -30,7 +32,7 @@ internal static class CpuMatmul
             || c.numel() > int.MaxValue / sizeof(float))
         {
             using var left = transA ? a.t() : a.alias();
-            using var right = transB ? b.t() : b.alias();
+            using var right = Widened(a, b, transB);
             if (accumulate)
                 using (var product = left.mm(right)) c.add_(product);
             else
@@ -53,7 +55,7 @@ internal static class CpuMatmul
 
     private static bool Applies(Tensor a, Tensor b, long m, long k, long n) =>
         PackedGemm.IsEnabled && m * k * n >= KernelThresholds.PackedGemmMinMultiplyAdds
-        && a.dtype == ScalarType.Float32 && b.dtype == ScalarType.Float32
+        && a.dtype == ScalarType.Float32 && b.dtype is ScalarType.Float32 or ScalarType.BFloat16
         && a.device_type == DeviceType.CPU && b.device_type == DeviceType.CPU
         && a.is_contiguous() && b.is_contiguous()
         && a.numel() <= int.MaxValue / sizeof(float) && b.numel() <= int.MaxValue / sizeof(float) && m * n <= int.MaxValue / sizeof(float);
@@ -61,13 +63,28 @@ internal static class CpuMatmul
     private static Tensor Fallback(Tensor a, bool transA, Tensor b, bool transB)
     {
         using var left = transA ? a.t() : a.alias();
-        using var right = transB ? b.t() : b.alias();
+        using var right = Widened(a, b, transB);
         return left.mm(right);
+    }
+
+    /// <summary>op(b) for libtorch: a view, or a float32 copy of a bfloat16 b multiplied into a float32 a.</summary>
+    private static Tensor Widened(Tensor a, Tensor b, bool transB)
+    {
+        if (!(a.dtype == ScalarType.Float32 && b.dtype == ScalarType.BFloat16)) return transB ? b.t() : b.alias();
+        using var converted = b.to_type(ScalarType.Float32);
+        return transB ? converted.t() : converted.alias();
     }
 
     private static unsafe void Run(Tensor c, Tensor a, bool transA, Tensor b, bool transB, int m, int k, int n, bool accumulate)
     {
         int lda = transA ? m : k, ldb = transB ? k : n;
+        if (b.dtype == ScalarType.BFloat16)
+        {
+            fixed (float* pa = CpuKernel.Floats(a), pc = CpuKernel.Floats(c))
+            fixed (ushort* pb = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ushort>(b.bytes))
+                PackedGemm.MultiplyBFloat16B(m, n, k, pa, lda, transA, pb, ldb, transB, pc, n, accumulate);
+            return;
+        }
         fixed (float* pa = CpuKernel.Floats(a), pb = CpuKernel.Floats(b), pc = CpuKernel.Floats(c))
             PackedGemm.Multiply(m, n, k, pa, lda, transA, pb, ldb, transB, pc, n, accumulate);
     }

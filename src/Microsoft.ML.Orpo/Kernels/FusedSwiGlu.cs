@@ -20,16 +20,23 @@ internal static class FusedSwiGlu
 {
     private const int ChunkElements = 1 << 14;
 
-    public static bool Supports(Tensor gate, Tensor up, Linear down)
+    /// <summary>Whether <see cref="Apply"/> takes these inputs: <see cref="SupportsProduct"/> and a float32 CPU down projection.</summary>
+    public static bool Supports(Tensor gate, Tensor up, Linear down) => SupportsProduct(gate, up) && SupportsProjection(down);
+
+    /// <summary>Whether <see cref="Product"/> and <see cref="ProductWithGradient"/> take these inputs: float32 CPU gate and up of one shape.</summary>
+    public static bool SupportsProduct(Tensor gate, Tensor up)
     {
-        if (gate.device_type != DeviceType.CPU || gate.dtype != ScalarType.Float32 || up.dtype != ScalarType.Float32
-            || up.device_type != DeviceType.CPU || down.weight is not { } w || w.dtype != ScalarType.Float32 || w.device_type != DeviceType.CPU
-            || (down.bias is not null && down.bias.dtype != ScalarType.Float32))
+        if (gate.device_type != DeviceType.CPU || gate.dtype != ScalarType.Float32 || up.dtype != ScalarType.Float32 || up.device_type != DeviceType.CPU)
             return false;
         long[] shape = gate.shape; // read once: it runs per layer and decoded token
         long elements = shape.Aggregate(1L, (a, b) => a * b);
         return elements > 0 && elements <= int.MaxValue / 4 && shape.SequenceEqual(up.shape);
     }
+
+    /// <summary>Whether the fused node can multiply by this down projection: float32 weight and bias on the CPU.</summary>
+    public static bool SupportsProjection(Linear down) =>
+        down.weight is { } w && w.dtype == ScalarType.Float32 && w.device_type == DeviceType.CPU
+        && (down.bias is null || down.bias.dtype == ScalarType.Float32);
 
     /// <summary>
     /// (..., I) gate and up -> (..., D) <c>down(silu(gate) * up)</c> as one autograd node, for inputs that need

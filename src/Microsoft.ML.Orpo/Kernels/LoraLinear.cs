@@ -12,8 +12,11 @@ namespace Microsoft.ML.Orpo.Kernels;
 /// allocations per projection, which cost as much as the base product (benchmarks/README.md, LoRA). Here the update is
 /// accumulated into y by the GEMM, x is dropped a chunk of rows at a time into a small scratch buffer (the mask is
 /// hashed from the positions, <see cref="HashedDropout"/>, never stored), and the input gradient's adapter part is
-/// accumulated into the base's the same way. Saved for the backward pass: x, W, A, B and the (N, r) product.
-/// The weight may be stored in bfloat16 (it is converted for each product, never kept converted); it gets no gradient.
+/// accumulated into the base's the same way. The rank-r products run in <see cref="LoraRankProducts"/> on AVX-512 CPUs
+/// (one pass over dy for B's gradient and s dy B, one over x for A's gradient and the input gradient's adapter part),
+/// through libtorch a chunk at a time elsewhere. Saved for the backward pass: x, W, A, B and the (N, r) product (r
+/// padded to whole vectors on the AVX-512 path). The weight may be stored in bfloat16 (the packed GEMM widens it as it
+/// packs it; no float32 copy is made); it gets no gradient.
 /// </summary>
 internal static class LoraLinear
 {
@@ -49,8 +52,8 @@ internal static class LoraLinear
         return y.MoveToOuterDisposeScope();
     }
 
-    /// <summary>y (..., out) and the scaled (N, r) product <c>s (x * mask) A^T</c>.</summary>
-    internal static (Tensor Y, Tensor Down) Forward(Tensor x, Tensor weight, Tensor? bias, Tensor a, Tensor b, double scale, long? seed, double probability)
+    /// <summary>y (..., out) and the scaled (N, r) product <c>s (x * mask) A^T</c> ((N, rp), zero past r, on the AVX-512 path).</summary>
+    internal static unsafe (Tensor Y, Tensor Down) Forward(Tensor x, Tensor weight, Tensor? bias, Tensor a, Tensor b, double scale, long? seed, double probability)
     {
         long[] shape = (long[])x.shape.Clone();
         long inputs = shape[^1], outputs = weight.shape[0];
@@ -58,13 +61,44 @@ internal static class LoraLinear
         using var flat = x.reshape(-1, inputs).contiguous();                          // (N, in)
         var y = HostTensors.Empty(shape);                                             // its own tensor: the decoder adds into it
         using var y2 = y.view(flat.shape[0], outputs);                                // (N, out)
-        using (var w = Float32(weight))
-            CpuMatmul.MultiplyInto(y2, flat, false, w, true, accumulate: false);
+        CpuMatmul.MultiplyInto(y2, flat, false, weight, true, accumulate: false);
         if (bias is not null)
             using (var b32 = bias.to_type(ScalarType.Float32)) y2.add_(b32);
+        if (LoraRankProducts.IsSupported)
+        {
+            int rank = (int)a.shape[0], padded = LoraRankProducts.Padded(rank);
+            var rankDown = HostTensors.Empty(flat.shape[0], padded);                // (N, rp), past r zero
+            using (var at = TransposedPadded(a, padded))                             // (in, rp)
+                LoraRankProducts.Down(Pointer(flat), (int)flat.shape[0], (int)inputs, Pointer(at), padded, Pointer(rankDown), (float)scale, seed, probability);
+            using (var bp = Padded(b, padded))                                       // (out, rp)
+                CpuMatmul.MultiplyInto(y2, rankDown, false, bp, true, accumulate: true); // y += s (x * mask) A^T B^T
+            return (y, rankDown);
+        }
         var down = Down(flat, a, seed, probability).mul_(scale);                       // (N, r)
         CpuMatmul.MultiplyInto(y2, down, false, b, true, accumulate: true);           // y += s (x * mask) A^T B^T
         return (y, down);
+    }
+
+    /// <summary>The address of a contiguous float32 CPU tensor's first element (libtorch's memory: nothing to pin), or null.</summary>
+    internal static unsafe float* Pointer(Tensor? t) =>
+        t is null ? null : (float*)System.Runtime.CompilerServices.Unsafe.AsPointer(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(CpuKernel.Floats(t)));
+
+    /// <summary>(out, r) -> (out, rp) with zero columns past r; B itself when r is already whole vectors.</summary>
+    internal static Tensor Padded(Tensor b, int padded)
+    {
+        if (b.shape[1] == padded) return b.contiguous();
+        var result = zeros(b.shape[0], padded);
+        result.narrow(1, 0, b.shape[1]).copy_(b);
+        return result;
+    }
+
+    /// <summary>(r, in) -> A^T as (in, rp) with zero columns past r.</summary>
+    private static Tensor TransposedPadded(Tensor a, int padded)
+    {
+        var result = padded == a.shape[0] ? HostTensors.Empty(a.shape[1], padded) : zeros(a.shape[1], padded);
+        using var columns = result.narrow(1, 0, a.shape[0]);
+        columns.copy_(a.t());
+        return result;
     }
 
     /// <summary>(x * mask) A^T (N, r), x dropped a chunk of rows at a time.</summary>
@@ -97,9 +131,6 @@ internal static class LoraLinear
         });
         return scratch.narrow(0, 0, count);
     }
-
-    /// <summary>The weight in float32: itself, or a converted copy of a bfloat16 weight.</summary>
-    internal static Tensor Float32(Tensor weight) => weight.dtype == ScalarType.Float32 ? weight.alias() : weight.to_type(ScalarType.Float32);
 }
 
 /// <summary>The autograd node behind <see cref="LoraLinear"/>: saves x, W, A, B and s (x * mask) A^T.</summary>
@@ -134,12 +165,11 @@ internal sealed class LoraLinearFunction : autograd.SingleTensorFunction<LoraLin
         using var dy = grad_output.reshape(-1, outputs).contiguous();             // (N, out)
         using var flat = x.reshape(-1, inputs).contiguous();                      // (N, in)
         long rows = flat.shape[0];
+        if (LoraRankProducts.IsSupported) return RankBackward(dy, flat, weight, a, b, down, scale, seed, probability, needs, shape);
         Tensor? gradB = needs[2] ? CpuMatmul.Multiply(dy, true, down, false) : null; // (out, r) = dy^T s (x * mask) A^T
         using var dDown = dy.mm(b).mul_(scale);                                   // (N, r) = s dy B
         Tensor? gradX = null, gradA = null;
-        if (needs[0])
-            using (var w = LoraLinear.Float32(weight))
-                gradX = CpuMatmul.Multiply(dy, false, w, false);                  // (N, in) = dy W
+        if (needs[0]) gradX = CpuMatmul.Multiply(dy, false, weight, false);    // (N, in) = dy W
         if (seed is not long s)
         {
             if (needs[1]) gradA = CpuMatmul.Multiply(dDown, true, flat, false);   // (r, in) = dDown^T x
@@ -169,4 +199,24 @@ internal sealed class LoraLinearFunction : autograd.SingleTensorFunction<LoraLin
         }
         return new List<Tensor> { gradX?.view(shape)!, null!, null!, gradA!, gradB!, null!, null!, null! };
     });
+
+    /// <summary>The backward pass with <see cref="LoraRankProducts"/>: down is (N, rp).</summary>
+    private static unsafe List<Tensor> RankBackward(Tensor dy, Tensor flat, Tensor weight, Tensor a, Tensor b, Tensor down, double scale,
+        long? seed, double probability, bool[] needs, long[] shape)
+    {
+        int rows = (int)flat.shape[0], inputs = (int)flat.shape[1], outputs = (int)dy.shape[1], rank = (int)a.shape[0], padded = (int)down.shape[1];
+        using var bp = LoraLinear.Padded(b, padded);
+        using var dDown = HostTensors.Empty(rows, padded);                          // (N, rp) = s dy B
+        var gradB = HostTensors.Empty(outputs, rank);                               // (out, r) = dy^T s (x * mask) A^T
+        LoraRankProducts.DownGradients(LoraLinear.Pointer(dy), rows, outputs, LoraLinear.Pointer(bp), LoraLinear.Pointer(down), padded, (float)scale,
+            LoraLinear.Pointer(dDown), LoraLinear.Pointer(gradB), rank);
+        var gradX = needs[0] ? CpuMatmul.Multiply(dy, false, weight, false) : null; // (N, in) = dy W, then += mask * (dDown A)
+        var gradA = needs[1] ? HostTensors.Empty(rank, inputs) : null;              // (r, in) = dDown^T (x * mask)
+        using var aRows = a.contiguous();
+        if (gradA is not null || gradX is not null)
+            LoraRankProducts.InputGradients(LoraLinear.Pointer(flat), rows, inputs, LoraLinear.Pointer(dDown), padded, LoraLinear.Pointer(aRows), rank,
+                seed, probability, LoraLinear.Pointer(gradA), LoraLinear.Pointer(gradX));
+        if (!needs[2]) { gradB.Dispose(); gradB = null; }
+        return new List<Tensor> { gradX?.view(shape)!, null!, null!, gradA!, gradB!, null!, null!, null! };
+    }
 }

@@ -99,7 +99,20 @@ internal static unsafe class PackedGemm
     /// already run one product per thread).
     /// </summary>
     public static void Multiply(int m, int n, int k, float* a, int lda, bool transA, float* b, int ldb, bool transB,
-        float* c, int ldc, bool accumulate, bool parallel = true)
+        float* c, int ldc, bool accumulate, bool parallel = true) =>
+        Multiply(m, n, k, a, lda, transA, b, bfloat16B: false, ldb, transB, c, ldc, accumulate, parallel);
+
+    /// <summary>
+    /// As the float32 overload, with B stored in bfloat16 (<paramref name="b"/> holds bfloat16 bit patterns): each
+    /// element is widened to float32 exactly as it is packed, so the result equals the product with a converted copy of
+    /// B, bit for bit, without making that copy (a frozen bfloat16 base under LoRA).
+    /// </summary>
+    public static void MultiplyBFloat16B(int m, int n, int k, float* a, int lda, bool transA, ushort* b, int ldb, bool transB,
+        float* c, int ldc, bool accumulate, bool parallel = true) =>
+        Multiply(m, n, k, a, lda, transA, b, bfloat16B: true, ldb, transB, c, ldc, accumulate, parallel);
+
+    private static void Multiply(int m, int n, int k, float* a, int lda, bool transA, void* b, bool bfloat16B, int ldb, bool transB,
+        float* c, int ldc, bool accumulate, bool parallel)
     {
         if (!IsSupported) throw new PlatformNotSupportedException("PackedGemm needs AVX-512F.");
         products++;
@@ -122,7 +135,7 @@ internal static unsafe class PackedGemm
                 int panels = (nc + NR - 1) / NR;
                 int jcc = jc, pcc = pc;
                 ForEach(parallel, panels, panel =>
-                    PackB((float*)bAddress, ldb, transB, pcc, kc, jcc + panel * NR, Math.Min(NR, nc - panel * NR),
+                    PackB(new Source((void*)bAddress, bfloat16B), ldb, transB, pcc, kc, jcc + panel * NR, Math.Min(NR, nc - panel * NR),
                         (float*)bBlockAddress + (long)panel * kc * NR));
                 ForEach(parallel, (m + MC - 1) / MC, block =>
                 {
@@ -148,22 +161,38 @@ internal static unsafe class PackedGemm
         return (float*)((start + 63) & ~(nint)63);
     }
 
+    /// <summary>B's storage: float32, or bfloat16 widened to float32 as it is read (exact).</summary>
+    private readonly struct Source(void* start, bool bfloat16)
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public Vector512<float> Load16(long index) => bfloat16
+            ? Avx512F.ShiftLeftLogical(Avx512F.ConvertToVector512UInt32(Vector256.Load((ushort*)start + index)), 16).AsSingle()
+            : Vector512.Load((float*)start + index);
+
+        public float this[long index]
+        {
+            [MethodImpl(MethodImplOptions.AggressiveInlining)]
+            get => bfloat16 ? BitConverter.Int32BitsToSingle(((ushort*)start)[index] << 16) : ((float*)start)[index];
+        }
+    }
+
     /// <summary>op(B) rows [p0, p0 + kc), columns [j0, j0 + cols) -> kc x NR panel (columns past cols are zero).</summary>
-    private static void PackB(float* b, int ldb, bool transB, int p0, int kc, int j0, int cols, float* panel)
+    private static void PackB(Source b, int ldb, bool transB, int p0, int kc, int j0, int cols, float* panel)
     {
         if (!transB)
         {
             for (int p = 0; p < kc; p++)
             {
-                float* source = b + (long)(p0 + p) * ldb + j0, target = panel + p * NR;
+                long source = (long)(p0 + p) * ldb + j0;
+                float* target = panel + p * NR;
                 if (cols == NR)
                 {
-                    Vector512.Store(Vector512.Load(source), target);
-                    Vector512.Store(Vector512.Load(source + 16), target + 16);
+                    Vector512.Store(b.Load16(source), target);
+                    Vector512.Store(b.Load16(source + 16), target + 16);
                 }
                 else
                 {
-                    for (int j = 0; j < cols; j++) target[j] = source[j];
+                    for (int j = 0; j < cols; j++) target[j] = b[source + j];
                     for (int j = cols; j < NR; j++) target[j] = 0;
                 }
             }
@@ -175,14 +204,14 @@ internal static unsafe class PackedGemm
         for (int half = 0; half < NR; half += 16)
             for (int p = 0; p < vectorised; p += 16)
             {
-                for (int r = 0; r < 16; r++) rows[r] = Vector512.Load(b + (long)(j0 + half + r) * ldb + p0 + p);
+                for (int r = 0; r < 16; r++) rows[r] = b.Load16((long)(j0 + half + r) * ldb + p0 + p);
                 Transpose16(rows, scratch);
                 for (int q = 0; q < 16; q++) Vector512.Store(rows[q], panel + (p + q) * NR + half);
             }
         for (int j = 0; j < cols; j++)
         {
-            float* source = b + (long)(j0 + j) * ldb + p0;
-            for (int p = vectorised; p < kc; p++) panel[p * NR + j] = source[p];
+            long source = (long)(j0 + j) * ldb + p0;
+            for (int p = vectorised; p < kc; p++) panel[p * NR + j] = b[source + p];
         }
         for (int j = cols; j < NR; j++)
             for (int p = 0; p < kc; p++) panel[p * NR + j] = 0;

@@ -13,6 +13,10 @@ namespace Microsoft.ML.Orpo.Tests.Kernels;
 [TestClass]
 public sealed class PackedGemmTests
 {
+    /// <summary>Every (transA, transB, accumulate) combination.</summary>
+    private static readonly (bool TransA, bool TransB, bool Accumulate)[] Layouts =
+        (from ta in new[] { false, true } from tb in new[] { false, true } from acc in new[] { false, true } select (ta, tb, acc)).ToArray();
+
     private static void RequireKernel()
     {
         if (!PackedGemm.IsSupported) Assert.Inconclusive("This CPU has no AVX-512F (or DOTNET_EnableAVX512=0): PackedGemm cannot run here.");
@@ -27,27 +31,72 @@ public sealed class PackedGemmTests
     public void MatchesFloat64ProductInEveryLayout(int m, int k, int n)
     {
         RequireKernel();
-        foreach (bool transA in new[] { false, true })
-            foreach (bool transB in new[] { false, true })
-                foreach (bool accumulate in new[] { false, true })
-                {
-                    using var scope = NewDisposeScope();
-                    manual_seed(m * 31 + k * 7 + n);
-                    var a = transA ? randn(k, m) : randn(m, k);
-                    var b = transB ? randn(n, k) : randn(k, n);
-                    var opA = (transA ? a.t() : a).to_type(ScalarType.Float64);
-                    var opB = (transB ? b.t() : b).to_type(ScalarType.Float64);
-                    const int pad = 5; // C's rows are wider than n: the kernel must use ldc and leave the rest alone
-                    var c = randn(m, n + pad);
-                    var before = c.clone();
-                    Run(a, transA, b, transB, c, m, k, n, n + pad, accumulate);
-                    var expected = opA.mm(opB) + (accumulate ? before.narrow(1, 0, n).to_type(ScalarType.Float64) : zeros(m, n, ScalarType.Float64));
-                    var bound = opA.abs().mm(opB.abs()) * 1e-5 + 1e-30;
-                    var error = (c.narrow(1, 0, n).to_type(ScalarType.Float64) - expected).abs();
-                    Assert.IsTrue(error.le(bound).all().ToBoolean(),
-                        $"{(transA ? "T" : "N")}{(transB ? "T" : "N")} accumulate={accumulate}: worst error {error.max().ToDouble():E2}");
-                    Assert.IsTrue(c.narrow(1, n, pad).eq(before.narrow(1, n, pad)).all().ToBoolean(), "wrote past n in a row");
-                }
+        foreach (var (transA, transB, accumulate) in Layouts)
+        {
+            using var scope = NewDisposeScope();
+            manual_seed(m * 31 + k * 7 + n);
+            var a = transA ? randn(k, m) : randn(m, k);
+            var b = transB ? randn(n, k) : randn(k, n);
+            var opA = (transA ? a.t() : a).to_type(ScalarType.Float64);
+            var opB = (transB ? b.t() : b).to_type(ScalarType.Float64);
+            const int pad = 5; // C's rows are wider than n: the kernel must use ldc and leave the rest alone
+            var c = randn(m, n + pad);
+            var before = c.clone();
+            Run(a, transA, b, transB, c, m, k, n, n + pad, accumulate);
+            var expected = opA.mm(opB) + (accumulate ? before.narrow(1, 0, n).to_type(ScalarType.Float64) : zeros(m, n, ScalarType.Float64));
+            var bound = opA.abs().mm(opB.abs()) * 1e-5 + 1e-30;
+            var error = (c.narrow(1, 0, n).to_type(ScalarType.Float64) - expected).abs();
+            Assert.IsTrue(error.le(bound).all().ToBoolean(),
+                $"{(transA ? "T" : "N")}{(transB ? "T" : "N")} accumulate={accumulate}: worst error {error.max().ToDouble():E2}");
+            Assert.IsTrue(c.narrow(1, n, pad).eq(before.narrow(1, n, pad)).all().ToBoolean(), "wrote past n in a row");
+        }
+    }
+
+    [TestMethod]
+    [DataRow(13, 33, 17, DisplayName = "edges in every dimension")]
+    [DataRow(150, 530, 70, DisplayName = "m past one row block, k past one depth block")]
+    [DataRow(24, 40, 2100, DisplayName = "n past one column block (2048)")]
+    public void BFloat16BEqualsTheProductWithBWidenedBitForBit(int m, int k, int n)
+    {
+        RequireKernel();
+        foreach (var (transA, transB, accumulate) in Layouts)
+        {
+            using var scope = NewDisposeScope();
+            manual_seed(m * 31 + k * 7 + n);
+            var a = transA ? randn(k, m) : randn(m, k);
+            var b16 = (transB ? randn(n, k) : randn(k, n)).to_type(ScalarType.BFloat16);
+            var b32 = b16.to_type(ScalarType.Float32);
+            var c16 = randn(m, n);
+            var c32 = c16.clone();
+            RunBFloat16(a, transA, b16, transB, c16, m, k, n, accumulate);
+            Run(a, transA, b32, transB, c32, m, k, n, n, accumulate);
+            Assert.IsTrue(c16.eq(c32).all().ToBoolean(),
+                $"{(transA ? "T" : "N")}{(transB ? "T" : "N")} accumulate={accumulate}: worst difference {(c16 - c32).abs().max().ToDouble():E2}");
+        }
+    }
+
+    [TestMethod]
+    public void CpuMatmulTakesABFloat16RightFactorOnEitherPath()
+    {
+        using var scope = NewDisposeScope();
+        manual_seed(5);
+        var a = randn(300, 200);
+        var b16 = randn(120, 200).to_type(ScalarType.BFloat16);       // a weight (out, in)
+        var expected = a.to_type(ScalarType.Float64).mm(b16.to_type(ScalarType.Float64).t());
+        foreach (bool kernel in PackedGemm.IsSupported ? new[] { true, false } : new[] { false })
+        {
+            using var policy = kernel ? null : KernelPolicy.Without(CpuKernels.MatrixProduct);
+            long before = PackedGemm.ProductsOnThisThread;
+            var product = CpuMatmul.Multiply(a, false, b16, true);
+            var into = randn(300, 120);
+            var old = into.clone();
+            CpuMatmul.MultiplyInto(into, a, false, b16, true, accumulate: true);
+            Assert.AreEqual(kernel && PackedGemm.IsEnabled, PackedGemm.ProductsOnThisThread > before, "which path ran");
+            Assert.AreEqual(ScalarType.Float32, product.dtype);
+            double bound = 1e-5 * a.abs().to_type(ScalarType.Float64).mm(b16.to_type(ScalarType.Float64).abs().t()).max().ToDouble();
+            Assert.IsLessThan(bound, (product.to_type(ScalarType.Float64) - expected).abs().max().ToDouble(), $"kernel={kernel}");
+            Assert.IsLessThan(bound * 2, (into.to_type(ScalarType.Float64) - old.to_type(ScalarType.Float64) - expected).abs().max().ToDouble(), $"kernel={kernel}, into");
+        }
     }
 
     [TestMethod]
@@ -196,6 +245,13 @@ public sealed class PackedGemmTests
             double error = (gradients[i] - reference.Gradients[i]).abs().max().ToDouble();
             Assert.IsLessThan(1e-4 * scale, error, $"parameter {i}: worst {error:E2} at scale {scale:E2}");
         }
+    }
+
+    private static unsafe void RunBFloat16(Tensor a, bool transA, Tensor b, bool transB, Tensor c, int m, int k, int n, bool accumulate)
+    {
+        fixed (float* pa = MemoryMarshal.Cast<byte, float>(a.bytes), pc = MemoryMarshal.Cast<byte, float>(c.bytes))
+        fixed (ushort* pb = MemoryMarshal.Cast<byte, ushort>(b.bytes))
+            PackedGemm.MultiplyBFloat16B(m, n, k, pa, transA ? m : k, transA, pb, transB ? k : n, transB, pc, n, accumulate);
     }
 
     private static unsafe void Run(Tensor a, bool transA, Tensor b, bool transB, Tensor c, int m, int k, int n, int ldc, bool accumulate)

@@ -1,6 +1,7 @@
 using Microsoft.ML.Orpo.Kernels;
 using Microsoft.ML.Orpo.Ops;
 using Microsoft.ML.Orpo.Ops.Reference;
+using Microsoft.ML.Orpo.Tests.Infrastructure;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
@@ -32,19 +33,21 @@ public sealed class LoraKernelTests
     }
 
     [TestMethod]
-    [DataRow(0.0, false, false)]
-    [DataRow(0.3, false, true)]
-    [DataRow(0.3, true, false)]
-    [DataRow(0.05, true, true)]
-    public void LoraLinearMatchesTheComposedDefinitionInValuesAndGradients(double probability, bool bfloat16Weight, bool bias)
+    [DataRow(0.0, false, false, 4, 48)]
+    [DataRow(0.3, false, true, 4, 48)]
+    [DataRow(0.3, true, false, 4, 48)]
+    [DataRow(0.05, true, true, 4, 48)]
+    [DataRow(0.05, false, false, 16, 53, DisplayName = "rank 16 (whole vectors), 53 inputs (a partial vector)")]
+    [DataRow(0.1, false, true, 20, 70, DisplayName = "rank 20 (two vectors, padded), 70 inputs")]
+    public void LoraLinearMatchesTheComposedDefinitionInValuesAndGradients(double probability, bool bfloat16Weight, bool bias, int rank, int inputs)
     {
         manual_seed(11);
-        var x = randn(2, 150, 48);           // 300 rows: more than a chunk of 128, the last one partial
-        var weight = randn(40, 48) * 0.1;
+        var x = randn(2, 150, inputs);       // 300 rows: more than a chunk of 128, the last one partial
+        var weight = randn(40, inputs) * 0.1;
         if (bfloat16Weight) weight = weight.to_type(ScalarType.BFloat16);
         var biasValues = bias ? randn(40) : null;
-        var a = randn(4, 48) * 0.2;
-        var b = randn(40, 4) * 0.2;
+        var a = randn(rank, inputs) * 0.2;
+        var b = randn(40, rank) * 0.2;
         var upstream = randn(2, 150, 40);
         const double scale = 2.0;
         var dropout = new LoraDropout(probability);
@@ -65,6 +68,25 @@ public sealed class LoraKernelTests
         AssertClose(composed.Dx, fused.Dx, "dx");
         AssertClose(composed.DA, fused.DA, "dA");
         AssertClose(composed.DB, fused.DB, "dB");
+    }
+
+    [TestMethod]
+    public void LoraLinearGivesTheSameValuesAndGradientsOnAnyThreadCount()
+    {
+        manual_seed(12);
+        var x = randn(3, 170, 72);            // 510 rows: four row blocks, the last one partial; 8-row groups with a tail
+        var weight = randn(50, 72) * 0.1;
+        var a = randn(16, 72) * 0.2;
+        var b = randn(50, 16) * 0.2;
+        var upstream = randn(3, 170, 50);
+        var dropout = new LoraDropout(0.1);
+        using var on = dropout.During(3, 1, 0);
+        long? seed = dropout.StreamSeed(2);
+        ThreadCounts.AssertSameResults(() =>
+        {
+            var (output, dx, da, db) = Run((xi, ai, bi) => LoraLinear.Apply(xi, weight, null, ai, bi, 2.0, seed, 0.1), x, a, b, upstream);
+            return new[] { output, dx, da, db };
+        });
     }
 
     [TestMethod]

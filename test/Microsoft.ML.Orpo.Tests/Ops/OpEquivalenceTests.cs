@@ -234,6 +234,9 @@ public sealed class OpEquivalenceTests
         new("SwiGlu + down_proj LoRA r8, 3x20 rows, 1031 -> 96 (four chunks)", () => AdaptedSwiGlu([3, 20], 1031, 96, rank: 8)),
         new("SwiGlu + down_proj LoRA r4, 1 row (single token), 515 -> 512", () => AdaptedSwiGlu([1, 1], 515, 512, rank: 4)),
         new("SwiGlu + down_proj LoRA r4, 2x5 rows, 173 -> 64, no grad", () => AdaptedSwiGlu([2, 5], 173, 64, rank: 4), Gradients: false),
+        // A bfloat16 frozen down projection (LoraOptions.BFloat16Base), with and without its adapter.
+        new("SwiGlu + bf16 down_proj LoRA r4, 2x37 rows, 173 -> 64", () => AdaptedSwiGlu([2, 37], 173, 64, rank: 4, bfloat16Down: true)),
+        new("SwiGlu + bf16 down_proj (no adapter), 3x20 rows, 1031 -> 96", () => AdaptedSwiGlu([3, 20], 1031, 96, rank: 0, bfloat16Down: true)),
 
         // Token log-probabilities in chunks of 16 rows (ChunkedLogProbs) against the full logits (chunkRows 0).
         new("TokenLogProbs 2x37 rows, vocabulary 4099 x 96", () => TokenLogProbs([2, 37], 4099, 96)),
@@ -335,18 +338,23 @@ public sealed class OpEquivalenceTests
         };
     }
 
-    private static Setup AdaptedSwiGlu(long[] rows, int width, int outputs, int rank)
+    private static Setup AdaptedSwiGlu(long[] rows, int width, int outputs, int rank, bool bfloat16Down = false)
     {
         var gate = (randn([.. rows, width]) * linspace(0.1, 12, width)).requires_grad_(true);
         var up = randn([.. rows, width]).requires_grad_(true);
         var down = nn.Linear(width, outputs, hasBias: false);
-        var adapter = Adapter(down, rank);
+        var adapter = rank > 0 ? Adapter(down, rank) : null;
+        if (bfloat16Down)
+        {
+            foreach (var parameter in down.parameters()) parameter.requires_grad_(false);
+            down.to(ScalarType.BFloat16);
+        }
         return new Setup
         {
             Run = kernel => [kernel ? Op.SwiGlu(gate, up, down, null, adapter) : AdaptedReference(ReferenceSwiGlu.Product(gate, up), down, adapter)],
-            Leaves = [("gate", gate), ("up", up), ("lora A", adapter.A), ("lora B", adapter.B)],
-            KernelApplies = () => KernelPolicy.Allows(CpuKernels.SwiGlu) && FusedSwiGlu.Supports(gate, up, down),
-            Owned = [down, adapter],
+            Leaves = adapter is null ? [("gate", gate), ("up", up)] : [("gate", gate), ("up", up), ("lora A", adapter.A), ("lora B", adapter.B)],
+            KernelApplies = () => KernelPolicy.Allows(CpuKernels.SwiGlu) && FusedSwiGlu.SupportsProduct(gate, up),
+            Owned = adapter is null ? [down] : [down, adapter],
         };
     }
 

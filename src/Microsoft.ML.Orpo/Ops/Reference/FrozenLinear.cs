@@ -11,7 +11,8 @@ namespace Microsoft.ML.Orpo.Ops.Reference;
 /// LoRA, multiplied in float32): the weight is converted for the product and again for the input gradient, never
 /// kept converted. Through <see cref="ReferenceLinear"/> autograd would save every layer's converted weight until the
 /// backward pass, giving back the memory the low-precision base saves. Device-agnostic libtorch calls, except that
-/// many float32 rows on the CPU go through <see cref="PackedGemm"/> (as an unconverted float32 weight does) where it is enabled.
+/// many float32 rows on the CPU go through <see cref="PackedGemm"/> (as an unconverted float32 weight does) where it
+/// is enabled, which widens the weight as it packs it instead of converting a copy.
 /// </summary>
 internal static class FrozenLinear
 {
@@ -24,25 +25,27 @@ internal static class FrozenLinear
     internal static Tensor Product(Tensor x, Tensor weight, Tensor? bias, ScalarType type)
     {
         using var scope = NewDisposeScope();
-        var (input, w, b) = (x.to_type(type), weight.to_type(type), bias?.to_type(type));
-        // Many float32 rows on the CPU: the packed GEMM, as an unconverted float32 weight would take (Op.Linear).
-        if (UsesPackedGemm(input, w)) return PackedLinear.Forward(input, w, b).MoveToOuterDisposeScope();
-        return F.linear(input, w, b).MoveToOuterDisposeScope();
+        var (input, b) = (x.to_type(type), bias?.to_type(type));
+        // Many float32 rows on the CPU: the packed GEMM, as an unconverted float32 weight would take (Op.Linear); it
+        // widens a bfloat16 weight as it packs it, so no converted copy is made.
+        if (UsesPackedGemm(input, weight)) return PackedLinear.Forward(input, weight, b).MoveToOuterDisposeScope();
+        return F.linear(input, weight.to_type(type), b).MoveToOuterDisposeScope();
     }
 
     /// <summary>dy (..., out) -> dx (..., in) = dy W in <paramref name="type"/>, W converted for this product only.</summary>
     internal static Tensor InputGradient(Tensor gradOutput, Tensor weight, ScalarType type)
     {
         using var scope = NewDisposeScope();
-        var (dy, w) = (gradOutput.to_type(type), weight.to_type(type));
-        if (!UsesPackedGemm(dy, w)) return dy.matmul(w).MoveToOuterDisposeScope();
+        var dy = gradOutput.to_type(type);
+        if (!UsesPackedGemm(dy, weight)) return dy.matmul(weight.to_type(type)).MoveToOuterDisposeScope();
         long[] shape = (long[])dy.shape.Clone();
-        shape[^1] = w.shape[1];
-        return CpuMatmul.Multiply(dy.reshape(-1, w.shape[0]).contiguous(), false, w.contiguous(), false).view(shape).MoveToOuterDisposeScope();
+        shape[^1] = weight.shape[1];
+        return CpuMatmul.Multiply(dy.reshape(-1, weight.shape[0]).contiguous(), false, weight.contiguous(), false).view(shape).MoveToOuterDisposeScope();
     }
 
     private static bool UsesPackedGemm(Tensor rows, Tensor weight) =>
         PackedGemm.IsEnabled && rows.dtype == ScalarType.Float32 && rows.device_type == DeviceType.CPU
+        && weight.dtype is ScalarType.Float32 or ScalarType.BFloat16 && weight.device_type == DeviceType.CPU
         && weight.numel() >= KernelThresholds.PackedLinearMinWeightElements && rows.numel() / rows.shape[^1] > KernelThresholds.FewRowsMaxRows;
 }
 
