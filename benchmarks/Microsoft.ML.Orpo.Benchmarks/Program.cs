@@ -38,10 +38,11 @@ if (options.Scenario is not null)
     return 0;
 }
 
-// Profiles, interleaved A/B runs and the LoRA scenarios (benchmarks/lora.sh) run only when named.
+// Profiles, interleaved A/B runs, the LoRA scenarios (benchmarks/lora.sh) and the checkpoint export/load run only when named.
 var plans = Plan.All(options.Quick).Where(p => options.Only.Count == 0
     ? !p.Name.StartsWith("profile", StringComparison.Ordinal) && !p.Name.StartsWith("ab.", StringComparison.Ordinal)
-        && !p.Name.StartsWith("lora.", StringComparison.Ordinal)
+        && !p.Name.StartsWith("lora.", StringComparison.Ordinal) && !p.Name.StartsWith("export.", StringComparison.Ordinal)
+        && !p.Name.StartsWith("load.", StringComparison.Ordinal)
     : options.Only.Any(o => p.Name.Contains(o, StringComparison.Ordinal))).ToList();
 if (options.List) { foreach (var p in plans) Console.WriteLine(p.Name); return 0; }
 var results = new List<JsonObject>();
@@ -128,16 +129,22 @@ internal sealed record Plan(string Name, Func<JsonObject> Run)
         // 64+192 tokens. *-micro: one pair per forward and backward (BatchSize 1, GradientAccumulationSteps 4: the same
         // update), so only one pair's activations are alive at a time; the 0.5B shape's main configuration. The 0.5B
         // shape also with recomputed activations (qwen05b) and with 4 pairs stored (qwen05b-stored); 1 warm-up + 1
-        // measured step there.
+        // measured step there. qwen05b-disk: one pair per pass from the bf16 checkpoint export.qwen05b writes (the
+        // process's peak RSS then includes loading it).
         foreach (var (model, name, recompute, micro, warm, measured) in new[] { ("llama41m", "llama41m", false, 4, 1, steps41),
                      ("llama41m", "llama41m-micro", false, 1, 1, steps41), ("qwen05b", "qwen05b-micro", false, 1, 1, 1),
-                     ("qwen05b", "qwen05b", true, 4, 1, 1), ("qwen05b", "qwen05b-stored", false, 4, 1, 1) })
+                     ("qwen05b", "qwen05b", true, 4, 1, 1), ("qwen05b", "qwen05b-stored", false, 4, 1, 1),
+                     ("qwen05b-disk", "qwen05b-disk", false, 1, 1, 1) })
         {
             yield return new($"lora.{name}.full", () => Scenarios.Train(model, 64, 192, 4, warm, measured, false, chunk, recompute, microBatch: micro));
             foreach (bool bf16Base in new[] { false, true })
                 yield return new($"lora.{name}.{(bf16Base ? "bf16" : "fp32")}base", () => Scenarios.Train(model, 64, 192, 4, warm, measured, false, chunk, recompute,
                     lora: new LoraConfig(16, 32, 0.05, LoraOptions.AllLinear, bf16Base), microBatch: micro));
         }
+        // Loading a 0.5B-shaped bf16 checkpoint from disk (run only when named; export.qwen05b writes it first).
+        yield return new("export.qwen05b", CheckpointLoad.Export);
+        yield return new("load.qwen05b.streamed", () => CheckpointLoad.Load(stateDict: false));
+        yield return new("load.qwen05b.state-dict", () => CheckpointLoad.Load(stateDict: true));
         // Interleaved A/B in one process: shared-prompt over concatenated tok/s (median of per-round ratios).
         foreach (var (p, r) in new[] { (170, 86), (128, 128), (64, 192) })
             yield return new($"ab.llama41m.shared-vs-concat.{p}+{r}", () => Interleaved.SharedVersusConcat("llama41m", p, r, 4, quick ? 3 : 6));

@@ -42,6 +42,7 @@ internal static class BenchModels
     {
         string stories = Path.Combine(RepoRoot, "models", "stories260K", "hf");
         if (name == "stories260K") return CausalLanguageModel.Load(stories, null, "cpu");
+        if (name == "qwen05b-disk") return CausalLanguageModel.Load(CheckpointLoad.Folder, stories, "cpu"); // export.qwen05b wrote it
         var config = name switch
         {
             "llama41m" => Llama41M,

@@ -34,37 +34,24 @@ internal sealed class CausalLanguageModel : IDisposable
     {
         if (string.IsNullOrWhiteSpace(modelPath)) throw new ArgumentException("A model path is required.", nameof(modelPath));
         var torchDevice = DeviceNames.Parse(device);
-        LlamaConfig config;
-        Dictionary<string, Tensor> weights;
-        string tokenizerSource;
-        GenerationConfig? generation = null;
         if (Directory.Exists(modelPath))
         {
-            (config, weights) = HuggingFaceFolder.Load(modelPath);
-            tokenizerSource = tokenizerPath ?? modelPath;
-            try
+            // Read one tensor at a time into the network: a whole state dict beside it would double the load's peak.
+            var (config, tensors) = HuggingFaceFolder.Open(modelPath);
+            using (tensors)
             {
-                generation = HuggingFaceFolder.LoadGenerationConfig(modelPath, config);
-            }
-            catch
-            {
-                foreach (var t in weights.Values) t.Dispose();
-                throw;
+                var generation = HuggingFaceFolder.LoadGenerationConfig(modelPath, config);
+                var tokenizer = OrpoTokenizer.Load(tokenizerPath ?? modelPath, config);
+                return Create(config, tensors, tokenizer, torchDevice, modelPath, generation);
             }
         }
-        else if (File.Exists(modelPath))
-        {
-            (config, weights) = Llama2cFile.Load(modelPath);
-            tokenizerSource = tokenizerPath ?? Path.GetDirectoryName(Path.GetFullPath(modelPath))!;
-        }
-        else
-        {
+        if (!File.Exists(modelPath))
             throw new FileNotFoundException($"Model path '{modelPath}' is neither a Hugging Face folder nor a llama2.c .bin file.", modelPath);
-        }
+        var (binConfig, weights) = Llama2cFile.Load(modelPath);
         try
         {
-            var tokenizer = OrpoTokenizer.Load(tokenizerSource, config);
-            return Create(config, weights, tokenizer, torchDevice, modelPath, generation);
+            var tokenizer = OrpoTokenizer.Load(tokenizerPath ?? Path.GetDirectoryName(Path.GetFullPath(modelPath))!, binConfig);
+            return Create(binConfig, weights, tokenizer, torchDevice, modelPath);
         }
         finally
         {
@@ -77,7 +64,17 @@ internal sealed class CausalLanguageModel : IDisposable
     /// <paramref name="generation"/> null derives the generation config from <paramref name="config"/>.
     /// </summary>
     public static CausalLanguageModel Create(LlamaConfig config, IReadOnlyDictionary<string, Tensor> weights,
-        OrpoTokenizer tokenizer, Device device, string source, GenerationConfig? generation = null)
+        OrpoTokenizer tokenizer, Device device, string source, GenerationConfig? generation = null) =>
+        Create(config, network => LoadWeights(network, weights, source), tokenizer, device, source, generation);
+
+    /// <summary>As the state dict's overload, reading the checkpoint's tensors one at a time into the network.</summary>
+    internal static CausalLanguageModel Create(LlamaConfig config, CheckpointTensors tensors,
+        OrpoTokenizer tokenizer, Device device, string source, GenerationConfig? generation = null) =>
+        Create(config, network => LoadWeights(network.NamedWeights(), tensors.Names, name => tensors.Read(name), owned: true, source),
+            tokenizer, device, source, generation);
+
+    private static CausalLanguageModel Create(LlamaConfig config, Action<LlamaForCausalLM> fill,
+        OrpoTokenizer tokenizer, Device device, string source, GenerationConfig? generation)
     {
         generation = (generation ?? GenerationConfig.FromModelConfig(config)).ValidateFor(config, source);
         if (tokenizer.VocabularySize > config.VocabSize)
@@ -86,7 +83,7 @@ internal sealed class CausalLanguageModel : IDisposable
         var network = new LlamaForCausalLM(config);
         try
         {
-            LoadWeights(network, weights, source);
+            fill(network);
             network.to(device);
             network.eval();
             return new CausalLanguageModel(network, tokenizer, device, generation);
@@ -103,22 +100,39 @@ internal sealed class CausalLanguageModel : IDisposable
         LoadWeights(network.NamedWeights(), weights, source);
 
     /// <summary>Copies tensors into <paramref name="parameters"/> by name, strictly (see the overload above).</summary>
-    public static void LoadWeights(IReadOnlyList<(string Name, Parameter Parameter)> parameters, IReadOnlyDictionary<string, Tensor> weights, string source)
+    public static void LoadWeights(IReadOnlyList<(string Name, Parameter Parameter)> parameters, IReadOnlyDictionary<string, Tensor> weights, string source) =>
+        LoadWeights(parameters, weights.Keys.ToList(), name => weights[name], owned: false, source);
+
+    /// <summary>
+    /// The copy behind both overloads: <paramref name="read"/> gives the tensor of a name in <paramref name="names"/>,
+    /// which is disposed after its copy when <paramref name="owned"/>.
+    /// </summary>
+    private static void LoadWeights(IReadOnlyList<(string Name, Parameter Parameter)> parameters, IReadOnlyCollection<string> names,
+        Func<string, Tensor> read, bool owned, string source)
     {
         var expected = parameters.Select(p => p.Name).ToHashSet(StringComparer.Ordinal);
-        string? unexpected = weights.Keys.Where(k => !expected.Contains(k)).Order(StringComparer.Ordinal).FirstOrDefault();
+        string? unexpected = names.Where(k => !expected.Contains(k)).Order(StringComparer.Ordinal).FirstOrDefault();
         if (unexpected is not null) throw new InvalidDataException($"{source}: unexpected tensor '{unexpected}' for this model config.");
+        var present = names.ToHashSet(StringComparer.Ordinal);
         using var noGrad = no_grad();
         // copy_ returns a new handle on the parameter's storage; the scope releases those so Dispose can free it.
         using var scope = NewDisposeScope();
         foreach (var (name, parameter) in parameters)
         {
-            if (!weights.TryGetValue(name, out var value))
+            if (!present.Contains(name))
                 throw new InvalidDataException($"{source}: missing tensor '{name}'.");
-            if (!value.shape.SequenceEqual(parameter.shape))
-                throw new InvalidDataException(
-                    $"{source}: tensor '{name}' has shape [{string.Join(", ", value.shape)}], expected [{string.Join(", ", parameter.shape)}].");
-            parameter.copy_(value);
+            var value = read(name);
+            try
+            {
+                if (!value.shape.SequenceEqual(parameter.shape))
+                    throw new InvalidDataException(
+                        $"{source}: tensor '{name}' has shape [{string.Join(", ", value.shape)}], expected [{string.Join(", ", parameter.shape)}].");
+                parameter.copy_(value);
+            }
+            finally
+            {
+                if (owned) value.Dispose();
+            }
         }
     }
 

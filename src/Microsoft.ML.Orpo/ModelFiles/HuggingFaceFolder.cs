@@ -30,31 +30,50 @@ public static class HuggingFaceFolder
     /// <exception cref="InvalidDataException">A file is malformed or the weights do not match the config.</exception>
     public static (LlamaConfig Config, Dictionary<string, Tensor> Weights) Load(string folder, ScalarType dtype = ScalarType.Float32)
     {
+        var (config, tensors) = Open(folder);
+        using (tensors)
+        {
+            var weights = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+            try
+            {
+                foreach (string name in tensors.Names) weights.Add(name, tensors.Read(name, dtype));
+                return (config, weights);
+            }
+            catch
+            {
+                foreach (Tensor t in weights.Values) t.Dispose();
+                throw;
+            }
+        }
+    }
+
+    /// <summary>
+    /// The config and the located, not yet read, weights of the model in <paramref name="folder"/>, checked as
+    /// <see cref="Load"/> checks them (from the headers: every expected tensor present with its exact shape, nothing
+    /// else; a redundant tied <c>lm_head.weight</c> and rotary <c>inv_freq</c> buffers left out). The caller disposes it.
+    /// </summary>
+    internal static (LlamaConfig Config, CheckpointTensors Tensors) Open(string folder)
+    {
         ArgumentNullException.ThrowIfNull(folder);
         if (!Directory.Exists(folder)) throw new DirectoryNotFoundException($"Checkpoint folder '{folder}' does not exist.");
         LlamaConfig config = LlamaConfig.FromJsonFile(Path.Combine(folder, ConfigFileName));
 
         string single = Path.Combine(folder, WeightsFileName), index = Path.Combine(folder, IndexFileName);
-        Dictionary<string, Tensor> weights;
-        if (File.Exists(single)) weights = SafeTensorsReader.Read(single, dtype);
-        else if (File.Exists(index)) weights = LoadSharded(folder, index, dtype);
-        else
-            throw new FileNotFoundException(
-                $"Checkpoint folder '{folder}' has neither '{WeightsFileName}' nor '{IndexFileName}'.", single);
-
+        var tensors = new CheckpointTensors();
         try
         {
-            foreach (string key in weights.Keys.Where(k => IsDroppable(k, config)).ToList())
-            {
-                weights[key].Dispose();
-                weights.Remove(key);
-            }
-            ModelWeights.ValidateStrict(config, weights, folder);
-            return (config, weights);
+            if (File.Exists(single)) tensors.Add(single, SafeTensorsReader.ReadHeader(single));
+            else if (File.Exists(index)) OpenSharded(folder, index, tensors);
+            else
+                throw new FileNotFoundException(
+                    $"Checkpoint folder '{folder}' has neither '{WeightsFileName}' nor '{IndexFileName}'.", single);
+            foreach (string name in tensors.Names.Where(k => IsDroppable(k, config)).ToList()) tensors.Remove(name);
+            ModelWeights.ValidateStrict(config, tensors.Shapes, folder);
+            return (config, tensors);
         }
         catch
         {
-            foreach (Tensor t in weights.Values) t.Dispose();
+            tensors.Dispose();
             throw;
         }
     }
@@ -115,39 +134,27 @@ public static class HuggingFaceFolder
         if (File.Exists(staleIndex)) File.Delete(staleIndex);
     }
 
-    private static Dictionary<string, Tensor> LoadSharded(string folder, string indexPath, ScalarType dtype)
+    private static void OpenSharded(string folder, string indexPath, CheckpointTensors tensors)
     {
         ShardIndex index = ShardIndex.Read(indexPath);
         string root = Path.GetFullPath(folder);
-        var weights = new Dictionary<string, Tensor>(StringComparer.Ordinal);
-        try
+        foreach (var (shard, names) in index.TensorsByShard)
         {
-            foreach (var (shard, names) in index.TensorsByShard)
-            {
-                string path = Path.GetFullPath(Path.Combine(root, shard));
-                if (!string.Equals(Path.GetDirectoryName(path), Path.TrimEndingDirectorySeparator(root), StringComparison.Ordinal))
-                    throw new InvalidDataException($"{indexPath}: shard '{shard}' resolves outside the checkpoint folder.");
-                if (!File.Exists(path))
-                    throw new InvalidDataException($"{indexPath}: shard '{shard}' (holding e.g. tensor '{names.Order(StringComparer.Ordinal).First()}') does not exist.");
+            string path = Path.GetFullPath(Path.Combine(root, shard));
+            if (!string.Equals(Path.GetDirectoryName(path), Path.TrimEndingDirectorySeparator(root), StringComparison.Ordinal))
+                throw new InvalidDataException($"{indexPath}: shard '{shard}' resolves outside the checkpoint folder.");
+            if (!File.Exists(path))
+                throw new InvalidDataException($"{indexPath}: shard '{shard}' (holding e.g. tensor '{names.Order(StringComparer.Ordinal).First()}') does not exist.");
 
-                using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, bufferSize: 1 << 16);
-                SafeTensorsHeader header = SafeTensorsHeader.Read(stream, path);
-                var present = new HashSet<string>(header.Entries.Select(e => e.Name), StringComparer.Ordinal);
-                string? missing = names.Where(n => !present.Contains(n)).Order(StringComparer.Ordinal).FirstOrDefault();
-                if (missing is not null)
-                    throw new InvalidDataException($"{indexPath}: tensor '{missing}' is listed in shard '{shard}' but that file does not contain it.");
-                string? unlisted = present.Where(n => !names.Contains(n)).Order(StringComparer.Ordinal).FirstOrDefault();
-                if (unlisted is not null)
-                    throw new InvalidDataException($"{path}: tensor '{unlisted}' is in the shard but the index does not place it there.");
-                foreach (var (name, tensor) in SafeTensorsReader.ReadTensors(stream, header, path, dtype, names))
-                    weights.Add(name, tensor);
-            }
-            return weights;
-        }
-        catch
-        {
-            foreach (Tensor t in weights.Values) t.Dispose();
-            throw;
+            SafeTensorsHeader header = SafeTensorsReader.ReadHeader(path);
+            var present = new HashSet<string>(header.Entries.Select(e => e.Name), StringComparer.Ordinal);
+            string? missing = names.Where(n => !present.Contains(n)).Order(StringComparer.Ordinal).FirstOrDefault();
+            if (missing is not null)
+                throw new InvalidDataException($"{indexPath}: tensor '{missing}' is listed in shard '{shard}' but that file does not contain it.");
+            string? unlisted = present.Where(n => !names.Contains(n)).Order(StringComparer.Ordinal).FirstOrDefault();
+            if (unlisted is not null)
+                throw new InvalidDataException($"{path}: tensor '{unlisted}' is in the shard but the index does not place it there.");
+            tensors.Add(path, header, names);
         }
     }
 

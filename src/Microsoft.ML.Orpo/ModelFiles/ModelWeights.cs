@@ -55,12 +55,23 @@ public static class ModelWeights
     internal static void ValidateStrict(LlamaConfig config, IReadOnlyDictionary<string, Tensor> weights, string source)
     {
         ArgumentNullException.ThrowIfNull(weights);
+        CheckShapes(config, weights.ToDictionary(w => w.Key, w => w.Value?.shape, StringComparer.Ordinal), source);
+    }
+
+    /// <summary>As the tensors' overload, from the shapes alone (a checkpoint's headers, before any data is read).</summary>
+    internal static void ValidateStrict(LlamaConfig config, IReadOnlyDictionary<string, long[]> shapes, string source)
+    {
+        ArgumentNullException.ThrowIfNull(shapes);
+        CheckShapes(config, shapes.ToDictionary(w => w.Key, w => (long[]?)w.Value, StringComparer.Ordinal), source);
+    }
+
+    private static void CheckShapes(LlamaConfig config, Dictionary<string, long[]?> weights, string source)
+    {
         IReadOnlyList<WeightShape> expected = ExpectedShapes(config);
         foreach (WeightShape e in expected)
         {
-            if (!weights.TryGetValue(e.Name, out Tensor? t) || t is null)
+            if (!weights.TryGetValue(e.Name, out long[]? actual) || actual is null)
                 throw new InvalidDataException($"{source}: missing tensor '{e.Name}' (expected shape {e.ShapeText}).");
-            long[] actual = t.shape;
             if (!actual.AsSpan().SequenceEqual(e.Shape))
                 throw new InvalidDataException(
                     $"{source}: tensor '{e.Name}' has shape {FormatShape(actual)}, expected {e.ShapeText}.");

@@ -87,8 +87,11 @@ internal static class SafeTensorsReader
         }
     }
 
-    private static Tensor ReadTensor(Stream stream, long dataStart, SafeTensorsEntry entry, string source, ScalarType dtype)
+    /// <summary>One tensor of a validated header, read straight into the tensor's memory, then converted to <paramref name="dtype"/>.</summary>
+    internal static Tensor ReadTensor(Stream stream, long dataStart, SafeTensorsEntry entry, string source, ScalarType dtype)
     {
+        if (!BitConverter.IsLittleEndian)
+            throw new PlatformNotSupportedException("safetensors data is little-endian; big-endian hosts are not supported.");
         // Sizes here were checked against the real source length by the header validation.
         if (entry.ByteLength > Array.MaxLength)
             throw new InvalidDataException(
@@ -97,17 +100,15 @@ internal static class SafeTensorsReader
         Tensor raw = empty(entry.Shape, SafeTensorsDTypes.ToScalarType(entry.DType));
         if (entry.ByteLength > 0)
         {
-            byte[] buffer = GC.AllocateUninitializedArray<byte>((int)entry.ByteLength);
             stream.Position = dataStart + entry.Begin;
             try
             {
-                stream.ReadExactly(buffer);
+                stream.ReadExactly(raw.bytes); // no managed copy of the data: a model's worth of it would sit in the GC heap
             }
             catch (EndOfStreamException e)
             {
                 throw new InvalidDataException($"{source}: tensor '{entry.Name}': unexpected end of file.", e);
             }
-            raw.bytes = buffer;
         }
         Tensor result = raw.dtype == dtype ? raw : raw.to_type(dtype);
         return result.MoveToOuterDisposeScope();
