@@ -9,6 +9,10 @@ internal static class CpuKernel
     /// <summary>The elements of a contiguous float32 CPU tensor (callers check dtype, device and layout).</summary>
     public static Span<float> Floats(Tensor t) => MemoryMarshal.Cast<byte, float>(t.bytes);
 
+    /// <summary>The address of a contiguous float32 CPU tensor's first element (libtorch's memory: nothing to pin), or null.</summary>
+    public static unsafe float* Address(Tensor? t) =>
+        t is null ? null : (float*)System.Runtime.CompilerServices.Unsafe.AsPointer(ref MemoryMarshal.GetReference(Floats(t)));
+
     /// <summary>
     /// Runs <paramref name="block"/> for 0..blocks-1 on up to torch's intra-op thread count. Each block writes only its
     /// own outputs, so results do not depend on the thread count.

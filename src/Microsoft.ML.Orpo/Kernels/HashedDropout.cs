@@ -11,7 +11,7 @@ namespace Microsoft.ML.Orpo.Kernels;
 /// when a 32-bit hash of (i, seed) (murmur3's finaliser, vectorised) is at or above p * 2^32, so the mask is a function
 /// of the seed and the position. It is therefore never stored: the backward pass hashes the positions again, in one
 /// autograd node that saves nothing, where a drawn mask (libtorch's <c>bernoulli_</c>) is kept for the backward pass.
-/// <see cref="MaskRows"/> applies it to a block of rows, which <see cref="LoraLinear"/> uses to drop x a chunk at a time.
+/// <see cref="MaskRows(ReadOnlySpan{float}, Span{float}, long, long, double, bool)"/> applies it to a block of rows, which <see cref="LoraLinear"/> uses to drop x a chunk at a time.
 /// </summary>
 internal static class HashedDropout
 {
@@ -53,16 +53,28 @@ internal static class HashedDropout
     /// </summary>
     public static void MaskRows(ReadOnlySpan<float> source, Span<float> target, long firstElement, long seed, double probability, bool accumulate)
     {
-        if (firstElement + source.Length > uint.MaxValue + 1L) throw new ArgumentException("LoRA dropout: more than 2^32 elements in one tensor.");
-        Chunk(source, target, (uint)firstElement, (uint)seed, (uint)((ulong)seed >> 32), Threshold(probability), (float)(1 / (1 - probability)), accumulate);
+        MaskRows(source, target, accumulate, default, default, firstElement, seed, probability);
     }
 
-    /// <summary>target = mask * source, or target += mask * source when <paramref name="accumulate"/>.</summary>
+    /// <summary>
+    /// As the other overload, and with the same mask (hashed once) <paramref name="addTarget"/> += mask *
+    /// <paramref name="addSource"/>, a second row set of source's length (empty: none).
+    /// </summary>
+    public static void MaskRows(ReadOnlySpan<float> source, Span<float> target, bool accumulate, ReadOnlySpan<float> addSource, Span<float> addTarget,
+        long firstElement, long seed, double probability)
+    {
+        if (firstElement + source.Length > uint.MaxValue + 1L) throw new ArgumentException("LoRA dropout: more than 2^32 elements in one tensor.");
+        Chunk(source, target, (uint)firstElement, (uint)seed, (uint)((ulong)seed >> 32), Threshold(probability), (float)(1 / (1 - probability)), accumulate,
+            addSource, addTarget);
+    }
+
+    /// <summary>target = mask * source, or target += mask * source when <paramref name="accumulate"/>; addTarget += mask * addSource.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Chunk(ReadOnlySpan<float> source, Span<float> target, uint start, uint seedLow, uint seedHigh, uint threshold, float scale,
-        bool accumulate = false)
+        bool accumulate = false, ReadOnlySpan<float> addSource = default, Span<float> addTarget = default)
     {
         int width = Vector<uint>.Count, i = 0;
+        bool both = !addSource.IsEmpty;
         var scales = new Vector<float>(scale);
         var thresholds = new Vector<uint>(threshold);
         for (; i + width <= source.Length; i += width)
@@ -71,11 +83,16 @@ internal static class HashedDropout
             var keep = Vector.AsVectorSingle(Vector.GreaterThanOrEqual(h, thresholds));
             var masked = Vector.ConditionalSelect(keep, new Vector<float>(source.Slice(i)) * scales, Vector<float>.Zero);
             (accumulate ? new Vector<float>(target.Slice(i)) + masked : masked).CopyTo(target.Slice(i));
+            if (both)
+                (new Vector<float>(addTarget.Slice(i)) + Vector.ConditionalSelect(keep, new Vector<float>(addSource.Slice(i)) * scales, Vector<float>.Zero))
+                    .CopyTo(addTarget.Slice(i));
         }
         for (; i < source.Length; i++)
         {
-            float masked = Hash(new Vector<uint>(start + (uint)i), seedLow, seedHigh)[0] >= threshold ? source[i] * scale : 0f;
+            bool kept = Hash(new Vector<uint>(start + (uint)i), seedLow, seedHigh)[0] >= threshold;
+            float masked = kept ? source[i] * scale : 0f;
             target[i] = accumulate ? target[i] + masked : masked;
+            if (both) addTarget[i] += kept ? addSource[i] * scale : 0f;
         }
     }
 

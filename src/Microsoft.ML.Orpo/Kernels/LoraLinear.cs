@@ -69,7 +69,7 @@ internal static class LoraLinear
             int rank = (int)a.shape[0], padded = LoraRankProducts.Padded(rank);
             var rankDown = HostTensors.Empty(flat.shape[0], padded);                // (N, rp), past r zero
             using (var at = TransposedPadded(a, padded))                             // (in, rp)
-                LoraRankProducts.Down(Pointer(flat), (int)flat.shape[0], (int)inputs, Pointer(at), padded, Pointer(rankDown), (float)scale, seed, probability);
+                LoraRankProducts.Down(CpuKernel.Address(flat), (int)flat.shape[0], (int)inputs, CpuKernel.Address(at), padded, CpuKernel.Address(rankDown), (float)scale, seed, probability);
             using (var bp = Padded(b, padded))                                       // (out, rp)
                 CpuMatmul.MultiplyInto(y2, rankDown, false, bp, true, accumulate: true); // y += s (x * mask) A^T B^T
             return (y, rankDown);
@@ -78,10 +78,6 @@ internal static class LoraLinear
         CpuMatmul.MultiplyInto(y2, down, false, b, true, accumulate: true);           // y += s (x * mask) A^T B^T
         return (y, down);
     }
-
-    /// <summary>The address of a contiguous float32 CPU tensor's first element (libtorch's memory: nothing to pin), or null.</summary>
-    internal static unsafe float* Pointer(Tensor? t) =>
-        t is null ? null : (float*)System.Runtime.CompilerServices.Unsafe.AsPointer(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(CpuKernel.Floats(t)));
 
     /// <summary>(out, r) -> (out, rp) with zero columns past r; B itself when r is already whole vectors.</summary>
     internal static Tensor Padded(Tensor b, int padded)
@@ -208,14 +204,14 @@ internal sealed class LoraLinearFunction : autograd.SingleTensorFunction<LoraLin
         using var bp = LoraLinear.Padded(b, padded);
         using var dDown = HostTensors.Empty(rows, padded);                          // (N, rp) = s dy B
         var gradB = HostTensors.Empty(outputs, rank);                               // (out, r) = dy^T s (x * mask) A^T
-        LoraRankProducts.DownGradients(LoraLinear.Pointer(dy), rows, outputs, LoraLinear.Pointer(bp), LoraLinear.Pointer(down), padded, (float)scale,
-            LoraLinear.Pointer(dDown), LoraLinear.Pointer(gradB), rank);
+        LoraRankProducts.DownGradients(CpuKernel.Address(dy), rows, outputs, CpuKernel.Address(bp), CpuKernel.Address(down), padded, (float)scale,
+            CpuKernel.Address(dDown), CpuKernel.Address(gradB), rank);
         var gradX = needs[0] ? CpuMatmul.Multiply(dy, false, weight, false) : null; // (N, in) = dy W, then += mask * (dDown A)
         var gradA = needs[1] ? HostTensors.Empty(rank, inputs) : null;              // (r, in) = dDown^T (x * mask)
         using var aRows = a.contiguous();
         if (gradA is not null || gradX is not null)
-            LoraRankProducts.InputGradients(LoraLinear.Pointer(flat), rows, inputs, LoraLinear.Pointer(dDown), padded, LoraLinear.Pointer(aRows), rank,
-                seed, probability, LoraLinear.Pointer(gradA), LoraLinear.Pointer(gradX));
+            LoraRankProducts.InputGradients(CpuKernel.Address(flat), rows, inputs, CpuKernel.Address(dDown), padded, CpuKernel.Address(aRows), rank,
+                seed, probability, CpuKernel.Address(gradA), CpuKernel.Address(gradX));
         if (!needs[2]) { gradB.Dispose(); gradB = null; }
         return new List<Tensor> { gradX?.view(shape)!, null!, null!, gradA!, gradB!, null!, null!, null! };
     }

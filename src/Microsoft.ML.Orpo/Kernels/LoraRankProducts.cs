@@ -14,7 +14,7 @@ namespace Microsoft.ML.Orpo.Kernels;
 /// <item><see cref="Down"/>: <c>down = s (x * mask) A^T</c>, x dropped 128 rows at a time into a scratch block.</item>
 /// <item><see cref="DownGradients"/>: <c>dDown = s dy B</c> and <c>gradB = dy^T down</c> in one pass over dy.</item>
 /// <item><see cref="InputGradients"/>: <c>gradA = dDown^T (x * mask)</c>, and <c>gradX += mask * (dDown A)</c>, in one
-/// pass over x.</item>
+/// pass over x (the mask hashed once for both).</item>
 /// </list>
 /// Rows are split into fixed blocks of <see cref="LoraLinear.ChunkRows"/>; a sum over rows (gradA, gradB) is summed per
 /// block and the blocks' sums are added in block order, so results do not depend on the thread count.
@@ -82,17 +82,18 @@ internal static unsafe class LoraRankProducts
         CpuKernel.ForEachBlock(blocks, block =>
         {
             int first = block * LoraLinear.ChunkRows, count = Math.Min(LoraLinear.ChunkRows, rows - first);
-            float* rowsOfDDown = (float*)dDowns + (long)first * rp;
-            if (wantA)
-            {
-                using var scratch = new Scratch(seed is null ? 0 : count * inputs);
-                float* source = Dropped((float*)xs, first, count, inputs, seed, probability, scratch.Pointer);
-                float* partial = (float*)parts + (long)block * inputs * rp;
-                new Span<float>(partial, inputs * rp).Clear();
-                for (int v = 0; v < rp; v += Lanes)
-                    Accumulate(source, count, inputs, rowsOfDDown + v, rp, partial + v, rp);  // partial (inputs x rp) += source^T dDown
-            }
-            if (gradXs != 0) AddUpdate(rowsOfDDown, rp, (float*)aa, rank, inputs, count, first, seed, probability, (float*)gradXs + (long)first * inputs);
+            float* rowsOfDDown = (float*)dDowns + (long)first * rp, rowsOfX = (float*)xs + (long)first * inputs;
+            using var scratch = new Scratch(wantA && seed is not null ? count * inputs : 0);
+            if (gradXs != 0)
+                AddUpdate(rowsOfDDown, rp, (float*)aa, rank, inputs, count, first, seed, probability, (float*)gradXs + (long)first * inputs,
+                    wantA ? rowsOfX : null, scratch.Pointer);
+            else if (wantA) Dropped((float*)xs, first, count, inputs, seed, probability, scratch.Pointer);
+            if (!wantA) return;
+            float* source = seed is null ? rowsOfX : scratch.Pointer;                         // x * mask
+            float* partial = (float*)parts + (long)block * inputs * rp;
+            new Span<float>(partial, inputs * rp).Clear();
+            for (int v = 0; v < rp; v += Lanes)
+                Accumulate(source, count, inputs, rowsOfDDown + v, rp, partial + v, rp);      // partial (inputs x rp) += source^T dDown
         });
         if (wantA) SumBlocks(partials.Pointer, blocks, inputs, rp, gradA, rank, transposed: true);
     }
@@ -231,8 +232,12 @@ internal static unsafe class LoraRankProducts
         }
     }
 
-    /// <summary>gradX rows (count x inputs) += mask * (dDown a): each row's update in a row buffer, then masked into gradX.</summary>
-    private static void AddUpdate(float* dDown, int rp, float* a, int rank, int inputs, int count, int first, long? seed, double probability, float* gradX)
+    /// <summary>
+    /// gradX rows (count x inputs) += mask * (dDown a): each row's update in a row buffer, then masked into gradX. With
+    /// dropout and <paramref name="x"/> given, the same mask (hashed once) also writes x * mask into <paramref name="dropped"/>.
+    /// </summary>
+    private static void AddUpdate(float* dDown, int rp, float* a, int rank, int inputs, int count, int first, long? seed, double probability, float* gradX,
+        float* x, float* dropped)
     {
         using var buffer = new Scratch(inputs);
         float* update = buffer.Pointer;
@@ -241,8 +246,12 @@ internal static unsafe class LoraRankProducts
             float* coefficients = dDown + (long)i * rp;
             float* target = gradX + (long)i * inputs;
             RowTimesMatrix(coefficients, a, rank, inputs, update);
-            if (seed is long s)
-                HashedDropout.MaskRows(new ReadOnlySpan<float>(update, inputs), new Span<float>(target, inputs), (long)(first + i) * inputs, s, probability, accumulate: true);
+            long position = (long)(first + i) * inputs;
+            if (seed is long s && x is not null)
+                HashedDropout.MaskRows(new ReadOnlySpan<float>(x + (long)i * inputs, inputs), new Span<float>(dropped + (long)i * inputs, inputs),
+                    accumulate: false, new ReadOnlySpan<float>(update, inputs), new Span<float>(target, inputs), position, s, probability);
+            else if (seed is long t)
+                HashedDropout.MaskRows(new ReadOnlySpan<float>(update, inputs), new Span<float>(target, inputs), position, t, probability, accumulate: true);
             else
             {
                 int p = 0;

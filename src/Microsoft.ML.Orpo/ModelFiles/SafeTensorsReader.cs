@@ -56,8 +56,6 @@ internal static class SafeTensorsReader
     public static Dictionary<string, Tensor> ReadTensors(Stream stream, SafeTensorsHeader header, string source, ScalarType dtype,
         IReadOnlySet<string>? names)
     {
-        if (!BitConverter.IsLittleEndian)
-            throw new PlatformNotSupportedException("safetensors data is little-endian; big-endian hosts are not supported.");
         var result = new Dictionary<string, Tensor>(StringComparer.Ordinal);
         try
         {
