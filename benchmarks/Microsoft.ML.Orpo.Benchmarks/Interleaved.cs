@@ -96,3 +96,67 @@ internal static class Interleaved
 
     private static JsonArray Seconds(IEnumerable<double> values) => new(values.Select(v => (JsonNode)Math.Round(v, 3)).ToArray());
 }
+
+/// <summary>
+/// <see cref="PackedGemm"/> reading a row-major A in place against packing it first (the path before
+/// <c>KernelRows</c>), products alternated in one process on the training step's shapes: per shape, the median per-round
+/// ratio of packed to in-place CPU time (above 1: in place is faster) and the in-place GFLOP/s.
+/// </summary>
+internal static unsafe class GemmPaths
+{
+    public static JsonObject RowsVersusPackedA(int rounds)
+    {
+        var json = new JsonObject { ["metric"] = "gemm_rows_over_packed_a" };
+        var ratios = new List<double>();
+        // (m, k, n, transB): 41.7M x W^T and dy W at 2048 rows, its LM head chunk (one pair: 384 rows) both ways, the 0.5B shape's MLP.
+        foreach (var (m, k, n, transB) in new[] { (2048, 512, 512, true), (2048, 512, 1376, true), (2048, 1376, 512, true),
+                     (2048, 512, 512, false), (2048, 1376, 512, false), (2048, 512, 1376, false),
+                     (384, 512, 32000, true), (384, 32000, 512, false), (512, 896, 4864, true), (512, 4864, 896, false) })
+        {
+            using var scope = NewDisposeScope();
+            manual_seed(11);
+            var a = randn(m, k);
+            var b = transB ? randn(n, k) : randn(k, n);
+            var c1 = empty(m, n);
+            var c2 = empty(m, n);
+            float* pa = CpuKernel.Address(a), pb = CpuKernel.Address(b), p1 = CpuKernel.Address(c1), p2 = CpuKernel.Address(c2);
+            int ldb = transB ? k : n;
+            double Cpu(Action action)
+            {
+                var cpu = Process.GetCurrentProcess().TotalProcessorTime;
+                action();
+                return (Process.GetCurrentProcess().TotalProcessorTime - cpu).TotalSeconds;
+            }
+            void Rows() => PackedGemm.Multiply(m, n, k, pa, k, false, pb, ldb, transB, p1, n, false);
+            void Packed() => PackedGemm.MultiplyPackingA(m, n, k, pa, k, false, pb, ldb, transB, p2, n, false);
+            Rows(); Packed();
+            int reps = Math.Max(1, (int)(2e9 / (2.0 * m * n * k)));
+            var rows = new List<double>();
+            var packed = new List<double>();
+            for (int r = 0; r < rounds; r++)
+            {
+                double tr = 0, tp = 0;
+                if (r % 2 == 0) { tr = Cpu(() => { for (int i = 0; i < reps; i++) Rows(); }); tp = Cpu(() => { for (int i = 0; i < reps; i++) Packed(); }); }
+                else { tp = Cpu(() => { for (int i = 0; i < reps; i++) Packed(); }); tr = Cpu(() => { for (int i = 0; i < reps; i++) Rows(); }); }
+                rows.Add(tr / reps);
+                packed.Add(tp / reps);
+            }
+            if (!c1.eq(c2).all().item<bool>()) throw new InvalidOperationException($"{m}x{k}x{n}: the two paths differ");
+            string name = $"{m}x{k}x{n}{(transB ? "t" : "n")}";
+            double ratio = Interleaved.Median(packed.Zip(rows, (p, q) => p / q));
+            ratios.Add(ratio);
+            json[name] = Math.Round(ratio, 3);
+            json[$"{name}.gflops"] = Math.Round(2.0 * m * n * k / Interleaved.Median(rows) / 1e9, 1);
+            json[$"{name}.packed_gflops"] = Math.Round(2.0 * m * n * k / Interleaved.Median(packed) / 1e9, 1);
+        }
+        json["value"] = Math.Round(Interleaved.Median(ratios), 3);
+        return json;
+    }
+
+    internal static double Interleaved.Median(IEnumerable<double> values)
+    {
+        var sorted = values.Order().ToList();
+        int n = sorted.Count;
+        return n % 2 == 1 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
+    }
+}

@@ -148,6 +148,7 @@ internal sealed record Plan(string Name, Func<JsonObject> Run)
         // Interleaved A/B in one process: shared-prompt over concatenated tok/s (median of per-round ratios).
         foreach (var (p, r) in new[] { (170, 86), (128, 128), (64, 192) })
             yield return new($"ab.llama41m.shared-vs-concat.{p}+{r}", () => Interleaved.SharedVersusConcat("llama41m", p, r, 4, quick ? 3 : 6));
+        yield return new("ab.gemm.rows-vs-packed-a", () => GemmPaths.RowsVersusPackedA(quick ? 3 : 7));
         yield return new("ab.llama41m.packed-gemm", () => Interleaved.PackedGemmVersusLibtorch("llama41m", 64, 192, 4, quick ? 3 : 6));
         yield return new("ab.stories260K.packed-gemm", () => Interleaved.PackedGemmVersusLibtorch("stories260K", 64, 192, 4, quick ? 10 : 30));
         yield return new("profile.stories260K", () => Profile.Step("stories260K", 64, 192, 4, 3, false, 0));

@@ -127,7 +127,8 @@ public sealed class OrpoOptions
     /// Compute each pair's prompt once and let both responses attend to it (one packed row per pair instead of two
     /// rows that repeat the prompt). Same loss and gradients as the default layout up to float rounding. The gain grows
     /// with the prompt's share of the tokens: training steps of a 41.7M-parameter model on CPU were about 1.38x as fast
-    /// at prompt:response 2:1, 1.25x at 1:1 and 1.1x at 1:3 (benchmarks/README.md). Default false.
+    /// at prompt:response 2:1, 1.25x at 1:1 and 1.1x at 1:3 (benchmarks/README.md). With <see cref="Lora"/> dropout the
+    /// prompt, encoded once, gets one dropout mask for both responses (two in the default layout). Default false.
     /// </summary>
     public bool SharedPromptForward { get; set; }
 

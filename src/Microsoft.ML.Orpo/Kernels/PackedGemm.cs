@@ -100,7 +100,16 @@ internal static unsafe class PackedGemm
     /// </summary>
     public static void Multiply(int m, int n, int k, float* a, int lda, bool transA, float* b, int ldb, bool transB,
         float* c, int ldc, bool accumulate, bool parallel = true) =>
-        Multiply(m, n, k, a, lda, transA, b, bfloat16B: false, ldb, transB, c, ldc, accumulate, parallel);
+        Multiply(m, n, k, a, lda, transA, b, bfloat16B: false, ldb, transB, c, ldc, accumulate, parallel, packRowMajorA: false);
+
+    /// <summary>
+    /// As <see cref="Multiply(int, int, int, float*, int, bool, float*, int, bool, float*, int, bool, bool)"/>, with a
+    /// row-major A packed into panels as a transposed one is, instead of read where it lies (the kernel's path until
+    /// 2026-12-07): for the test that the two agree bit for bit and the benchmark that compares them.
+    /// </summary>
+    internal static void MultiplyPackingA(int m, int n, int k, float* a, int lda, bool transA, float* b, int ldb, bool transB,
+        float* c, int ldc, bool accumulate) =>
+        Multiply(m, n, k, a, lda, transA, b, bfloat16B: false, ldb, transB, c, ldc, accumulate, parallel: true, packRowMajorA: true);
 
     /// <summary>
     /// As the float32 overload, with B stored in bfloat16 (<paramref name="b"/> holds bfloat16 bit patterns): each
@@ -109,10 +118,10 @@ internal static unsafe class PackedGemm
     /// </summary>
     public static void MultiplyBFloat16B(int m, int n, int k, float* a, int lda, bool transA, ushort* b, int ldb, bool transB,
         float* c, int ldc, bool accumulate, bool parallel = true) =>
-        Multiply(m, n, k, a, lda, transA, b, bfloat16B: true, ldb, transB, c, ldc, accumulate, parallel);
+        Multiply(m, n, k, a, lda, transA, b, bfloat16B: true, ldb, transB, c, ldc, accumulate, parallel, packRowMajorA: false);
 
     private static void Multiply(int m, int n, int k, float* a, int lda, bool transA, void* b, bool bfloat16B, int ldb, bool transB,
-        float* c, int ldc, bool accumulate, bool parallel)
+        float* c, int ldc, bool accumulate, bool parallel, bool packRowMajorA)
     {
         if (!IsSupported) throw new PlatformNotSupportedException("PackedGemm needs AVX-512F.");
         products++;
@@ -140,9 +149,13 @@ internal static unsafe class PackedGemm
                 ForEach(parallel, (m + MC - 1) / MC, block =>
                 {
                     int ic = block * MC, mc = Math.Min(MC, m - ic);
-                    float* aBlock = Buffer(ref packedA, MC * KC);
-                    PackA((float*)aAddress, lda, transA, ic, mc, pcc, kc, aBlock);
-                    BlockProduct(aBlock, (float*)bBlockAddress, mc, nc, kc, (float*)cAddress + (long)ic * ldc + jcc, ldc, add);
+                    float* aBlock = Buffer(ref packedA, MC * KC), cBlock = (float*)cAddress + (long)ic * ldc + jcc;
+                    int direct = transA || packRowMajorA ? 0 : mc / MR * MR; // whole 12-row panels of a row-major A
+                    if (direct > 0)
+                        BlockProduct((float*)aAddress + (long)ic * lda + pcc, (long)MR * lda, lda, 1, (float*)bBlockAddress, direct, nc, kc, cBlock, ldc, add);
+                    if (direct == mc) return;
+                    PackA((float*)aAddress, lda, transA, ic + direct, mc - direct, pcc, kc, aBlock);
+                    BlockProduct(aBlock, (long)MR * kc, 1, MR, (float*)bBlockAddress, mc - direct, nc, kc, cBlock + (long)direct * ldc, ldc, add);
                 });
             }
         }
@@ -301,27 +314,31 @@ internal static unsafe class PackedGemm
     }
 
     /// <summary>
-    /// C block (mc x nc) [+]= packed A block times packed B block; edge tiles go through a local tile. Each A panel
-    /// (kc x 12, 24 KB) stays in L1 while the B panels stream past it, the faster of the two loop orders
-    /// (benchmarks/README.md, "Measurements behind the code: PackedGemm").
+    /// C block (mc x nc) [+]= A block times packed B block; edge tiles go through a local tile. A is 12-row panels,
+    /// panel q at <c>a + q * panelStride</c> with <see cref="Kernel"/>'s strides inside: packed (kc * 12; 1, 12, rows
+    /// past mc zero) or a row-major A read where it lies (12 * lda; lda, 1, whole panels only): its rows are already
+    /// contiguous in the depth the kernel walks, so packing them only copied them. Each A panel (kc x 12, 24 KB) stays
+    /// in L1 while the B panels stream past it, the faster of the two loop orders (benchmarks/README.md, "Measurements
+    /// behind the code: PackedGemm").
     /// </summary>
-    private static void BlockProduct(float* aBlock, float* bBlock, int mc, int nc, int kc, float* c, int ldc, bool add)
+    private static void BlockProduct(float* a, long panelStride, nint rowStride, nint depthStride, float* bBlock, int mc, int nc, int kc,
+        float* c, int ldc, bool add)
     {
         float* tile = stackalloc float[MR * NR];
         for (int ir = 0; ir < mc; ir += MR)
         {
             int rows = Math.Min(MR, mc - ir);
-            float* aPanel = aBlock + (long)ir * kc;
+            float* aPanel = a + ir / MR * panelStride;
             for (int jr = 0; jr < nc; jr += NR)
             {
                 int cols = Math.Min(NR, nc - jr);
                 float* bPanel = bBlock + (long)jr * kc, target = c + (long)ir * ldc + jr;
                 if (rows == MR && cols == NR)
                 {
-                    Kernel(kc, aPanel, bPanel, target, ldc, add);
+                    Kernel(kc, aPanel, rowStride, depthStride, bPanel, target, ldc, add);
                     continue;
                 }
-                Kernel(kc, aPanel, bPanel, tile, NR, add: false);
+                Kernel(kc, aPanel, rowStride, depthStride, bPanel, tile, NR, add: false);
                 for (int i = 0; i < rows; i++)
                     for (int j = 0; j < cols; j++)
                         target[(long)i * ldc + j] = add ? target[(long)i * ldc + j] + tile[i * NR + j] : tile[i * NR + j];
@@ -329,30 +346,36 @@ internal static unsafe class PackedGemm
         }
     }
 
-    /// <summary>The 12 x 32 tile of C at <paramref name="c"/> [+]= a (kc x 12, packed) times b (kc x 32, packed).</summary>
+    /// <summary>
+    /// The 12 x 32 tile of C at <paramref name="c"/> [+]= A's 12 rows times b (kc x 32, packed): A's element (i, p) is
+    /// at <c>a[i * rowStride + p * depthStride]</c>, a packed panel (1, 12) or rows read where they lie (lda, 1). Four
+    /// row pointers and two strides address the 12 rows.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Kernel(int kc, float* a, float* b, float* c, int ldc, bool add)
+    private static void Kernel(int kc, float* a, nint rowStride, nint depthStride, float* b, float* c, int ldc, bool add)
     {
+        nint lda = rowStride, l2 = 2 * rowStride;
+        float* a3 = a + 3 * lda, a6 = a + 6 * lda, a9 = a + 9 * lda;
         Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default,
             c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default,
             c60 = default, c61 = default, c70 = default, c71 = default, c80 = default, c81 = default,
             c90 = default, c91 = default, ca0 = default, ca1 = default, cb0 = default, cb1 = default;
-        for (int p = 0; p < kc; p++, a += MR, b += NR)
+        for (int p = 0; p < kc; p++, a += depthStride, a3 += depthStride, a6 += depthStride, a9 += depthStride, b += NR)
         {
             var b0 = Vector512.Load(b);
             var b1 = Vector512.Load(b + 16);
             var x = Vector512.Create(a[0]); c00 = Avx512F.FusedMultiplyAdd(x, b0, c00); c01 = Avx512F.FusedMultiplyAdd(x, b1, c01);
-            x = Vector512.Create(a[1]); c10 = Avx512F.FusedMultiplyAdd(x, b0, c10); c11 = Avx512F.FusedMultiplyAdd(x, b1, c11);
-            x = Vector512.Create(a[2]); c20 = Avx512F.FusedMultiplyAdd(x, b0, c20); c21 = Avx512F.FusedMultiplyAdd(x, b1, c21);
-            x = Vector512.Create(a[3]); c30 = Avx512F.FusedMultiplyAdd(x, b0, c30); c31 = Avx512F.FusedMultiplyAdd(x, b1, c31);
-            x = Vector512.Create(a[4]); c40 = Avx512F.FusedMultiplyAdd(x, b0, c40); c41 = Avx512F.FusedMultiplyAdd(x, b1, c41);
-            x = Vector512.Create(a[5]); c50 = Avx512F.FusedMultiplyAdd(x, b0, c50); c51 = Avx512F.FusedMultiplyAdd(x, b1, c51);
-            x = Vector512.Create(a[6]); c60 = Avx512F.FusedMultiplyAdd(x, b0, c60); c61 = Avx512F.FusedMultiplyAdd(x, b1, c61);
-            x = Vector512.Create(a[7]); c70 = Avx512F.FusedMultiplyAdd(x, b0, c70); c71 = Avx512F.FusedMultiplyAdd(x, b1, c71);
-            x = Vector512.Create(a[8]); c80 = Avx512F.FusedMultiplyAdd(x, b0, c80); c81 = Avx512F.FusedMultiplyAdd(x, b1, c81);
-            x = Vector512.Create(a[9]); c90 = Avx512F.FusedMultiplyAdd(x, b0, c90); c91 = Avx512F.FusedMultiplyAdd(x, b1, c91);
-            x = Vector512.Create(a[10]); ca0 = Avx512F.FusedMultiplyAdd(x, b0, ca0); ca1 = Avx512F.FusedMultiplyAdd(x, b1, ca1);
-            x = Vector512.Create(a[11]); cb0 = Avx512F.FusedMultiplyAdd(x, b0, cb0); cb1 = Avx512F.FusedMultiplyAdd(x, b1, cb1);
+            x = Vector512.Create(a[lda]); c10 = Avx512F.FusedMultiplyAdd(x, b0, c10); c11 = Avx512F.FusedMultiplyAdd(x, b1, c11);
+            x = Vector512.Create(a[l2]); c20 = Avx512F.FusedMultiplyAdd(x, b0, c20); c21 = Avx512F.FusedMultiplyAdd(x, b1, c21);
+            x = Vector512.Create(a3[0]); c30 = Avx512F.FusedMultiplyAdd(x, b0, c30); c31 = Avx512F.FusedMultiplyAdd(x, b1, c31);
+            x = Vector512.Create(a3[lda]); c40 = Avx512F.FusedMultiplyAdd(x, b0, c40); c41 = Avx512F.FusedMultiplyAdd(x, b1, c41);
+            x = Vector512.Create(a3[l2]); c50 = Avx512F.FusedMultiplyAdd(x, b0, c50); c51 = Avx512F.FusedMultiplyAdd(x, b1, c51);
+            x = Vector512.Create(a6[0]); c60 = Avx512F.FusedMultiplyAdd(x, b0, c60); c61 = Avx512F.FusedMultiplyAdd(x, b1, c61);
+            x = Vector512.Create(a6[lda]); c70 = Avx512F.FusedMultiplyAdd(x, b0, c70); c71 = Avx512F.FusedMultiplyAdd(x, b1, c71);
+            x = Vector512.Create(a6[l2]); c80 = Avx512F.FusedMultiplyAdd(x, b0, c80); c81 = Avx512F.FusedMultiplyAdd(x, b1, c81);
+            x = Vector512.Create(a9[0]); c90 = Avx512F.FusedMultiplyAdd(x, b0, c90); c91 = Avx512F.FusedMultiplyAdd(x, b1, c91);
+            x = Vector512.Create(a9[lda]); ca0 = Avx512F.FusedMultiplyAdd(x, b0, ca0); ca1 = Avx512F.FusedMultiplyAdd(x, b1, ca1);
+            x = Vector512.Create(a9[l2]); cb0 = Avx512F.FusedMultiplyAdd(x, b0, cb0); cb1 = Avx512F.FusedMultiplyAdd(x, b1, cb1);
         }
         Store(c, c00, c01, add); c += ldc;
         Store(c, c10, c11, add); c += ldc;

@@ -76,6 +76,36 @@ public sealed class PackedGemmTests
     }
 
     [TestMethod]
+    [DataRow(13, 33, 17, DisplayName = "one whole 12-row panel and one row past it")]
+    [DataRow(150, 530, 70, DisplayName = "a row block of 144 and one of 6 (packed), two depth blocks")]
+    [DataRow(300, 40, 2100, DisplayName = "row blocks of whole panels only, n past one column block")]
+    [DataRow(11, 20, 40, DisplayName = "fewer rows than a panel: packed only")]
+    public void RowMajorAReadInPlaceEqualsPackingItBitForBit(int m, int k, int n)
+    {
+        // The products read a row-major A where it lies (whole 12-row panels) and pack only the rows past them; the
+        // path that packs every row is the one the kernel had before, and the sums must not change by a bit. A's rows
+        // are wider than k (a view of a wider tensor), so the row stride is not k.
+        RequireKernel();
+        foreach (var (_, transB, accumulate) in Layouts.Where(l => !l.TransA))
+        {
+            using var scope = NewDisposeScope();
+            manual_seed(m * 17 + k * 5 + n);
+            const int pad = 3;
+            var a = randn(m, k + pad);
+            var b = transB ? randn(n, k) : randn(k, n);
+            var inPlace = randn(m, n);
+            var packed = inPlace.clone();
+            RunRows(a, k + pad, b, transB, inPlace, m, k, n, accumulate, packA: false);
+            RunRows(a, k + pad, b, transB, packed, m, k, n, accumulate, packA: true);
+            Assert.IsTrue(inPlace.eq(packed).all().ToBoolean(),
+                $"N{(transB ? "T" : "N")} accumulate={accumulate}: worst difference {(inPlace - packed).abs().max().ToDouble():E2}");
+            var expected = a.narrow(1, 0, k).to_type(ScalarType.Float64).mm((transB ? b.t() : b).to_type(ScalarType.Float64));
+            if (!accumulate)
+                Assert.IsLessThan(1e-4, (inPlace.to_type(ScalarType.Float64) - expected).abs().max().ToDouble(), "against float64");
+        }
+    }
+
+    [TestMethod]
     public void CpuMatmulTakesABFloat16RightFactorOnEitherPath()
     {
         using var scope = NewDisposeScope();
@@ -252,6 +282,15 @@ public sealed class PackedGemmTests
         fixed (float* pa = MemoryMarshal.Cast<byte, float>(a.bytes), pc = MemoryMarshal.Cast<byte, float>(c.bytes))
         fixed (ushort* pb = MemoryMarshal.Cast<byte, ushort>(b.bytes))
             PackedGemm.MultiplyBFloat16B(m, n, k, pa, transA ? m : k, transA, pb, transB ? k : n, transB, pc, n, accumulate);
+    }
+
+    private static unsafe void RunRows(Tensor a, int lda, Tensor b, bool transB, Tensor c, int m, int k, int n, bool accumulate, bool packA)
+    {
+        fixed (float* pa = MemoryMarshal.Cast<byte, float>(a.bytes), pb = MemoryMarshal.Cast<byte, float>(b.bytes), pc = MemoryMarshal.Cast<byte, float>(c.bytes))
+        {
+            if (packA) PackedGemm.MultiplyPackingA(m, n, k, pa, lda, false, pb, transB ? k : n, transB, pc, n, accumulate);
+            else PackedGemm.Multiply(m, n, k, pa, lda, false, pb, transB ? k : n, transB, pc, n, accumulate);
+        }
     }
 
     private static unsafe void Run(Tensor a, bool transA, Tensor b, bool transB, Tensor c, int m, int k, int n, int ldc, bool accumulate)

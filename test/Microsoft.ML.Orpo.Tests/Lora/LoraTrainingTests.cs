@@ -1,5 +1,7 @@
+using TorchSharp;
 using Microsoft.ML.Orpo.ModelFiles;
 using Microsoft.ML.Orpo.Modeling;
+using Microsoft.ML.Orpo.Preferences;
 using Microsoft.ML.Orpo.Tests.Training;
 using Microsoft.ML.Orpo.Training;
 using static TorchSharp.torch;
@@ -117,5 +119,48 @@ public sealed class LoraTrainingTests
         using (adapters.Dropout.During(runSeed: 1, step: 0, microBatch: 0)) dropped = LoraFixtures.Logits(model);
         Assert.IsGreaterThan(1e-3, LoraFixtures.RelativeMaxError(evaluated, dropped), "dropout acts during a training step");
         CollectionAssert.AreEqual(evaluated, LoraFixtures.Logits(model), "and is off again after it");
+    }
+    [TestMethod]
+    public void SharedPromptForwardGivesTheConcatenatedLossAndAdapterGradients()
+    {
+        // Non-zero adapters on every projection, no dropout: the shared-prompt layout computes the same function of the
+        // adapters, so its loss and its gradients of A and B equal the concatenated layout's up to float32 summation.
+        using var model = Adapted(LoraFixtures.Config());
+        var pairs = LoraFixtures.ShortPairs(model, 4);
+        var concat = TrainingFixtures.Plain(batchSize: 4, learningRate: 1e-2) with { Lora = model.Network.Adapters!.Config };
+        var (concatLoss, concatGrads) = AdapterLossAndGradients(model, pairs, concat, dropoutStep: null);
+        var (sharedLoss, sharedGrads) = AdapterLossAndGradients(model, pairs, concat with { SharedPromptForward = true }, dropoutStep: null);
+        Assert.AreEqual(concatLoss, sharedLoss, 1e-5 * Math.Abs(concatLoss), "loss");
+        double scale = concatGrads.Values.Max(g => g.Max(Math.Abs));
+        Assert.IsGreaterThan(0, scale, "the adapters get a gradient");
+        Assert.IsLessThan(1e-5 * scale, LoraFixtures.MaxDifference(concatGrads, sharedGrads), "gradients of A and B");
+
+        // With dropout the prompt is encoded once, so chosen and rejected see one mask on it (two in the concatenated
+        // layout): a different draw, not a different loss function. It is still a function of the step's seed.
+        using var dropped = Adapted(LoraFixtures.Config(dropout: 0.3));
+        var settings = concat with { Lora = dropped.Network.Adapters!.Config, SharedPromptForward = true };
+        var (first, firstGrads) = AdapterLossAndGradients(dropped, pairs, settings, dropoutStep: 0);
+        var (again, againGrads) = AdapterLossAndGradients(dropped, pairs, settings, dropoutStep: 0);
+        var (other, _) = AdapterLossAndGradients(dropped, pairs, settings, dropoutStep: 1);
+        var (noDropout, _) = AdapterLossAndGradients(dropped, pairs, settings, dropoutStep: null);
+        Assert.AreEqual(first, again, "the same step's mask again");
+        Assert.AreEqual(0.0, LoraFixtures.MaxDifference(firstGrads, againGrads), "and the same gradients");
+        Assert.AreNotEqual(first, other, "another step draws another mask");
+        Assert.AreNotEqual(first, noDropout, "dropout acts in the shared layout");
+    }
+
+    private static (double Loss, Dictionary<string, double[]> Gradients) AdapterLossAndGradients(CausalLanguageModel model,
+        IReadOnlyList<EncodedPair> pairs, TrainingSettings settings, int? dropoutStep)
+    {
+        var network = model.Network;
+        network.train();
+        network.Adapters!.ZeroGradients();
+        double nllTokens = pairs.Sum(p => (double)p.NllTokenCount(settings.IncludePromptInNll));
+        using var scope = NewDisposeScope();
+        using var dropout = dropoutStep is int step ? network.Adapters.Dropout.During(runSeed: 3, step, microBatch: 0) : null;
+        var (terms, _) = PreferenceForward.Loss(network, pairs, settings, CPU, nllTokens, pairs.Count);
+        terms.Loss.backward();
+        var gradients = network.Adapters.NamedParameters().ToDictionary(p => p.Name, p => p.Parameter.grad!.to_type(ScalarType.Float64).data<double>().ToArray());
+        return (terms.Loss.ToDouble(), gradients);
     }
 }
