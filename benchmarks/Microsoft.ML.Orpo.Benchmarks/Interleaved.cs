@@ -87,7 +87,7 @@ internal static class Interleaved
         };
     }
 
-    private static double Median(IEnumerable<double> values)
+    internal static double Median(IEnumerable<double> values)
     {
         var sorted = values.Order().ToList();
         int n = sorted.Count;
@@ -151,12 +151,5 @@ internal static unsafe class GemmPaths
         }
         json["value"] = Math.Round(Interleaved.Median(ratios), 3);
         return json;
-    }
-
-    internal static double Interleaved.Median(IEnumerable<double> values)
-    {
-        var sorted = values.Order().ToList();
-        int n = sorted.Count;
-        return n % 2 == 1 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
     }
 }
