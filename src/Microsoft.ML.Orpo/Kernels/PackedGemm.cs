@@ -213,14 +213,9 @@ internal static unsafe class PackedGemm
         }
         // Transposed: B's columns are stored rows (a weight in x W^T); 16 x 16 blocks are transposed in registers.
         int vectorised = cols == NR ? kc & ~15 : 0;
-        Vector512<float>* rows = stackalloc Vector512<float>[16], scratch = stackalloc Vector512<float>[16];
         for (int half = 0; half < NR; half += 16)
             for (int p = 0; p < vectorised; p += 16)
-            {
-                for (int r = 0; r < 16; r++) rows[r] = b.Load16((long)(j0 + half + r) * ldb + p0 + p);
-                Transpose16(rows, scratch);
-                for (int q = 0; q < 16; q++) Vector512.Store(rows[q], panel + (p + q) * NR + half);
-            }
+                TransposeBlock(b, (long)(j0 + half) * ldb + p0 + p, ldb, panel + p * NR + half, NR, twelveRows: false);
         for (int j = 0; j < cols; j++)
         {
             long source = (long)(j0 + j) * ldb + p0;
@@ -233,7 +228,6 @@ internal static unsafe class PackedGemm
     /// <summary>op(A) rows [i0, i0 + mc), columns [p0, p0 + kc) -> MR-row panels of kc x MR (rows past mc are zero).</summary>
     private static void PackA(float* a, int lda, bool transA, int i0, int mc, int p0, int kc, float* block)
     {
-        Vector512<float>* rows = stackalloc Vector512<float>[16], scratch = stackalloc Vector512<float>[16];
         for (int ir = 0; ir < mc; ir += MR)
         {
             int count = Math.Min(MR, mc - ir);
@@ -254,20 +248,10 @@ internal static unsafe class PackedGemm
                 }
                 continue;
             }
-            // Row-major A: 12 rows (plus 4 ignored) x 16 columns transposed in registers, 12 floats stored per column.
+            // Row-major A: 12 rows x 16 columns transposed in registers, 12 floats stored per column.
             int vectorised = count == MR ? kc & ~15 : 0;
             for (int p = 0; p < vectorised; p += 16)
-            {
-                for (int i = 0; i < MR; i++) rows[i] = Vector512.Load(a + (long)(i0 + ir + i) * lda + p0 + p);
-                for (int i = MR; i < 16; i++) rows[i] = rows[0];
-                Transpose16(rows, scratch);
-                for (int q = 0; q < 16; q++)
-                {
-                    float* target = panel + (p + q) * MR;
-                    Vector256.Store(rows[q].GetLower(), target);
-                    Vector128.Store(rows[q].GetUpper().GetLower(), target + 8);
-                }
-            }
+                TransposeBlock(new Source(a, bfloat16: false), (long)(i0 + ir) * lda + p0 + p, lda, panel + p * MR, MR, twelveRows: true);
             for (int i = 0; i < count; i++)
             {
                 float* source = a + (long)(i0 + ir + i) * lda + p0;
@@ -279,38 +263,75 @@ internal static unsafe class PackedGemm
     }
 
     /// <summary>
-    /// In place, r[i][j] becomes r[j][i] for a 16 x 16 block: 32-bit then 64-bit interleaves within 128-bit lanes,
-    /// then two rounds of 128-bit lane shuffles.
+    /// 16 rows of 16 from <paramref name="b"/> (row i at <c>first + i * stride</c>) transposed in registers and stored
+    /// as 16 rows, row q at <c>target + q * targetStride</c>: 32-bit then 64-bit interleaves within 128-bit lanes, then
+    /// two rounds of 128-bit lane shuffles. With <paramref name="twelveRows"/> only 12 rows are read and 12 floats
+    /// stored per row (an A panel). Locals, not an array: the 16 vectors stay in registers (through memory, the
+    /// transposed packing of a weight ran ~10% slower products at 384-512 rows: benchmarks/README.md, PackedGemm).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Transpose16(Vector512<float>* r, Vector512<float>* t)
+    private static void TransposeBlock(Source b, long first, int stride, float* target, int targetStride, bool twelveRows)
     {
-        for (int i = 0; i < 16; i += 2)
+        var r0 = b.Load16(first + 0L * stride); var r1 = b.Load16(first + 1L * stride); var r2 = b.Load16(first + 2L * stride); var r3 = b.Load16(first + 3L * stride);
+        var r4 = b.Load16(first + 4L * stride); var r5 = b.Load16(first + 5L * stride); var r6 = b.Load16(first + 6L * stride); var r7 = b.Load16(first + 7L * stride);
+        var r8 = b.Load16(first + 8L * stride); var r9 = b.Load16(first + 9L * stride); var r10 = b.Load16(first + 10L * stride); var r11 = b.Load16(first + 11L * stride);
+        Vector512<float> r12 = r0, r13 = r0, r14 = r0, r15 = r0;
+        if (!twelveRows)
         {
-            t[i] = Avx512F.UnpackLow(r[i], r[i + 1]);       // per lane: r_i[0] r_i+1[0] r_i[1] r_i+1[1]
-            t[i + 1] = Avx512F.UnpackHigh(r[i], r[i + 1]);  // per lane: columns 2 and 3
+            r12 = b.Load16(first + 12L * stride); r13 = b.Load16(first + 13L * stride); r14 = b.Load16(first + 14L * stride); r15 = b.Load16(first + 15L * stride);
         }
-        for (int g = 0; g < 16; g += 4)                     // u[g + c], lane l: rows g..g+3 at column 4l + c
+        var t0 = Avx512F.UnpackLow(r0, r1); var t1 = Avx512F.UnpackHigh(r0, r1);
+        var t2 = Avx512F.UnpackLow(r2, r3); var t3 = Avx512F.UnpackHigh(r2, r3);
+        var t4 = Avx512F.UnpackLow(r4, r5); var t5 = Avx512F.UnpackHigh(r4, r5);
+        var t6 = Avx512F.UnpackLow(r6, r7); var t7 = Avx512F.UnpackHigh(r6, r7);
+        var t8 = Avx512F.UnpackLow(r8, r9); var t9 = Avx512F.UnpackHigh(r8, r9);
+        var t10 = Avx512F.UnpackLow(r10, r11); var t11 = Avx512F.UnpackHigh(r10, r11);
+        var t12 = Avx512F.UnpackLow(r12, r13); var t13 = Avx512F.UnpackHigh(r12, r13);
+        var t14 = Avx512F.UnpackLow(r14, r15); var t15 = Avx512F.UnpackHigh(r14, r15);
+        r0 = Avx512F.UnpackLow(t0.AsDouble(), t2.AsDouble()).AsSingle(); r1 = Avx512F.UnpackHigh(t0.AsDouble(), t2.AsDouble()).AsSingle();
+        r2 = Avx512F.UnpackLow(t1.AsDouble(), t3.AsDouble()).AsSingle(); r3 = Avx512F.UnpackHigh(t1.AsDouble(), t3.AsDouble()).AsSingle();
+        r4 = Avx512F.UnpackLow(t4.AsDouble(), t6.AsDouble()).AsSingle(); r5 = Avx512F.UnpackHigh(t4.AsDouble(), t6.AsDouble()).AsSingle();
+        r6 = Avx512F.UnpackLow(t5.AsDouble(), t7.AsDouble()).AsSingle(); r7 = Avx512F.UnpackHigh(t5.AsDouble(), t7.AsDouble()).AsSingle();
+        r8 = Avx512F.UnpackLow(t8.AsDouble(), t10.AsDouble()).AsSingle(); r9 = Avx512F.UnpackHigh(t8.AsDouble(), t10.AsDouble()).AsSingle();
+        r10 = Avx512F.UnpackLow(t9.AsDouble(), t11.AsDouble()).AsSingle(); r11 = Avx512F.UnpackHigh(t9.AsDouble(), t11.AsDouble()).AsSingle();
+        r12 = Avx512F.UnpackLow(t12.AsDouble(), t14.AsDouble()).AsSingle(); r13 = Avx512F.UnpackHigh(t12.AsDouble(), t14.AsDouble()).AsSingle();
+        r14 = Avx512F.UnpackLow(t13.AsDouble(), t15.AsDouble()).AsSingle(); r15 = Avx512F.UnpackHigh(t13.AsDouble(), t15.AsDouble()).AsSingle();
+        t0 = Avx512F.Shuffle4x128(r0, r4, 0x88); t4 = Avx512F.Shuffle4x128(r0, r4, 0xDD);
+        t8 = Avx512F.Shuffle4x128(r8, r12, 0x88); t12 = Avx512F.Shuffle4x128(r8, r12, 0xDD);
+        t1 = Avx512F.Shuffle4x128(r1, r5, 0x88); t5 = Avx512F.Shuffle4x128(r1, r5, 0xDD);
+        t9 = Avx512F.Shuffle4x128(r9, r13, 0x88); t13 = Avx512F.Shuffle4x128(r9, r13, 0xDD);
+        t2 = Avx512F.Shuffle4x128(r2, r6, 0x88); t6 = Avx512F.Shuffle4x128(r2, r6, 0xDD);
+        t10 = Avx512F.Shuffle4x128(r10, r14, 0x88); t14 = Avx512F.Shuffle4x128(r10, r14, 0xDD);
+        t3 = Avx512F.Shuffle4x128(r3, r7, 0x88); t7 = Avx512F.Shuffle4x128(r3, r7, 0xDD);
+        t11 = Avx512F.Shuffle4x128(r11, r15, 0x88); t15 = Avx512F.Shuffle4x128(r11, r15, 0xDD);
+        StoreRow(Avx512F.Shuffle4x128(t0, t8, 0x88), target + 0 * targetStride, twelveRows);
+        StoreRow(Avx512F.Shuffle4x128(t0, t8, 0xDD), target + 8 * targetStride, twelveRows);
+        StoreRow(Avx512F.Shuffle4x128(t4, t12, 0x88), target + 4 * targetStride, twelveRows);
+        StoreRow(Avx512F.Shuffle4x128(t4, t12, 0xDD), target + 12 * targetStride, twelveRows);
+        StoreRow(Avx512F.Shuffle4x128(t1, t9, 0x88), target + 1 * targetStride, twelveRows);
+        StoreRow(Avx512F.Shuffle4x128(t1, t9, 0xDD), target + 9 * targetStride, twelveRows);
+        StoreRow(Avx512F.Shuffle4x128(t5, t13, 0x88), target + 5 * targetStride, twelveRows);
+        StoreRow(Avx512F.Shuffle4x128(t5, t13, 0xDD), target + 13 * targetStride, twelveRows);
+        StoreRow(Avx512F.Shuffle4x128(t2, t10, 0x88), target + 2 * targetStride, twelveRows);
+        StoreRow(Avx512F.Shuffle4x128(t2, t10, 0xDD), target + 10 * targetStride, twelveRows);
+        StoreRow(Avx512F.Shuffle4x128(t6, t14, 0x88), target + 6 * targetStride, twelveRows);
+        StoreRow(Avx512F.Shuffle4x128(t6, t14, 0xDD), target + 14 * targetStride, twelveRows);
+        StoreRow(Avx512F.Shuffle4x128(t3, t11, 0x88), target + 3 * targetStride, twelveRows);
+        StoreRow(Avx512F.Shuffle4x128(t3, t11, 0xDD), target + 11 * targetStride, twelveRows);
+        StoreRow(Avx512F.Shuffle4x128(t7, t15, 0x88), target + 7 * targetStride, twelveRows);
+        StoreRow(Avx512F.Shuffle4x128(t7, t15, 0xDD), target + 15 * targetStride, twelveRows);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreRow(Vector512<float> row, float* target, bool twelve)
+    {
+        if (!twelve)
         {
-            r[g] = Avx512F.UnpackLow(t[g].AsDouble(), t[g + 2].AsDouble()).AsSingle();
-            r[g + 1] = Avx512F.UnpackHigh(t[g].AsDouble(), t[g + 2].AsDouble()).AsSingle();
-            r[g + 2] = Avx512F.UnpackLow(t[g + 1].AsDouble(), t[g + 3].AsDouble()).AsSingle();
-            r[g + 3] = Avx512F.UnpackHigh(t[g + 1].AsDouble(), t[g + 3].AsDouble()).AsSingle();
+            Vector512.Store(row, target);
+            return;
         }
-        for (int c = 0; c < 4; c++)
-        {
-            t[c] = Avx512F.Shuffle4x128(r[c], r[4 + c], 0x88);      // lanes 0, 2 of rows 0-3 and 4-7
-            t[4 + c] = Avx512F.Shuffle4x128(r[c], r[4 + c], 0xDD);  // lanes 1, 3
-            t[8 + c] = Avx512F.Shuffle4x128(r[8 + c], r[12 + c], 0x88);
-            t[12 + c] = Avx512F.Shuffle4x128(r[8 + c], r[12 + c], 0xDD);
-        }
-        for (int c = 0; c < 4; c++)
-        {
-            r[c] = Avx512F.Shuffle4x128(t[c], t[8 + c], 0x88);          // column c
-            r[8 + c] = Avx512F.Shuffle4x128(t[c], t[8 + c], 0xDD);      // column 8 + c
-            r[4 + c] = Avx512F.Shuffle4x128(t[4 + c], t[12 + c], 0x88); // column 4 + c
-            r[12 + c] = Avx512F.Shuffle4x128(t[4 + c], t[12 + c], 0xDD);
-        }
+        Vector256.Store(row.GetLower(), target);
+        Vector128.Store(row.GetUpper().GetLower(), target + 8);
     }
 
     /// <summary>
