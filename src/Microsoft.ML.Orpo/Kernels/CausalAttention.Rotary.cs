@@ -35,6 +35,8 @@ internal static partial class CausalAttention
 
     private static Vector128<float> Load(ReadOnlySpan<float> x, int at) => Vector128.Create(x.Slice(at, 4));
 
+    private static Vector512<float> Load16(ReadOnlySpan<float> x, int at) => Vector512.Create(x.Slice(at, 16));
+
     /// <summary>
     /// y = x * cos + rotate_half(x) * sin with rotate_half(x) = (-x[d/2..], x[..d/2]): x (B, heads, T, d) in any
     /// layout, y contiguous (B, heads, T, d), cos and sin contiguous (B, 1, T, d).
@@ -64,6 +66,13 @@ internal static partial class CausalAttention
             var sn = s.Slice((b * t + i) * d, d);
             var output = target.Slice(((b * heads + h) * t + i) * d, d);
             int j = 0;
+            if (Vector512.IsHardwareAccelerated)
+                for (; j + 16 <= half; j += 16) // sixteen pairs at a time where 512-bit vectors are fast
+                {
+                    Vector512<float> lo = Load16(row, j), hi = Load16(row, j + half);
+                    (lo * Load16(cs, j) + -hi * Load16(sn, j)).CopyTo(output.Slice(j, 16));
+                    (hi * Load16(cs, j + half) + lo * Load16(sn, j + half)).CopyTo(output.Slice(j + half, 16));
+                }
             for (; j + 4 <= half; j += 4) // four pairs at a time, the same products and sums
             {
                 Vector128<float> lo = Load(row, j), hi = Load(row, j + half);
@@ -110,6 +119,13 @@ internal static partial class CausalAttention
             var sn = s.Slice((b * t + i) * d, d);
             var output = target.Slice(((b * t + i) * heads + h) * d, d);
             int j = 0;
+            if (Vector512.IsHardwareAccelerated)
+                for (; j + 16 <= half; j += 16)
+                {
+                    Vector512<float> lo = Load16(g, j), hi = Load16(g, j + half);
+                    (lo * Load16(cs, j) + hi * Load16(sn, j + half)).CopyTo(output.Slice(j, 16));
+                    (hi * Load16(cs, j + half) + -(lo * Load16(sn, j))).CopyTo(output.Slice(j + half, 16));
+                }
             for (; j + 4 <= half; j += 4)
             {
                 Vector128<float> lo = Load(g, j), hi = Load(g, j + half);

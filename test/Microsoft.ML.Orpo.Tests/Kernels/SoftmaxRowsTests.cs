@@ -37,6 +37,23 @@ public sealed class SoftmaxRowsTests
     }
 
     [TestMethod]
+    public void SixteenLaneSumsKeepTheBitsOfTheEightLaneOnes()
+    {
+        // Where 512-bit vectors are fast the row sums run 16 lanes at a time, holding the two 8-lane accumulators in one
+        // register: the log-sum-exp must not change by a bit (nor, with it, the losses of earlier runs).
+        if (!SoftmaxRows.Wide) Assert.Inconclusive("No fast 512-bit vectors here (or Vector<float> is not 8 lanes): only one path runs.");
+        using var scope = NewDisposeScope();
+        manual_seed(12);
+        foreach (int width in new[] { 32000, 151936, 1037, 24, 15 })
+        {
+            var row = (randn(width) * 8).data<float>().ToArray();
+            row[width / 2] = 40; // one dominant logit, the rest far below it
+            float wide = SoftmaxRows.RowLogSumExp(row, wide: true), narrow = SoftmaxRows.RowLogSumExp(row, wide: false);
+            Assert.AreEqual(BitConverter.SingleToInt32Bits(narrow), BitConverter.SingleToInt32Bits(wide), $"width {width}: {narrow:R} against {wide:R}");
+        }
+    }
+
+    [TestMethod]
     public void MinusInfinityLogitsGetZeroProbabilityAndNaNPropagates()
     {
         using var scope = NewDisposeScope();

@@ -206,6 +206,7 @@ public sealed class OpEquivalenceTests
         new("Rotary 2x5 tokens, 2 heads of 64", () => Rotary(2, 2, 5, 64), Tolerance: Exact),
         new("Rotary 1 token, 7 heads of 128", () => Rotary(1, 7, 1, 128), Tolerance: Exact),
         new("Rotary 3x9 tokens, 3 heads of 6", () => Rotary(3, 3, 9, 6), Tolerance: Exact),
+        new("Rotary 2x5 tokens, 3 heads of 42 (16 + 4 + 1 pairs)", () => Rotary(2, 3, 5, 42), Tolerance: Exact),
 
         // Causal attention in the concatenated layout, rotation fused: every head width with every grouping, the
         // lengths 1, 5, 37 and 130 rotating so that each width and each grouping meets each length.
