@@ -98,7 +98,6 @@ internal static class HashedDropout
         }
     }
 
-    /// <summary>murmur3's 32-bit finaliser of (index ^ seedHigh) * golden + seedLow, lane by lane.</summary>
     /// <summary>
     /// <see cref="Chunk"/>'s loop 16 elements at a time where 512-bit vectors are fast (<see cref="Vector{T}"/> is 256
     /// bits there): each element's mask depends only on its index, so the width changes no bit. Returns how many
@@ -134,6 +133,7 @@ internal static class HashedDropout
         return i;
     }
 
+    /// <summary>murmur3's 32-bit finaliser of (index ^ seedHigh) * golden + seedLow, lane by lane.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector<uint> Hash(Vector<uint> index, uint seedLow, uint seedHigh)
     {

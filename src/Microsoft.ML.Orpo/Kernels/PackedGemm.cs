@@ -266,8 +266,8 @@ internal static unsafe class PackedGemm
     /// 16 rows of 16 from <paramref name="b"/> (row i at <c>first + i * stride</c>) transposed in registers and stored
     /// as 16 rows, row q at <c>target + q * targetStride</c>: 32-bit then 64-bit interleaves within 128-bit lanes, then
     /// two rounds of 128-bit lane shuffles. With <paramref name="twelveRows"/> only 12 rows are read and 12 floats
-    /// stored per row (an A panel). Locals, not an array: the 16 vectors stay in registers (through memory, the
-    /// transposed packing of a weight ran ~10% slower products at 384-512 rows: benchmarks/README.md, PackedGemm).
+    /// stored per row (an A panel). Locals, not an array: the 16 vectors stay in registers; through a stack array the
+    /// products at 384-512 rows ran ~10% slower (benchmarks/README.md, "Measurements behind the code: PackedGemm").
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void TransposeBlock(Source b, long first, int stride, float* target, int targetStride, bool twelveRows)
