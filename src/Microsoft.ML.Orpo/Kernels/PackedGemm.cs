@@ -268,8 +268,10 @@ internal static unsafe class PackedGemm
     /// two rounds of 128-bit lane shuffles. With <paramref name="twelveRows"/> only 12 rows are read and 12 floats
     /// stored per row (an A panel). Locals, not an array: the 16 vectors stay in registers; through a stack array the
     /// products at 384-512 rows ran ~10% slower (benchmarks/README.md, "Measurements behind the code: PackedGemm").
+    /// A method of its own, compiled optimised at once: inlined into its callers (which dynamic PGO may inline into
+    /// the thread loop) it sometimes exhausted the inliner's budget and left its 16 loads as calls.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void TransposeBlock(Source b, long first, int stride, float* target, int targetStride, bool twelveRows)
     {
         var r0 = b.Load16(first + 0L * stride); var r1 = b.Load16(first + 1L * stride); var r2 = b.Load16(first + 2L * stride); var r3 = b.Load16(first + 3L * stride);
