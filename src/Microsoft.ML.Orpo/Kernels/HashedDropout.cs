@@ -112,17 +112,10 @@ internal static class HashedDropout
         var lanes = Vector512.Create(0u, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
         var scales = Vector512.Create(scale);
         var thresholds = Vector512.Create(threshold);
-        var high = Vector512.Create(seedHigh);
-        var low = Vector512.Create(seedLow);
         int i = 0;
         for (; i + width <= source.Length; i += width)
         {
-            var h = (Vector512.Create(start + (uint)i) + lanes ^ high) * 0x9E3779B1u + low;
-            h ^= Vector512.ShiftRightLogical(h, 16);
-            h *= 0x85EBCA6Bu;
-            h ^= Vector512.ShiftRightLogical(h, 13);
-            h *= 0xC2B2AE35u;
-            h ^= Vector512.ShiftRightLogical(h, 16);
+            var h = Hash(Vector512.Create(start + (uint)i) + lanes, seedLow, seedHigh);
             var keep = Vector512.GreaterThanOrEqual(h, thresholds).AsSingle();
             var masked = Vector512.ConditionalSelect(keep, Vector512.Create<float>(source.Slice(i, width)) * scales, Vector512<float>.Zero);
             (accumulate ? Vector512.Create<float>(target.Slice(i, width)) + masked : masked).CopyTo(target.Slice(i, width));
@@ -143,6 +136,18 @@ internal static class HashedDropout
         h ^= Vector.ShiftRightLogical(h, 13);
         h *= 0xC2B2AE35u;
         return h ^ Vector.ShiftRightLogical(h, 16);
+    }
+
+    /// <summary><see cref="Hash(Vector{uint}, uint, uint)"/> on 16 lanes: the same finaliser, lane by lane.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<uint> Hash(Vector512<uint> index, uint seedLow, uint seedHigh)
+    {
+        var h = (index ^ Vector512.Create(seedHigh)) * 0x9E3779B1u + Vector512.Create(seedLow);
+        h ^= Vector512.ShiftRightLogical(h, 16);
+        h *= 0x85EBCA6Bu;
+        h ^= Vector512.ShiftRightLogical(h, 13);
+        h *= 0xC2B2AE35u;
+        return h ^ Vector512.ShiftRightLogical(h, 16);
     }
 }
 
