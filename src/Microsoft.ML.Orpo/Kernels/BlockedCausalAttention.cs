@@ -187,7 +187,7 @@ internal static unsafe class BlockedCausalAttention
     /// In place: scores s (the first <paramref name="visible"/> are this row's causal keys) become probabilities, the
     /// masked rest zero; returns the log-sum-exp of the scaled visible scores.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static float SoftmaxRow(Span<float> s, int visible, float scale)
     {
         int n = Vector<float>.Count, j = 0;
@@ -224,7 +224,7 @@ internal static unsafe class BlockedCausalAttention
     /// In place from raw scores s and dP = dO V^T: s becomes P = exp(scale s - lse) (masked keys zero) and dp becomes
     /// dS = scale P (dP - rowsum(P dP)).
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void ScoreGradientRow(Span<float> s, Span<float> dp, int visible, float lse, float scale)
     {
         int n = Vector<float>.Count, j = 0;

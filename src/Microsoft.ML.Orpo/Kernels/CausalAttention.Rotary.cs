@@ -52,7 +52,7 @@ internal static partial class CausalAttention
         CpuKernel.ForEachBlock((int)(y.shape[0] * y.shape[1]), unit => RotateRows(x, y, cos, sin, unit));
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void RotateRows(RowLayout x, Tensor y, Tensor cos, Tensor sin, int unit)
     {
         int heads = (int)y.shape[1], t = (int)y.shape[2], d = (int)y.shape[3], half = d / 2; // one (batch, head) unit
@@ -105,7 +105,7 @@ internal static partial class CausalAttention
         CpuKernel.ForEachBlock((int)(dy.shape[0] * dy.shape[1]), unit => RotateRowsBack(dy, dx, cos, sin, unit));
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void RotateRowsBack(Tensor dy, Tensor dx, Tensor cos, Tensor sin, int unit)
     {
         int heads = (int)dy.shape[1], t = (int)dy.shape[2], d = (int)dy.shape[3], half = d / 2; // one (batch, head) unit

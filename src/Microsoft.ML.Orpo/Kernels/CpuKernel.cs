@@ -13,6 +13,10 @@ internal static class CpuKernel
     public static unsafe float* Address(Tensor? t) =>
         t is null ? null : (float*)System.Runtime.CompilerServices.Unsafe.AsPointer(ref MemoryMarshal.GetReference(Floats(t)));
 
+    /// <summary>The address of a contiguous 16-bit CPU tensor's first element, read as unsigned (mask bits), or null.</summary>
+    public static unsafe ushort* UInt16Address(Tensor? t) =>
+        t is null ? null : (ushort*)System.Runtime.CompilerServices.Unsafe.AsPointer(ref MemoryMarshal.GetReference(t.bytes));
+
     /// <summary>
     /// Runs <paramref name="block"/> for 0..blocks-1 on up to torch's intra-op thread count. Each block writes only its
     /// own outputs, so results do not depend on the thread count.

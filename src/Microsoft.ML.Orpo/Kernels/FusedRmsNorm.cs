@@ -48,7 +48,7 @@ internal static class FusedRmsNorm
         ForEachChunk(rows, chunk => ForwardChunk(x, weight, y, inverseRms, eps, rows, chunk));
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot from the first call: skip the unoptimised tier
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)] // hot from the first call: skip the unoptimised tier
     private static void ForwardChunk(Tensor x, Tensor weight, Tensor y, Tensor inverseRms, double eps, int rows, int chunk)
     {
         ReadOnlySpan<float> xs = Floats(x), w = Floats(weight);
@@ -79,7 +79,7 @@ internal static class FusedRmsNorm
         ArrayPool<double>.Shared.Return(partial!);
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void BackwardChunk(Tensor x, Tensor weight, Tensor inverseRms, Tensor gradOutput, Tensor? gradInput,
         double[]? partial, int rows, int chunk)
     {

@@ -102,7 +102,7 @@ internal static class FusedSwiGlu
         return g >= 0 ? inverse : e * inverse;
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot from the first call: skip the unoptimised tier
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)] // hot from the first call: skip the unoptimised tier
     private static void ProductChunk(ReadOnlySpan<float> gate, ReadOnlySpan<float> up, Span<float> product)
     {
         int i = 0, n = Vector<float>.Count;
@@ -120,7 +120,7 @@ internal static class FusedSwiGlu
         for (; i < gate.Length; i++) product[i] = gate[i] * Sigmoid(gate[i]) * up[i];
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void GradientChunk(ReadOnlySpan<float> gate, ReadOnlySpan<float> up, Span<float> productGradientThenGateGradient,
         Span<float> upGradient)
     {

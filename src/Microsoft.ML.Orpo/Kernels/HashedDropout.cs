@@ -69,8 +69,80 @@ internal static class HashedDropout
             addSource, addTarget);
     }
 
+    /// <summary>Words of mask bits per row of <paramref name="width"/> elements (<see cref="MaskRowRecording"/>): 16 elements a word.</summary>
+    public static int BitWords(int width) => (width + 15) / 16;
+
+    /// <summary>
+    /// One row through the mask, target = mask * source, as <see cref="MaskRows(ReadOnlySpan{float}, Span{float}, long, long, double, bool)"/>
+    /// does, with the row's mask recorded: bit p % 16 of <paramref name="bits"/>[p / 16] is set where element p is kept.
+    /// A backward pass then applies the same mask from the bits (<see cref="MaskRowFromBits"/>) instead of hashing again.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    public static void MaskRowRecording(ReadOnlySpan<float> source, Span<float> target, Span<ushort> bits, long firstElement, long seed, double probability)
+    {
+        if (firstElement + source.Length > uint.MaxValue + 1L) throw new ArgumentException("LoRA dropout: more than 2^32 elements in one tensor.");
+        uint start = (uint)firstElement, seedLow = (uint)seed, seedHigh = (uint)((ulong)seed >> 32), threshold = Threshold(probability);
+        float scale = (float)(1 / (1 - probability));
+        int i = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            var lanes = Vector512.Create(0u, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+            var scales = Vector512.Create(scale);
+            var thresholds = Vector512.Create(threshold);
+            for (; i + 16 <= source.Length; i += 16)
+            {
+                var keep = Vector512.GreaterThanOrEqual(Hash(Vector512.Create(start + (uint)i) + lanes, seedLow, seedHigh), thresholds);
+                bits[i >> 4] = (ushort)keep.ExtractMostSignificantBits();
+                Vector512.ConditionalSelect(keep.AsSingle(), Vector512.Create<float>(source.Slice(i, 16)) * scales, Vector512<float>.Zero)
+                    .CopyTo(target.Slice(i, 16));
+            }
+        }
+        for (; i < source.Length; i++)
+        {
+            if ((i & 15) == 0) bits[i >> 4] = 0;
+            bool kept = Hash(new Vector<uint>(start + (uint)i), seedLow, seedHigh)[0] >= threshold;
+            if (kept) bits[i >> 4] |= (ushort)(1 << (i & 15));
+            target[i] = kept ? source[i] * scale : 0f;
+        }
+    }
+
+    /// <summary>
+    /// The mask recorded by <see cref="MaskRowRecording"/> applied to one row: target = mask * source (target +=
+    /// mask * source when <paramref name="accumulate"/>) and addTarget += mask * addSource (empty: none), the same
+    /// operations as the hashing path, so the same bits.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    public static void MaskRowFromBits(ReadOnlySpan<ushort> bits, ReadOnlySpan<float> source, Span<float> target, bool accumulate,
+        ReadOnlySpan<float> addSource, Span<float> addTarget, double probability)
+    {
+        float scale = (float)(1 / (1 - probability));
+        bool both = !addSource.IsEmpty;
+        int i = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            var laneBits = Vector512.Create(1u, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768);
+            var scales = Vector512.Create(scale);
+            for (; i + 16 <= source.Length; i += 16)
+            {
+                var keep = Vector512.Equals(Vector512.Create((uint)bits[i >> 4]) & laneBits, laneBits).AsSingle();
+                var masked = Vector512.ConditionalSelect(keep, Vector512.Create<float>(source.Slice(i, 16)) * scales, Vector512<float>.Zero);
+                (accumulate ? Vector512.Create<float>(target.Slice(i, 16)) + masked : masked).CopyTo(target.Slice(i, 16));
+                if (both)
+                    (Vector512.Create<float>(addTarget.Slice(i, 16)) + Vector512.ConditionalSelect(keep, Vector512.Create<float>(addSource.Slice(i, 16)) * scales, Vector512<float>.Zero))
+                        .CopyTo(addTarget.Slice(i, 16));
+            }
+        }
+        for (; i < source.Length; i++)
+        {
+            bool kept = ((bits[i >> 4] >> (i & 15)) & 1) != 0;
+            float masked = kept ? source[i] * scale : 0f;
+            target[i] = accumulate ? target[i] + masked : masked;
+            if (both) addTarget[i] += kept ? addSource[i] * scale : 0f;
+        }
+    }
+
     /// <summary>target = mask * source, or target += mask * source when <paramref name="accumulate"/>; addTarget += mask * addSource.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void Chunk(ReadOnlySpan<float> source, Span<float> target, uint start, uint seedLow, uint seedHigh, uint threshold, float scale,
         bool accumulate = false, ReadOnlySpan<float> addSource = default, Span<float> addTarget = default)
     {
@@ -103,7 +175,7 @@ internal static class HashedDropout
     /// bits there): each element's mask depends only on its index, so the width changes no bit. Returns how many
     /// elements it did.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static int Chunk512(ReadOnlySpan<float> source, Span<float> target, uint start, uint seedLow, uint seedHigh, uint threshold, float scale,
         bool accumulate, ReadOnlySpan<float> addSource, Span<float> addTarget)
     {

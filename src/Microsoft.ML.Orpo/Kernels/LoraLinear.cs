@@ -11,7 +11,8 @@ namespace Microsoft.ML.Orpo.Kernels;
 /// (N, out) update added to y, the (N, in) input gradient added to the base's; at the 0.5B shape those are 40 MB fresh
 /// allocations per projection, which cost as much as the base product (benchmarks/README.md, LoRA). Here the update is
 /// accumulated into y by the GEMM, x is dropped a chunk of rows at a time into a small scratch buffer (the mask is
-/// hashed from the positions, <see cref="HashedDropout"/>, never stored), and the input gradient's adapter part is
+/// hashed from the positions, <see cref="HashedDropout"/>; on the AVX-512 path the forward pass keeps it as one bit an
+/// element, 1/32 of x, so the backward pass does not hash again), and the input gradient's adapter part is
 /// accumulated into the base's the same way. The rank-r products run in <see cref="LoraRankProducts"/> on AVX-512 CPUs
 /// (one pass over dy for B's gradient and s dy B, one over x for A's gradient and the input gradient's adapter part),
 /// through libtorch a chunk at a time elsewhere. Saved for the backward pass: x, W, A, B and the (N, r) product (r
@@ -48,12 +49,16 @@ internal static class LoraLinear
         if (is_grad_enabled() && (x.requires_grad || a.requires_grad || b.requires_grad))
             return LoraLinearFunction.apply(x, weight, bias!, a, b, scale, seed!, probability);
         using var scope = NewDisposeScope();
-        var (y, _) = Forward(x, weight, bias, a, b, scale, seed, probability);
+        var (y, _, _) = Forward(x, weight, bias, a, b, scale, seed, probability, keepMask: false);
         return y.MoveToOuterDisposeScope();
     }
 
-    /// <summary>y (..., out) and the scaled (N, r) product <c>s (x * mask) A^T</c> ((N, rp), zero past r, on the AVX-512 path).</summary>
-    internal static unsafe (Tensor Y, Tensor Down) Forward(Tensor x, Tensor weight, Tensor? bias, Tensor a, Tensor b, double scale, long? seed, double probability)
+    /// <summary>
+    /// y (..., out), the scaled (N, r) product <c>s (x * mask) A^T</c> ((N, rp), zero past r, on the AVX-512 path) and,
+    /// on that path with dropout and <paramref name="keepMask"/>, the mask's bits (N, <see cref="HashedDropout.BitWords"/>(in)) int16.
+    /// </summary>
+    internal static unsafe (Tensor Y, Tensor Down, Tensor? Mask) Forward(Tensor x, Tensor weight, Tensor? bias, Tensor a, Tensor b, double scale, long? seed,
+        double probability, bool keepMask)
     {
         long[] shape = (long[])x.shape.Clone();
         long inputs = shape[^1], outputs = weight.shape[0];
@@ -68,15 +73,17 @@ internal static class LoraLinear
         {
             int rank = (int)a.shape[0], padded = LoraRankProducts.Padded(rank);
             var rankDown = HostTensors.Empty(flat.shape[0], padded);                // (N, rp), past r zero
+            var mask = keepMask && seed is not null ? empty(flat.shape[0], HashedDropout.BitWords((int)inputs), dtype: ScalarType.Int16) : null;
             using (var at = TransposedPadded(a, padded))                             // (in, rp)
-                LoraRankProducts.Down(CpuKernel.Address(flat), (int)flat.shape[0], (int)inputs, CpuKernel.Address(at), padded, CpuKernel.Address(rankDown), (float)scale, seed, probability);
+                LoraRankProducts.Down(CpuKernel.Address(flat), (int)flat.shape[0], (int)inputs, CpuKernel.Address(at), padded, CpuKernel.Address(rankDown),
+                    (float)scale, seed, probability, CpuKernel.UInt16Address(mask));
             using (var bp = Padded(b, padded))                                       // (out, rp)
                 CpuMatmul.MultiplyInto(y2, rankDown, false, bp, true, accumulate: true); // y += s (x * mask) A^T B^T
-            return (y, rankDown);
+            return (y, rankDown, mask);
         }
         var down = Down(flat, a, seed, probability).mul_(scale);                       // (N, r)
         CpuMatmul.MultiplyInto(y2, down, false, b, true, accumulate: true);           // y += s (x * mask) A^T B^T
-        return (y, down);
+        return (y, down, null);
     }
 
     /// <summary>(out, r) -> (out, rp) with zero columns past r; B itself when r is already whole vectors.</summary>
@@ -129,7 +136,7 @@ internal static class LoraLinear
     }
 }
 
-/// <summary>The autograd node behind <see cref="LoraLinear"/>: saves x, W, A, B and s (x * mask) A^T.</summary>
+/// <summary>The autograd node behind <see cref="LoraLinear"/>: saves x, W, A, B, s (x * mask) A^T and, where kept, the mask's bits.</summary>
 internal sealed class LoraLinearFunction : autograd.SingleTensorFunction<LoraLinearFunction>
 {
     public override string Name => "LoraLinear";
@@ -141,8 +148,8 @@ internal sealed class LoraLinearFunction : autograd.SingleTensorFunction<LoraLin
         double scale = (double)vars[5], probability = (double)vars[7];
         long? seed = (long?)vars[6];
         using var noGrad = no_grad();
-        var (y, down) = LoraLinear.Forward(x, weight, bias, a, b, scale, seed, probability);
-        ctx.save_for_backward(new List<Tensor> { x, weight, a, b, down });
+        var (y, down, mask) = LoraLinear.Forward(x, weight, bias, a, b, scale, seed, probability, keepMask: true);
+        ctx.save_for_backward(mask is null ? new List<Tensor> { x, weight, a, b, down } : new List<Tensor> { x, weight, a, b, down, mask });
         ctx.save_data("seed", seed!);
         ctx.save_data("probability", probability);
         ctx.save_data("scale", scale);
@@ -161,7 +168,8 @@ internal sealed class LoraLinearFunction : autograd.SingleTensorFunction<LoraLin
         using var dy = grad_output.reshape(-1, outputs).contiguous();             // (N, out)
         using var flat = x.reshape(-1, inputs).contiguous();                      // (N, in)
         long rows = flat.shape[0];
-        if (LoraRankProducts.IsSupported) return RankBackward(dy, flat, weight, a, b, down, scale, seed, probability, needs, shape);
+        if (LoraRankProducts.IsSupported)
+            return RankBackward(dy, flat, weight, a, b, down, saved.Count > 5 ? saved[5] : null, scale, seed, probability, needs, shape);
         Tensor? gradB = needs[2] ? CpuMatmul.Multiply(dy, true, down, false) : null; // (out, r) = dy^T s (x * mask) A^T
         using var dDown = dy.mm(b).mul_(scale);                                   // (N, r) = s dy B
         Tensor? gradX = null, gradA = null;
@@ -196,8 +204,8 @@ internal sealed class LoraLinearFunction : autograd.SingleTensorFunction<LoraLin
         return new List<Tensor> { gradX?.view(shape)!, null!, null!, gradA!, gradB!, null!, null!, null! };
     });
 
-    /// <summary>The backward pass with <see cref="LoraRankProducts"/>: down is (N, rp).</summary>
-    private static unsafe List<Tensor> RankBackward(Tensor dy, Tensor flat, Tensor weight, Tensor a, Tensor b, Tensor down, double scale,
+    /// <summary>The backward pass with <see cref="LoraRankProducts"/>: down is (N, rp); mask the forward pass's bits, or null.</summary>
+    private static unsafe List<Tensor> RankBackward(Tensor dy, Tensor flat, Tensor weight, Tensor a, Tensor b, Tensor down, Tensor? mask, double scale,
         long? seed, double probability, bool[] needs, long[] shape)
     {
         int rows = (int)flat.shape[0], inputs = (int)flat.shape[1], outputs = (int)dy.shape[1], rank = (int)a.shape[0], padded = (int)down.shape[1];
@@ -211,7 +219,7 @@ internal sealed class LoraLinearFunction : autograd.SingleTensorFunction<LoraLin
         using var aRows = a.contiguous();
         if (gradA is not null || gradX is not null)
             LoraRankProducts.InputGradients(CpuKernel.Address(flat), rows, inputs, CpuKernel.Address(dDown), padded, CpuKernel.Address(aRows), rank,
-                seed, probability, CpuKernel.Address(gradA), CpuKernel.Address(gradX));
+                seed, probability, CpuKernel.Address(gradA), CpuKernel.Address(gradX), CpuKernel.UInt16Address(mask));
         if (!needs[2]) { gradB.Dispose(); gradB = null; }
         return new List<Tensor> { gradX?.view(shape)!, null!, null!, gradA!, gradB!, null!, null!, null! };
     }

@@ -32,16 +32,17 @@ internal static unsafe class LoraRankProducts
 
     /// <summary>
     /// down (rows x rp) = scale * (x * mask) at, for x (rows x inputs), at = A^T padded (inputs x rp); seed null: no
-    /// dropout (the mask is a function of the element's position in x).
+    /// dropout (the mask is a function of the element's position in x). With dropout and <paramref name="bits"/> not
+    /// null, the mask is also recorded there (rows x <see cref="HashedDropout.BitWords"/>(inputs)) for the backward pass.
     /// </summary>
-    public static void Down(float* x, int rows, int inputs, float* at, int rp, float* down, float scale, long? seed, double probability)
+    public static void Down(float* x, int rows, int inputs, float* at, int rp, float* down, float scale, long? seed, double probability, ushort* bits = null)
     {
-        nint xs = (nint)x, ats = (nint)at, downs = (nint)down;
+        nint xs = (nint)x, ats = (nint)at, downs = (nint)down, bitRows = (nint)bits;
         CpuKernel.ForEachBlock(Blocks(rows), block =>
         {
             int first = block * LoraLinear.ChunkRows, count = Math.Min(LoraLinear.ChunkRows, rows - first);
             using var scratch = new Scratch(seed is null ? 0 : count * inputs);
-            float* source = Dropped((float*)xs, first, count, inputs, seed, probability, scratch.Pointer);
+            float* source = Dropped((float*)xs, first, count, inputs, seed, probability, scratch.Pointer, new MaskBits((ushort*)bitRows, inputs, recording: true));
             for (int v = 0; v < rp; v += Lanes)
                 RowsTimesColumns(source, count, inputs, (float*)ats + v, rp, (float*)downs + (long)first * rp + v, rp, scale);
         });
@@ -70,24 +71,26 @@ internal static unsafe class LoraRankProducts
 
     /// <summary>
     /// gradA (r x inputs) = dDown^T (x * mask), and gradX (rows x inputs) += mask * (dDown a) when gradX is not null,
-    /// for x (rows x inputs), dDown (rows x rp), a = A (r x inputs).
+    /// for x (rows x inputs), dDown (rows x rp), a = A (r x inputs). The mask is read from <paramref name="bits"/> where
+    /// <see cref="Down"/> recorded it (not null), else hashed again.
     /// </summary>
     public static void InputGradients(float* x, int rows, int inputs, float* dDown, int rp, float* a, int rank, long? seed, double probability,
-        float* gradA, float* gradX)
+        float* gradA, float* gradX, ushort* bits = null)
     {
         int blocks = Blocks(rows);
         using var partials = new Scratch(gradA is null ? 0 : blocks * inputs * rp);
-        nint xs = (nint)x, dDowns = (nint)dDown, aa = (nint)a, parts = (nint)partials.Pointer, gradXs = (nint)gradX;
+        nint xs = (nint)x, dDowns = (nint)dDown, aa = (nint)a, parts = (nint)partials.Pointer, gradXs = (nint)gradX, bitRows = (nint)bits;
         bool wantA = gradA is not null;
         CpuKernel.ForEachBlock(blocks, block =>
         {
             int first = block * LoraLinear.ChunkRows, count = Math.Min(LoraLinear.ChunkRows, rows - first);
             float* rowsOfDDown = (float*)dDowns + (long)first * rp, rowsOfX = (float*)xs + (long)first * inputs;
             using var scratch = new Scratch(wantA && seed is not null ? count * inputs : 0);
+            var mask = new MaskBits((ushort*)bitRows, inputs, recording: false);
             if (gradXs != 0)
                 AddUpdate(rowsOfDDown, rp, (float*)aa, rank, inputs, count, first, seed, probability, (float*)gradXs + (long)first * inputs,
-                    wantA ? rowsOfX : null, scratch.Pointer);
-            else if (wantA) Dropped((float*)xs, first, count, inputs, seed, probability, scratch.Pointer);
+                    wantA ? rowsOfX : null, scratch.Pointer, mask);
+            else if (wantA) Dropped((float*)xs, first, count, inputs, seed, probability, scratch.Pointer, mask);
             if (!wantA) return;
             float* source = seed is null ? rowsOfX : scratch.Pointer;                         // x * mask
             float* partial = (float*)parts + (long)block * inputs * rp;
@@ -100,19 +103,38 @@ internal static unsafe class LoraRankProducts
 
     private static int Blocks(int rows) => (rows + LoraLinear.ChunkRows - 1) / LoraLinear.ChunkRows;
 
+    /// <summary>
+    /// Where a projection's dropout mask is kept between its forward and backward pass: a row of x's
+    /// <see cref="HashedDropout.BitWords"/>(inputs) words a row, written when <paramref name="recording"/>, else read;
+    /// a null pointer: hashed each time.
+    /// </summary>
+    private readonly struct MaskBits(ushort* rows, int inputs, bool recording)
+    {
+        public bool Kept => rows is not null;
+
+        public bool Recording => recording;
+
+        public Span<ushort> Row(long row) => new(rows + row * HashedDropout.BitWords(inputs), HashedDropout.BitWords(inputs));
+    }
+
     /// <summary>x's rows [first, first + count) through the mask into scratch, or x itself without dropout.</summary>
-    private static float* Dropped(float* x, int first, int count, int inputs, long? seed, double probability, float* scratch)
+    private static float* Dropped(float* x, int first, int count, int inputs, long? seed, double probability, float* scratch, MaskBits mask)
     {
         float* rows = x + (long)first * inputs;
         if (seed is not long s) return rows;
         for (int row = 0; row < count; row++)
-            HashedDropout.MaskRows(new ReadOnlySpan<float>(rows + (long)row * inputs, inputs), new Span<float>(scratch + (long)row * inputs, inputs),
-                (long)(first + row) * inputs, s, probability, accumulate: false);
+        {
+            var source = new ReadOnlySpan<float>(rows + (long)row * inputs, inputs);
+            var target = new Span<float>(scratch + (long)row * inputs, inputs);
+            if (!mask.Kept) HashedDropout.MaskRows(source, target, (long)(first + row) * inputs, s, probability, accumulate: false);
+            else if (mask.Recording) HashedDropout.MaskRowRecording(source, target, mask.Row(first + row), (long)(first + row) * inputs, s, probability);
+            else HashedDropout.MaskRowFromBits(mask.Row(first + row), source, target, accumulate: false, default, default, probability);
+        }
         return scratch;
     }
 
     /// <summary>out[i, 0..16) = scale * sum_p x[i, p] m[p, 0..16), for rows i of x (count x inputs), m's rows ldm apart.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void RowsTimesColumns(float* x, int count, int inputs, float* m, int ldm, float* output, int ldo, float scale)
     {
         var s = Vector512.Create(scale);
@@ -150,7 +172,7 @@ internal static unsafe class LoraRankProducts
     /// For rows i of dy (count x outputs): dDown[i, 0..16) = scale * sum_j dy[i, j] b[j, 0..16), and
     /// partial[j, 0..16) += sum_i dy[i, j] down[i, 0..16); b, down, dDown and partial rows are rp apart.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void Both(float* dy, int count, int outputs, float* b, int rp, float* down, float* dDown, float* partial, float scale)
     {
         var s = Vector512.Create(scale);
@@ -200,7 +222,7 @@ internal static unsafe class LoraRankProducts
     }
 
     /// <summary>partial[p, 0..16) += sum_i x[i, p] d[i, 0..16) over rows i of x (count x inputs); d and partial rows ld apart.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void Accumulate(float* x, int count, int inputs, float* d, int ldd, float* partial, int ldp)
     {
         int i = 0;
@@ -234,10 +256,10 @@ internal static unsafe class LoraRankProducts
 
     /// <summary>
     /// gradX rows (count x inputs) += mask * (dDown a): each row's update in a row buffer, then masked into gradX. With
-    /// dropout and <paramref name="x"/> given, the same mask (hashed once) also writes x * mask into <paramref name="dropped"/>.
+    /// dropout and <paramref name="x"/> given, the same mask (read or hashed once) also writes x * mask into <paramref name="dropped"/>.
     /// </summary>
     private static void AddUpdate(float* dDown, int rp, float* a, int rank, int inputs, int count, int first, long? seed, double probability, float* gradX,
-        float* x, float* dropped)
+        float* x, float* dropped, MaskBits mask)
     {
         using var buffer = new Scratch(inputs);
         float* update = buffer.Pointer;
@@ -247,11 +269,20 @@ internal static unsafe class LoraRankProducts
             float* target = gradX + (long)i * inputs;
             RowTimesMatrix(coefficients, a, rank, inputs, update);
             long position = (long)(first + i) * inputs;
-            if (seed is long s && x is not null)
-                HashedDropout.MaskRows(new ReadOnlySpan<float>(x + (long)i * inputs, inputs), new Span<float>(dropped + (long)i * inputs, inputs),
-                    accumulate: false, new ReadOnlySpan<float>(update, inputs), new Span<float>(target, inputs), position, s, probability);
+            var updateRow = new ReadOnlySpan<float>(update, inputs);
+            var targetRow = new Span<float>(target, inputs);
+            if (seed is long s && x is not null) // one mask for both: x * mask into dropped, mask * update into gradX
+            {
+                var xRow = new ReadOnlySpan<float>(x + (long)i * inputs, inputs);
+                var droppedRow = new Span<float>(dropped + (long)i * inputs, inputs);
+                if (mask.Kept) HashedDropout.MaskRowFromBits(mask.Row(first + i), xRow, droppedRow, accumulate: false, updateRow, targetRow, probability);
+                else HashedDropout.MaskRows(xRow, droppedRow, accumulate: false, updateRow, targetRow, position, s, probability);
+            }
             else if (seed is long t)
-                HashedDropout.MaskRows(new ReadOnlySpan<float>(update, inputs), new Span<float>(target, inputs), position, t, probability, accumulate: true);
+            {
+                if (mask.Kept) HashedDropout.MaskRowFromBits(mask.Row(first + i), updateRow, targetRow, accumulate: true, default, default, probability);
+                else HashedDropout.MaskRows(updateRow, targetRow, position, t, probability, accumulate: true);
+            }
             else
             {
                 int p = 0;
@@ -262,7 +293,7 @@ internal static unsafe class LoraRankProducts
     }
 
     /// <summary>output[0..inputs) = sum_r c[r] a[r, 0..inputs), four vectors of columns at a time.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void RowTimesMatrix(float* c, float* a, int rank, int inputs, float* output)
     {
         int p = 0;
@@ -297,17 +328,21 @@ internal static unsafe class LoraRankProducts
 
     /// <summary>
     /// target[j, r] (n x rank, or rank x n when <paramref name="transposed"/>) = sum over blocks of partials[block, j, r]
-    /// (blocks x n x rp), in block order.
+    /// (blocks x n x rp), in block order: block 0's partials become the running sums, whole vectors at a time (each
+    /// element's additions in the same order as one at a time), then its first rank columns are copied out.
     /// </summary>
     private static void SumBlocks(float* partials, int blocks, int n, int rp, float* target, int rank, bool transposed)
     {
+        long size = (long)n * rp; // a multiple of 16
+        for (long i = 0; i < size; i += Lanes)
+        {
+            var sum = Vector512<float>.Zero + Vector512.Load(partials + i);
+            for (int block = 1; block < blocks; block++) sum += Vector512.Load(partials + block * size + i);
+            Vector512.Store(sum, partials + i);
+        }
         for (int j = 0; j < n; j++)
             for (int r = 0; r < rank; r++)
-            {
-                float sum = 0;
-                for (int block = 0; block < blocks; block++) sum += partials[((long)block * n + j) * rp + r];
-                target[transposed ? (long)r * n + j : (long)j * rank + r] = sum;
-            }
+                target[transposed ? (long)r * n + j : (long)j * rank + r] = partials[(long)j * rp + r];
     }
 
     /// <summary>A pooled, pinned float buffer (64-byte aligned) for one call's scratch or partial sums.</summary>

@@ -70,7 +70,7 @@ internal static class SoftmaxRows
     /// </summary>
     internal static readonly bool Wide = Vector512.IsHardwareAccelerated && Vector<float>.Count == 8;
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     internal static float RowLogSumExp(ReadOnlySpan<float> row, bool wide = true)
     {
         int n = Vector<float>.Count, j = 0;
@@ -108,7 +108,7 @@ internal static class SoftmaxRows
         return max + (float)Math.Log(total);
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void RowGradient(Span<float> row, float lse, float g)
     {
         int n = Vector<float>.Count, j = 0;

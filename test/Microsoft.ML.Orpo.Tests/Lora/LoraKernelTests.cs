@@ -104,6 +104,52 @@ public sealed class LoraKernelTests
     }
 
     [TestMethod]
+    [DataRow(37, DisplayName = "37 wide: two words, the second partial, all on the scalar tail past 32")]
+    [DataRow(53, DisplayName = "53 wide: three whole words and a partial one")]
+    [DataRow(512, DisplayName = "512 wide: whole 16-lane vectors")]
+    public void TheMaskBitsKeptByTheForwardPassApplyTheHashedMaskBitForBit(int width)
+    {
+        const int rows = 6;
+        const double p = 0.3;
+        const long seed = -0x5EED1234L;
+        manual_seed(21);
+        float[] x = randn(rows * width).data<float>().ToArray(), g = randn(rows * width).data<float>().ToArray();
+        float[] h = randn(rows * width).data<float>().ToArray(), start = randn(rows * width).data<float>().ToArray();
+        bool[] reference = (ReferenceDropout.Apply(ones(rows, width), seed, p) > 0).flatten().data<bool>().ToArray();
+        int words = HashedDropout.BitWords(width);
+        var bits = new ushort[rows * words];
+        for (int row = 0; row < rows; row++)
+        {
+            int first = row * width;
+            var rowBits = bits.AsSpan(row * words, words);
+            float[] hashed = new float[width], recorded = new float[width];
+            HashedDropout.MaskRows(x.AsSpan(first, width), hashed, first, seed, p, accumulate: false);
+            HashedDropout.MaskRowRecording(x.AsSpan(first, width), recorded, rowBits, first, seed, p);
+            AssertSameBits(hashed, recorded, $"row {row}: x * mask");
+            for (int i = 0; i < width; i++)
+                Assert.AreEqual(reference[first + i], ((rowBits[i / 16] >> (i % 16)) & 1) != 0, $"row {row}, element {i}: the recorded bit");
+
+            // The backward pass's two uses: target = mask * x with addTarget += mask * update, and target += mask * update.
+            float[] hashedTarget = new float[width], bitsTarget = new float[width];
+            float[] hashedAdd = start.AsSpan(first, width).ToArray(), bitsAdd = start.AsSpan(first, width).ToArray();
+            HashedDropout.MaskRows(x.AsSpan(first, width), hashedTarget, false, g.AsSpan(first, width), hashedAdd, first, seed, p);
+            HashedDropout.MaskRowFromBits(rowBits, x.AsSpan(first, width), bitsTarget, false, g.AsSpan(first, width), bitsAdd, p);
+            AssertSameBits(hashedTarget, bitsTarget, $"row {row}: dropped x");
+            AssertSameBits(hashedAdd, bitsAdd, $"row {row}: accumulated update beside it");
+            float[] hashedSum = start.AsSpan(first, width).ToArray(), bitsSum = start.AsSpan(first, width).ToArray();
+            HashedDropout.MaskRows(h.AsSpan(first, width), hashedSum, first, seed, p, accumulate: true);
+            HashedDropout.MaskRowFromBits(rowBits, h.AsSpan(first, width), bitsSum, true, default, default, p);
+            AssertSameBits(hashedSum, bitsSum, $"row {row}: accumulated update");
+        }
+    }
+
+    private static void AssertSameBits(float[] expected, float[] actual, string what)
+    {
+        for (int i = 0; i < expected.Length; i++)
+            Assert.AreEqual(BitConverter.SingleToInt32Bits(expected[i]), BitConverter.SingleToInt32Bits(actual[i]), $"{what}, element {i}");
+    }
+
+    [TestMethod]
     public void HashedDropoutKeepsAboutOneMinusPScalesTheRestAndRepeatsPerSeed()
     {
         var x = ones(1000, 1000);
