@@ -11,7 +11,8 @@ namespace Microsoft.ML.Orpo.Benchmarks;
 /// Loading a checkpoint from disk: a random model of Qwen2.5-0.5B's shape written once as a Hugging Face folder with
 /// bfloat16 safetensors (as Qwen2.5 ships), then loaded in a process of its own, one tensor at a time into the network
 /// (<c>CausalLanguageModel.Load</c>) or through a whole state dict first (<c>HuggingFaceFolder.Load</c>, then
-/// <c>CausalLanguageModel.Create</c>): seconds and peak RSS.
+/// <c>CausalLanguageModel.Create</c>): seconds and peak RSS. <c>bf16Projections</c>: streamed into a network whose
+/// projections are bfloat16, as a LoRA run with <c>BFloat16Base</c> loads its base.
 /// </summary>
 internal static class CheckpointLoad
 {
@@ -32,7 +33,7 @@ internal static class CheckpointLoad
         };
     }
 
-    public static JsonObject Load(bool stateDict)
+    public static JsonObject Load(bool stateDict, bool bf16Projections = false)
     {
         if (!File.Exists(Path.Combine(Folder, HuggingFaceFolder.WeightsFileName)))
             throw new InvalidOperationException($"Run the export.qwen05b scenario first (writes {Folder}).");
@@ -40,7 +41,7 @@ internal static class CheckpointLoad
         double before = Memory.RssMiB();
         var clock = Stopwatch.StartNew();
         CausalLanguageModel model;
-        if (!stateDict) model = CausalLanguageModel.Load(Folder, stories, "cpu");
+        if (!stateDict) model = CausalLanguageModel.Load(Folder, stories, "cpu", bf16Projections ? torch.ScalarType.BFloat16 : null);
         else
         {
             var (config, weights) = HuggingFaceFolder.Load(Folder);
@@ -53,7 +54,7 @@ internal static class CheckpointLoad
             {
                 ["metric"] = "load_seconds", ["value"] = Math.Round(seconds, 2), ["params"] = BenchModels.ParameterCount(model),
                 ["peak_rss_mib"] = Math.Round(Memory.PeakRssMiB(), 1), ["rss_before_mib"] = Math.Round(before, 1),
-                ["rss_after_mib"] = Math.Round(Memory.RssMiB(), 1), ["state_dict"] = stateDict,
+                ["rss_after_mib"] = Math.Round(Memory.RssMiB(), 1), ["state_dict"] = stateDict, ["bf16_projections"] = bf16Projections,
             };
     }
 }

@@ -145,6 +145,7 @@ internal sealed record Plan(string Name, Func<JsonObject> Run)
         yield return new("export.qwen05b", CheckpointLoad.Export);
         yield return new("load.qwen05b.streamed", () => CheckpointLoad.Load(stateDict: false));
         yield return new("load.qwen05b.state-dict", () => CheckpointLoad.Load(stateDict: true));
+        yield return new("load.qwen05b.bf16-projections", () => CheckpointLoad.Load(stateDict: false, bf16Projections: true));
         // Interleaved A/B in one process: shared-prompt over concatenated tok/s (median of per-round ratios).
         foreach (var (p, r) in new[] { (170, 86), (128, 128), (64, 192) })
             yield return new($"ab.llama41m.shared-vs-concat.{p}+{r}", () => Interleaved.SharedVersusConcat("llama41m", p, r, 4, quick ? 3 : 6));

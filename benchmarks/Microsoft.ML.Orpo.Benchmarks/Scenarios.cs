@@ -38,11 +38,13 @@ internal static class BenchModels
         RmsNormEps = 1e-6, RopeTheta = 1e6, TieWordEmbeddings = true, AttentionBias = true, BosTokenId = 1, EosTokenId = 2,
     };
 
-    public static CausalLanguageModel Load(string name)
+    /// <param name="name">stories260K, llama41m, qwen05b (random) or qwen05b-disk (the checkpoint export.qwen05b wrote).</param>
+    /// <param name="projections">The projections' storage type, as a LoRA run with a bfloat16 base loads them (null: float32).</param>
+    public static CausalLanguageModel Load(string name, ScalarType? projections = null)
     {
         string stories = Path.Combine(RepoRoot, "models", "stories260K", "hf");
-        if (name == "stories260K") return CausalLanguageModel.Load(stories, null, "cpu");
-        if (name == "qwen05b-disk") return CausalLanguageModel.Load(CheckpointLoad.Folder, stories, "cpu"); // export.qwen05b wrote it
+        if (name == "stories260K") return CausalLanguageModel.Load(stories, null, "cpu", projections);
+        if (name == "qwen05b-disk") return CausalLanguageModel.Load(CheckpointLoad.Folder, stories, "cpu", projections); // export.qwen05b wrote it
         var config = name switch
         {
             "llama41m" => Llama41M,
@@ -55,14 +57,14 @@ internal static class BenchModels
         if (name == "qwen05b")
         {
             using var lazy = new RandomWeights(config);
-            return CausalLanguageModel.Create(config, lazy, tokenizer, CPU, $"random {name}");
+            return CausalLanguageModel.Create(config, lazy, tokenizer, CPU, $"random {name}", projections: projections);
         }
         // 41.7M: drawn as it always was (a full-size probe first), so its weights and losses stay those of earlier runs.
         var weights = new Dictionary<string, Tensor>();
         using (var probe = new LlamaForCausalLM(config))
             foreach (var (n, p) in probe.NamedWeights())
                 weights[n] = p.dim() >= 2 ? normal(0, 0.02, p.shape) : ones(p.shape);
-        try { return CausalLanguageModel.Create(config, weights, tokenizer, CPU, $"random {name}"); }
+        try { return CausalLanguageModel.Create(config, weights, tokenizer, CPU, $"random {name}", projections: projections); }
         finally { foreach (var t in weights.Values) t.Dispose(); }
     }
 
@@ -195,7 +197,8 @@ internal static class Scenarios
     {
         int micro = microBatch ?? pairsPerStep;
         if (pairsPerStep % micro != 0) throw new ArgumentException($"{pairsPerStep} pairs per step do not split into micro-batches of {micro}.");
-        using var model = BenchModels.Load(modelName);
+        // A bfloat16 base is loaded in bfloat16, as FineTuningRun loads it.
+        using var model = BenchModels.Load(modelName, lora?.BFloat16Base == true ? ScalarType.BFloat16 : null);
         long parameters = BenchModels.ParameterCount(model);
         if (lora is not null) LoraAdapters.Create(model.Network, lora, 42);
         long trainable = model.Network.TrainableWeights().Sum(p => p.Parameter.numel());

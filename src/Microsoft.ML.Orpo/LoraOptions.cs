@@ -34,7 +34,8 @@ public sealed class LoraOptions
     /// Keep the frozen decoder projections in bfloat16, halving their memory; the adapters, their gradients and AdamW
     /// state stay float32, and each product runs in float32 on the bfloat16-rounded weights. The embedding, norms and
     /// LM head stay float32. Training, generation and evaluation then use the rounded base, so results differ slightly
-    /// from a float32 base. Default false.
+    /// from a float32 base. The base model is loaded with its projections in bfloat16 (rounded as each tensor is read),
+    /// so loading never holds them in float32. Default false.
     /// </summary>
     public bool BFloat16Base { get; set; }
 

@@ -116,7 +116,8 @@ internal static class OrpoModelPayload
             var weights = SafeTensorsReader.Read(weightBytes, "model zip weights");
             try
             {
-                var model = CausalLanguageModel.Create(config, weights, tokenizer, device, "model zip", generation);
+                var model = CausalLanguageModel.Create(config, weights, tokenizer, device, "model zip", generation,
+                    loraConfig?.BFloat16Base == true ? ScalarType.BFloat16 : null);
                 if (loraConfig is null) return new Contents(settings, model, history);
                 try
                 {

@@ -28,9 +28,12 @@ internal sealed class CausalLanguageModel : IDisposable
 
     /// <summary>
     /// Loads a Hugging Face folder (config.json + safetensors) or a llama2.c <c>.bin</c> file. The tokenizer comes from
-    /// <paramref name="tokenizerPath"/>, else from the model folder (or the .bin's folder).
+    /// <paramref name="tokenizerPath"/>, else from the model folder (or the .bin's folder). <paramref name="projections"/>
+    /// bfloat16 stores the layers' projections in bfloat16 from the start (a LoRA run's frozen
+    /// <see cref="LoraOptions.BFloat16Base"/>): each tensor is converted as it is read, as converting the loaded model
+    /// would, without the float32 model at the load's peak.
     /// </summary>
-    public static CausalLanguageModel Load(string modelPath, string? tokenizerPath, string device)
+    public static CausalLanguageModel Load(string modelPath, string? tokenizerPath, string device, ScalarType? projections = null)
     {
         if (string.IsNullOrWhiteSpace(modelPath)) throw new ArgumentException("A model path is required.", nameof(modelPath));
         var torchDevice = DeviceNames.Parse(device);
@@ -42,7 +45,7 @@ internal sealed class CausalLanguageModel : IDisposable
             {
                 var generation = HuggingFaceFolder.LoadGenerationConfig(modelPath, config);
                 var tokenizer = OrpoTokenizer.Load(tokenizerPath ?? modelPath, config);
-                return Create(config, tensors, tokenizer, torchDevice, modelPath, generation);
+                return Create(config, tensors, tokenizer, torchDevice, modelPath, generation, projections);
             }
         }
         if (!File.Exists(modelPath))
@@ -51,7 +54,7 @@ internal sealed class CausalLanguageModel : IDisposable
         try
         {
             var tokenizer = OrpoTokenizer.Load(tokenizerPath ?? Path.GetDirectoryName(Path.GetFullPath(modelPath))!, binConfig);
-            return Create(binConfig, weights, tokenizer, torchDevice, modelPath);
+            return Create(binConfig, network => LoadWeights(network, weights, modelPath), tokenizer, torchDevice, modelPath, generation: null, projections);
         }
         finally
         {
@@ -61,26 +64,30 @@ internal sealed class CausalLanguageModel : IDisposable
 
     /// <summary>
     /// Builds the network from a config and a state dict, checking every key and shape strictly;
-    /// <paramref name="generation"/> null derives the generation config from <paramref name="config"/>.
+    /// <paramref name="generation"/> null derives the generation config from <paramref name="config"/>;
+    /// <paramref name="projections"/> is the layers' projections' storage type (null: float32).
     /// </summary>
     public static CausalLanguageModel Create(LlamaConfig config, IReadOnlyDictionary<string, Tensor> weights,
-        OrpoTokenizer tokenizer, Device device, string source, GenerationConfig? generation = null) =>
-        Create(config, network => LoadWeights(network, weights, source), tokenizer, device, source, generation);
+        OrpoTokenizer tokenizer, Device device, string source, GenerationConfig? generation = null, ScalarType? projections = null) =>
+        Create(config, network => LoadWeights(network, weights, source), tokenizer, device, source, generation, projections);
 
-    /// <summary>As the state dict's overload, reading the checkpoint's tensors one at a time into the network.</summary>
+    /// <summary>
+    /// As the state dict's overload, reading the checkpoint's tensors one at a time into the network, whose projections
+    /// are stored as <paramref name="projections"/> (null: float32).
+    /// </summary>
     internal static CausalLanguageModel Create(LlamaConfig config, CheckpointTensors tensors,
-        OrpoTokenizer tokenizer, Device device, string source, GenerationConfig? generation = null) =>
-        Create(config, network => LoadWeights(network.NamedWeights(), tensors.Names, name => tensors.Read(name), owned: true, source),
-            tokenizer, device, source, generation);
+        OrpoTokenizer tokenizer, Device device, string source, GenerationConfig? generation, ScalarType? projections) =>
+        Create(config, network => LoadWeights(network.NamedWeights(), tensors.Names, tensors.ReadAsStored, owned: true, source),
+            tokenizer, device, source, generation, projections);
 
     private static CausalLanguageModel Create(LlamaConfig config, Action<LlamaForCausalLM> fill,
-        OrpoTokenizer tokenizer, Device device, string source, GenerationConfig? generation)
+        OrpoTokenizer tokenizer, Device device, string source, GenerationConfig? generation, ScalarType? projections)
     {
         generation = (generation ?? GenerationConfig.FromModelConfig(config)).ValidateFor(config, source);
         if (tokenizer.VocabularySize > config.VocabSize)
             throw new InvalidDataException(
                 $"{source}: the tokenizer can produce ids up to {tokenizer.VocabularySize - 1}, but the model's vocabulary has only {config.VocabSize} entries.");
-        var network = new LlamaForCausalLM(config);
+        var network = new LlamaForCausalLM(config, projections);
         try
         {
             fill(network);
@@ -104,8 +111,8 @@ internal sealed class CausalLanguageModel : IDisposable
         LoadWeights(parameters, weights.Keys.ToList(), name => weights[name], owned: false, source);
 
     /// <summary>
-    /// The copy behind both overloads: <paramref name="read"/> gives the tensor of a name in <paramref name="names"/>,
-    /// which is disposed after its copy when <paramref name="owned"/>.
+    /// The copy behind both overloads: <paramref name="read"/> gives the tensor of a name in <paramref name="names"/>
+    /// in any type (the copy converts it to the parameter's), which is disposed after its copy when <paramref name="owned"/>.
     /// </summary>
     private static void LoadWeights(IReadOnlyList<(string Name, Parameter Parameter)> parameters, IReadOnlyCollection<string> names,
         Func<string, Tensor> read, bool owned, string source)

@@ -31,12 +31,22 @@ internal sealed class CheckpointTensors : IDisposable
     public void Remove(string name) => entries.Remove(name);
 
     /// <summary>Reads one tensor, converted to <paramref name="dtype"/>; the caller owns it.</summary>
-    public Tensor Read(string name, ScalarType dtype = ScalarType.Float32)
+    public Tensor Read(string name, ScalarType dtype = ScalarType.Float32) => Read(name, (ScalarType?)dtype);
+
+    /// <summary>
+    /// Reads one tensor in the type it is stored in; the caller owns it. Copied into a parameter of another type, it
+    /// is converted there, without a converted copy beside it (a bfloat16 embedding of a 0.5B model is 272 MB, its
+    /// float32 copy 544 MB more at the load's peak).
+    /// </summary>
+    public Tensor ReadAsStored(string name) => Read(name, null);
+
+    private Tensor Read(string name, ScalarType? dtype)
     {
         if (!entries.TryGetValue(name, out var located)) throw new KeyNotFoundException($"The checkpoint has no tensor '{name}'.");
         if (!streams.TryGetValue(located.Path, out var stream))
             streams[located.Path] = stream = new FileStream(located.Path, FileMode.Open, FileAccess.Read, FileShare.Read, bufferSize: 1 << 16);
-        return SafeTensorsReader.ReadTensor(stream, located.DataStart, located.Entry, located.Path, dtype);
+        return SafeTensorsReader.ReadTensor(stream, located.DataStart, located.Entry, located.Path,
+            dtype ?? SafeTensorsDTypes.ToScalarType(located.Entry.DType));
     }
 
     public void Dispose()

@@ -118,14 +118,15 @@ internal sealed class LlamaAttention : nn.Module, IAdaptable
     private readonly int layerIndex;
     private readonly AdapterSlots lora = new(new[] { nameof(q_proj), nameof(k_proj), nameof(v_proj), nameof(o_proj) });
 
-    public LlamaAttention(LlamaConfig config, int layerIndex) : base(nameof(LlamaAttention))
+    /// <summary>The four projections stored as <paramref name="projections"/> (null: float32).</summary>
+    public LlamaAttention(LlamaConfig config, int layerIndex, ScalarType? projections) : base(nameof(LlamaAttention))
     {
         heads = new AttentionHeads(config.NumAttentionHeads, config.NumKeyValueHeads, config.HeadDim);
         this.layerIndex = layerIndex;
-        q_proj = nn.Linear(config.HiddenSize, heads.Heads * heads.HeadDim, hasBias: config.AttentionBias);
-        k_proj = nn.Linear(config.HiddenSize, heads.KvHeads * heads.HeadDim, hasBias: config.AttentionBias);
-        v_proj = nn.Linear(config.HiddenSize, heads.KvHeads * heads.HeadDim, hasBias: config.AttentionBias);
-        o_proj = nn.Linear(heads.Heads * heads.HeadDim, config.HiddenSize, hasBias: config.OutputProjectionBias);
+        q_proj = nn.Linear(config.HiddenSize, heads.Heads * heads.HeadDim, hasBias: config.AttentionBias, dtype: projections);
+        k_proj = nn.Linear(config.HiddenSize, heads.KvHeads * heads.HeadDim, hasBias: config.AttentionBias, dtype: projections);
+        v_proj = nn.Linear(config.HiddenSize, heads.KvHeads * heads.HeadDim, hasBias: config.AttentionBias, dtype: projections);
+        o_proj = nn.Linear(heads.Heads * heads.HeadDim, config.HiddenSize, hasBias: config.OutputProjectionBias, dtype: projections);
         RegisterComponents();
     }
 
@@ -156,11 +157,12 @@ internal sealed class LlamaMLP : nn.Module, IAdaptable
     private readonly Linear gate_proj, up_proj, down_proj;
     private readonly AdapterSlots lora = new(new[] { nameof(gate_proj), nameof(up_proj), nameof(down_proj) });
 
-    public LlamaMLP(LlamaConfig config) : base(nameof(LlamaMLP))
+    /// <summary>The three projections stored as <paramref name="projections"/> (null: float32).</summary>
+    public LlamaMLP(LlamaConfig config, ScalarType? projections) : base(nameof(LlamaMLP))
     {
-        gate_proj = nn.Linear(config.HiddenSize, config.IntermediateSize, hasBias: config.MlpBias);
-        up_proj = nn.Linear(config.HiddenSize, config.IntermediateSize, hasBias: config.MlpBias);
-        down_proj = nn.Linear(config.IntermediateSize, config.HiddenSize, hasBias: config.MlpBias);
+        gate_proj = nn.Linear(config.HiddenSize, config.IntermediateSize, hasBias: config.MlpBias, dtype: projections);
+        up_proj = nn.Linear(config.HiddenSize, config.IntermediateSize, hasBias: config.MlpBias, dtype: projections);
+        down_proj = nn.Linear(config.IntermediateSize, config.HiddenSize, hasBias: config.MlpBias, dtype: projections);
         RegisterComponents();
     }
 
@@ -185,10 +187,10 @@ internal sealed class LlamaDecoderLayer : nn.Module
     private readonly LlamaMLP mlp;
     private readonly RMSNorm input_layernorm, post_attention_layernorm;
 
-    public LlamaDecoderLayer(LlamaConfig config, int layerIndex) : base(nameof(LlamaDecoderLayer))
+    public LlamaDecoderLayer(LlamaConfig config, int layerIndex, ScalarType? projections) : base(nameof(LlamaDecoderLayer))
     {
-        self_attn = new LlamaAttention(config, layerIndex);
-        mlp = new LlamaMLP(config);
+        self_attn = new LlamaAttention(config, layerIndex, projections);
+        mlp = new LlamaMLP(config, projections);
         input_layernorm = new RMSNorm(config.HiddenSize, config.RmsNormEps);
         post_attention_layernorm = new RMSNorm(config.HiddenSize, config.RmsNormEps);
         RegisterComponents();
@@ -222,10 +224,10 @@ internal sealed class LlamaModel : nn.Module
     private readonly ModuleList<LlamaDecoderLayer> layers;
     private readonly RMSNorm norm;
 
-    public LlamaModel(LlamaConfig config) : base(nameof(LlamaModel))
+    public LlamaModel(LlamaConfig config, ScalarType? projections) : base(nameof(LlamaModel))
     {
         embed_tokens = nn.Embedding(config.VocabSize, config.HiddenSize);
-        layers = nn.ModuleList(Enumerable.Range(0, config.NumHiddenLayers).Select(i => new LlamaDecoderLayer(config, i)).ToArray());
+        layers = nn.ModuleList(Enumerable.Range(0, config.NumHiddenLayers).Select(i => new LlamaDecoderLayer(config, i, projections)).ToArray());
         norm = new RMSNorm(config.HiddenSize, config.RmsNormEps);
         RegisterComponents();
     }
@@ -254,10 +256,16 @@ internal sealed class LlamaForCausalLM : nn.Module
     private readonly Linear? lm_head;
     private readonly RotaryEmbedding rotary;
 
-    public LlamaForCausalLM(LlamaConfig config) : base(nameof(LlamaForCausalLM))
+    /// <param name="config">The architecture.</param>
+    /// <param name="projections">
+    /// The storage type of the seven projections of every layer (null: float32, like every other weight). A LoRA run
+    /// with a bfloat16 base (<see cref="LoraOptions.BFloat16Base"/>) builds them in bfloat16, so that loading a model
+    /// never holds them in float32.
+    /// </param>
+    public LlamaForCausalLM(LlamaConfig config, ScalarType? projections = null) : base(nameof(LlamaForCausalLM))
     {
         Config = config.Validate();
-        model = new LlamaModel(config);
+        model = new LlamaModel(config, projections);
         if (!config.TieWordEmbeddings) lm_head = nn.Linear(config.HiddenSize, config.VocabSize, hasBias: false);
         rotary = new RotaryEmbedding(config);
         RegisterComponents();

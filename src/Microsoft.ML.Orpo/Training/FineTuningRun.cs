@@ -42,7 +42,9 @@ internal sealed class FineTuningRun : IDisposable
     /// <param name="loaded">Sees the model before the options are resolved against it.</param>
     public static FineTuningRun Start(OrpoOptions options, Func<int> fallbackSeed, Action<CausalLanguageModel>? loaded = null)
     {
-        var model = CausalLanguageModel.Load(options.BaseModelPath, options.TokenizerPath, options.Device);
+        // A bfloat16 base is built and loaded in bfloat16: converted after loading, the float32 model set the peak.
+        var projections = options.Lora?.BFloat16Base == true ? TorchSharp.torch.ScalarType.BFloat16 : (TorchSharp.torch.ScalarType?)null;
+        var model = CausalLanguageModel.Load(options.BaseModelPath, options.TokenizerPath, options.Device, projections);
         try
         {
             loaded?.Invoke(model);

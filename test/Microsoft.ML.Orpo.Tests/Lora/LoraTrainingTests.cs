@@ -2,6 +2,7 @@ using TorchSharp;
 using Microsoft.ML.Orpo.ModelFiles;
 using Microsoft.ML.Orpo.Modeling;
 using Microsoft.ML.Orpo.Preferences;
+using Microsoft.ML.Orpo.Tests.Infrastructure;
 using Microsoft.ML.Orpo.Tests.Training;
 using Microsoft.ML.Orpo.Training;
 using static TorchSharp.torch;
@@ -49,6 +50,29 @@ public sealed class LoraTrainingTests
         Assert.IsTrue(network.Projections().All(p => p.Module.weight!.dtype == ScalarType.BFloat16), "still bfloat16");
         var adaptersAfter = LoraFixtures.Snapshot(network.Adapters);
         Assert.IsTrue(adaptersAfter.All(kv => !kv.Value.AsSpan().SequenceEqual(adaptersBefore[kv.Key])), "every A and B moved");
+    }
+
+    [TestMethod]
+    [DataRow(false, DisplayName = "Hugging Face folder (safetensors)")]
+    [DataRow(true, DisplayName = "llama2.c .bin")]
+    public void ABFloat16BaseLoadsItsProjectionsInBFloat16AsConvertingTheLoadedModelWould(bool llama2c)
+    {
+        // A LoRA run with a bfloat16 base builds and loads its projections in bfloat16 (no float32 model at the load's
+        // peak); the weights must be those of the float32 model converted after loading, bit for bit.
+        string path = llama2c ? TestAssets.Stories260KBin : TestAssets.Stories260KHf;
+        string? tokenizer = llama2c ? TestAssets.Stories260KTokenizer : null;
+        using var converted = CausalLanguageModel.Load(path, tokenizer, "cpu");
+        foreach (var (_, _, module, _) in converted.Network.Projections()) module.to(ScalarType.BFloat16);
+        using var loaded = CausalLanguageModel.Load(path, tokenizer, "cpu", ScalarType.BFloat16);
+        var expected = converted.Network.NamedWeights();
+        var actual = loaded.Network.NamedWeights();
+        CollectionAssert.AreEqual(expected.Select(p => p.Name).ToList(), actual.Select(p => p.Name).ToList());
+        Assert.AreEqual(7 * converted.Config.NumHiddenLayers, actual.Count(p => p.Parameter.dtype == ScalarType.BFloat16), "the seven projections of every layer");
+        foreach (var ((name, want), (_, got)) in expected.Zip(actual))
+        {
+            Assert.AreEqual(want.dtype, got.dtype, name);
+            Assert.IsTrue(want.bytes.SequenceEqual(got.bytes), $"{name}: not the converted weights bit for bit");
+        }
     }
 
     [TestMethod]
