@@ -72,7 +72,7 @@ TARGETS = [  # (ratio name prefix, comparison, bound, label)
 
 
 def across_rounds(rounds):
-    """(label, ours, peer, ratio) for each LoRA scenario both sides ran: best / best, and our median / the peer's best."""
+    """(label, ours, peer, ratio, rounds) for each LoRA scenario both sides ran: best / best, and our median / the peer's best."""
     out = []
     for model in MODELS:
         for mode in MODES:
@@ -81,9 +81,9 @@ def across_rounds(rounds):
             peer = [p[key]["value"] for o, p in rounds if key in o and key in p]
             if not ours:
                 continue
-            out.append(("%s %s ours/peer tok/s, best / best" % (model, mode), max(ours), max(peer), max(ours) / max(peer)))
+            out.append(("%s %s ours/peer tok/s, best / best" % (model, mode), max(ours), max(peer), max(ours) / max(peer), len(ours)))
             out.append(("%s %s ours/peer tok/s, median / peer's best" % (model, mode), statistics.median(ours), max(peer),
-                        statistics.median(ours) / max(peer)))
+                        statistics.median(ours) / max(peer), len(ours)))
     return out
 
 
@@ -110,9 +110,9 @@ def main():
             print(json.dumps({"target": label + suffix, "bound": "%s %.3g" % (op, bound), "median": s["median"],
                               "min": s["min"], "max": s["max"], "rounds": s["rounds"], "result": "PASS" if ok else "FAIL"}))
     print()
-    for label, ours, peer, ratio in across_rounds(rounds):
+    for label, ours, peer, ratio, count in across_rounds(rounds):
         print(json.dumps({"across_rounds": label, "ours_tok_s": round(ours, 1), "peer_tok_s": round(peer, 1), "value": round(ratio, 3),
-                          "rounds": len(rounds)}))
+                          "rounds": count}))
 
 
 if __name__ == "__main__":
