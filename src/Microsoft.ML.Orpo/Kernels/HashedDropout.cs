@@ -10,9 +10,11 @@ namespace Microsoft.ML.Orpo.Kernels;
 /// <summary>
 /// The CPU kernel of the LoRA dropout mask (Ops.Reference.ReferenceDropout defines it): element i of a tensor is kept
 /// when a 32-bit hash of (i, seed) (murmur3's finaliser, vectorised) is at or above p * 2^32, so the mask is a function
-/// of the seed and the position. It is therefore never stored: the backward pass hashes the positions again, in one
-/// autograd node that saves nothing, where a drawn mask (libtorch's <c>bernoulli_</c>) is kept for the backward pass.
-/// <see cref="MaskRows(ReadOnlySpan{float}, Span{float}, long, long, double, bool)"/> applies it to a block of rows, which <see cref="LoraLinear"/> uses to drop x a chunk at a time.
+/// of the seed and the position. The standalone node therefore stores nothing: its backward pass hashes the positions
+/// again, where a drawn mask (libtorch's <c>bernoulli_</c>) is kept for the backward pass.
+/// <see cref="MaskRows(ReadOnlySpan{float}, Span{float}, long, long, double, bool)"/> applies it to a block of rows, which <see cref="LoraLinear"/> uses to drop x a chunk at a time;
+/// on its AVX-512 path the forward pass records the mask as bits (<see cref="MaskRowRecording"/>, 1/32 of x) and the
+/// backward pass applies those (<see cref="MaskRowFromBits"/>): reading them is cheaper than hashing again.
 /// </summary>
 internal static class HashedDropout
 {
