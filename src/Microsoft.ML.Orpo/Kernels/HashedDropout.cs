@@ -95,8 +95,7 @@ internal static class HashedDropout
             {
                 var keep = Vector512.GreaterThanOrEqual(Hash(Vector512.Create(start + (uint)i) + lanes, seedLow, seedHigh), thresholds);
                 bits[i >> 4] = (ushort)keep.ExtractMostSignificantBits();
-                Vector512.ConditionalSelect(keep.AsSingle(), Vector512.Create<float>(source.Slice(i, 16)) * scales, Vector512<float>.Zero)
-                    .CopyTo(target.Slice(i, 16));
+                Apply16(keep.AsSingle(), scales, i, source, target, accumulate: false, default, default);
             }
         }
         for (; i < source.Length; i++)
@@ -104,7 +103,7 @@ internal static class HashedDropout
             if ((i & 15) == 0) bits[i >> 4] = 0;
             bool kept = Hash(new Vector<uint>(start + (uint)i), seedLow, seedHigh)[0] >= threshold;
             if (kept) bits[i >> 4] |= (ushort)(1 << (i & 15));
-            target[i] = kept ? source[i] * scale : 0f;
+            Apply1(kept, scale, i, source, target, accumulate: false, default, default);
         }
     }
 
@@ -118,29 +117,17 @@ internal static class HashedDropout
         ReadOnlySpan<float> addSource, Span<float> addTarget, double probability)
     {
         float scale = (float)(1 / (1 - probability));
-        bool both = !addSource.IsEmpty;
         int i = 0;
         if (Vector512.IsHardwareAccelerated)
         {
             var laneBits = Vector512.Create(1u, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768);
             var scales = Vector512.Create(scale);
             for (; i + 16 <= source.Length; i += 16)
-            {
-                var keep = Vector512.Equals(Vector512.Create((uint)bits[i >> 4]) & laneBits, laneBits).AsSingle();
-                var masked = Vector512.ConditionalSelect(keep, Vector512.Create<float>(source.Slice(i, 16)) * scales, Vector512<float>.Zero);
-                (accumulate ? Vector512.Create<float>(target.Slice(i, 16)) + masked : masked).CopyTo(target.Slice(i, 16));
-                if (both)
-                    (Vector512.Create<float>(addTarget.Slice(i, 16)) + Vector512.ConditionalSelect(keep, Vector512.Create<float>(addSource.Slice(i, 16)) * scales, Vector512<float>.Zero))
-                        .CopyTo(addTarget.Slice(i, 16));
-            }
+                Apply16(Vector512.Equals(Vector512.Create((uint)bits[i >> 4]) & laneBits, laneBits).AsSingle(), scales, i, source, target, accumulate,
+                    addSource, addTarget);
         }
         for (; i < source.Length; i++)
-        {
-            bool kept = ((bits[i >> 4] >> (i & 15)) & 1) != 0;
-            float masked = kept ? source[i] * scale : 0f;
-            target[i] = accumulate ? target[i] + masked : masked;
-            if (both) addTarget[i] += kept ? addSource[i] * scale : 0f;
-        }
+            Apply1(((bits[i >> 4] >> (i & 15)) & 1) != 0, scale, i, source, target, accumulate, addSource, addTarget);
     }
 
     /// <summary>target = mask * source, or target += mask * source when <paramref name="accumulate"/>; addTarget += mask * addSource.</summary>
@@ -164,12 +151,7 @@ internal static class HashedDropout
                     .CopyTo(addTarget.Slice(i));
         }
         for (; i < source.Length; i++)
-        {
-            bool kept = Hash(new Vector<uint>(start + (uint)i), seedLow, seedHigh)[0] >= threshold;
-            float masked = kept ? source[i] * scale : 0f;
-            target[i] = accumulate ? target[i] + masked : masked;
-            if (both) addTarget[i] += kept ? addSource[i] * scale : 0f;
-        }
+            Apply1(Hash(new Vector<uint>(start + (uint)i), seedLow, seedHigh)[0] >= threshold, scale, i, source, target, accumulate, addSource, addTarget);
     }
 
     /// <summary>
@@ -181,23 +163,40 @@ internal static class HashedDropout
     private static int Chunk512(ReadOnlySpan<float> source, Span<float> target, uint start, uint seedLow, uint seedHigh, uint threshold, float scale,
         bool accumulate, ReadOnlySpan<float> addSource, Span<float> addTarget)
     {
-        const int width = 16;
-        bool both = !addSource.IsEmpty;
         var lanes = Vector512.Create(0u, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
         var scales = Vector512.Create(scale);
         var thresholds = Vector512.Create(threshold);
         int i = 0;
-        for (; i + width <= source.Length; i += width)
-        {
-            var h = Hash(Vector512.Create(start + (uint)i) + lanes, seedLow, seedHigh);
-            var keep = Vector512.GreaterThanOrEqual(h, thresholds).AsSingle();
-            var masked = Vector512.ConditionalSelect(keep, Vector512.Create<float>(source.Slice(i, width)) * scales, Vector512<float>.Zero);
-            (accumulate ? Vector512.Create<float>(target.Slice(i, width)) + masked : masked).CopyTo(target.Slice(i, width));
-            if (both)
-                (Vector512.Create<float>(addTarget.Slice(i, width)) + Vector512.ConditionalSelect(keep, Vector512.Create<float>(addSource.Slice(i, width)) * scales, Vector512<float>.Zero))
-                    .CopyTo(addTarget.Slice(i, width));
-        }
+        for (; i + 16 <= source.Length; i += 16)
+            Apply16(Vector512.GreaterThanOrEqual(Hash(Vector512.Create(start + (uint)i) + lanes, seedLow, seedHigh), thresholds).AsSingle(), scales, i,
+                source, target, accumulate, addSource, addTarget);
         return i;
+    }
+
+    /// <summary>
+    /// Elements [i, i + 16) through a mask whose kept lanes are all ones: target = mask * source (target += when
+    /// <paramref name="accumulate"/>), and addTarget += mask * addSource unless addSource is empty. The hashing and the
+    /// recorded-bits paths share it, so they compute the same bits.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Apply16(Vector512<float> keep, Vector512<float> scales, int i, ReadOnlySpan<float> source, Span<float> target, bool accumulate,
+        ReadOnlySpan<float> addSource, Span<float> addTarget)
+    {
+        var masked = Vector512.ConditionalSelect(keep, Vector512.Create(source.Slice(i, 16)) * scales, Vector512<float>.Zero);
+        (accumulate ? Vector512.Create<float>(target.Slice(i, 16)) + masked : masked).CopyTo(target.Slice(i, 16));
+        if (!addSource.IsEmpty)
+            (Vector512.Create<float>(addTarget.Slice(i, 16)) + Vector512.ConditionalSelect(keep, Vector512.Create(addSource.Slice(i, 16)) * scales, Vector512<float>.Zero))
+                .CopyTo(addTarget.Slice(i, 16));
+    }
+
+    /// <summary><see cref="Apply16"/> for element i alone (the loops' tails).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Apply1(bool kept, float scale, int i, ReadOnlySpan<float> source, Span<float> target, bool accumulate,
+        ReadOnlySpan<float> addSource, Span<float> addTarget)
+    {
+        float masked = kept ? source[i] * scale : 0f;
+        target[i] = accumulate ? target[i] + masked : masked;
+        if (!addSource.IsEmpty) addTarget[i] += kept ? addSource[i] * scale : 0f;
     }
 
     /// <summary>murmur3's 32-bit finaliser of (index ^ seedHigh) * golden + seedLow, lane by lane.</summary>

@@ -54,7 +54,7 @@ internal sealed class CausalLanguageModel : IDisposable
         try
         {
             var tokenizer = OrpoTokenizer.Load(tokenizerPath ?? Path.GetDirectoryName(Path.GetFullPath(modelPath))!, binConfig);
-            return Create(binConfig, network => LoadWeights(network, weights, modelPath), tokenizer, torchDevice, modelPath, generation: null, projections);
+            return Create(binConfig, weights, tokenizer, torchDevice, modelPath, projections: projections);
         }
         finally
         {
