@@ -8,14 +8,17 @@ less when other processes compete for the cores), LoRA / full peak RSS, ours / t
 For ours / the peer, two readings across rounds follow the targets, for a machine where one side's speed moves between
 runs of the same code: each side's fastest round against the other's ("best / best"), and our median against the
 peer's fastest round ("median / peer's best", the stricter). The targets' PASS or FAIL stays on the in-round medians.
+Last, for each round that measured our GEMM peak (`matmul`), the share of that peak 1.5x the peer would take
+("feasibility").
 Usage: /usr/bin/python3 benchmarks/lora_report.py ROUND_DIR...
 """
 import json, os, statistics, sys
 
 MODES = ("fp32base", "bf16base")
 # llama41m: stored activations, 4 pairs per pass; llama41m-micro: 1 pair per pass, 4 accumulated; qwen05b-micro: the
-# 0.5B shape the same way (its main configuration); qwen05b: recomputed activations; qwen05b-stored: 4 pairs stored.
-MODELS = ("llama41m", "llama41m-micro", "qwen05b-micro", "qwen05b", "qwen05b-stored")
+# 0.5B shape the same way (its main configuration); qwen05b-micro-bf16: that with bf16 products on both sides (ours:
+# Precision = BFloat16, the peer: bf16 autocast); qwen05b: recomputed activations; qwen05b-stored: 4 pairs stored.
+MODELS = ("llama41m", "llama41m-micro", "qwen05b-micro", "qwen05b-micro-bf16", "qwen05b", "qwen05b-stored")
 SIX_GB_MIB = 6e9 / 2 ** 20  # "fits in 6 GB", read strictly as 6 * 10^9 bytes (5722 MiB)
 
 
@@ -87,6 +90,30 @@ def across_rounds(rounds):
     return out
 
 
+def feasibility(folder, ours, peer):
+    """Per LoRA fp32-base scenario both sides ran in a round that also measured our GEMM peak (lora.sh's first round
+    runs `matmul`): the model GFLOP/s 1.5x the peer's tokens/s takes, as a share of the fastest product of the
+    scenario's precision this machine ran for us in that round, beside the share our step reached. A share near 1
+    means every product of the step would have to run at the GEMM's peak and nothing else would take any time."""
+    matmul = ours.get("matmul", {})
+    if not matmul.get("value"):
+        return []
+    out = []
+    for model in MODELS:
+        key = "lora.%s.fp32base" % model
+        if key not in ours or key not in peer:
+            continue
+        peak = matmul.get("bf16_value") if ours[key].get("precision") == "bf16" else matmul["value"]  # libtorch's bf16 products
+        flops_per_token = ours[key]["model_gflops"] / ours[key]["value"]
+        needed = 1.5 * peer[key]["value"] * flops_per_token
+        out.append(dict(feasibility="%s fp32base: 1.5x the peer's LoRA tok/s" % model, round=os.path.basename(folder.rstrip("/")),
+                        gemm_peak_gflops=round(peak, 1), ours_model_gflops=ours[key]["model_gflops"],
+                        ours_share_of_peak=round(ours[key]["model_gflops"] / peak, 3),
+                        peer_model_gflops=round(peer[key]["value"] * flops_per_token, 1),
+                        needed_model_gflops=round(needed, 1), needed_share_of_peak=round(needed / peak, 3)))
+    return out
+
+
 def main():
     per_name = {}
     rounds = []
@@ -113,6 +140,10 @@ def main():
     for label, ours, peer, ratio, count in across_rounds(rounds):
         print(json.dumps({"across_rounds": label, "ours_tok_s": round(ours, 1), "peer_tok_s": round(peer, 1), "value": round(ratio, 3),
                           "rounds": count}))
+    print()
+    for folder, (ours, peer) in zip(sys.argv[1:], rounds):
+        for line in feasibility(folder, ours, peer):
+            print(json.dumps(line))
 
 
 if __name__ == "__main__":

@@ -131,15 +131,18 @@ internal sealed record Plan(string Name, Func<JsonObject> Run)
         // shape also with recomputed activations (qwen05b) and with 4 pairs stored (qwen05b-stored); 1 warm-up + 1
         // measured step there. qwen05b-disk: one pair per pass from the bf16 checkpoint export.qwen05b writes (the
         // process's peak RSS then includes loading it).
-        foreach (var (model, name, recompute, micro, warm, measured) in new[] { ("llama41m", "llama41m", false, 4, 1, steps41),
-                     ("llama41m", "llama41m-micro", false, 1, 1, steps41), ("qwen05b", "qwen05b-micro", false, 1, 1, 1),
-                     ("qwen05b", "qwen05b", true, 4, 1, 1), ("qwen05b", "qwen05b-stored", false, 4, 1, 1),
-                     ("qwen05b-disk", "qwen05b-disk", false, 1, 1, 1) })
+        // qwen05b-micro-bf16: qwen05b-micro with Precision = BFloat16 (bf16 products, fp32 adapters, gradients and AdamW).
+        const OrpoPrecision fp32 = OrpoPrecision.Float32;
+        foreach (var (model, name, recompute, micro, warm, measured, precision) in new[] { ("llama41m", "llama41m", false, 4, 1, steps41, fp32),
+                     ("llama41m", "llama41m-micro", false, 1, 1, steps41, fp32), ("qwen05b", "qwen05b-micro", false, 1, 1, 1, fp32),
+                     ("qwen05b", "qwen05b-micro-bf16", false, 1, 1, 1, bf16),
+                     ("qwen05b", "qwen05b", true, 4, 1, 1, fp32), ("qwen05b", "qwen05b-stored", false, 4, 1, 1, fp32),
+                     ("qwen05b-disk", "qwen05b-disk", false, 1, 1, 1, fp32) })
         {
-            yield return new($"lora.{name}.full", () => Scenarios.Train(model, 64, 192, 4, warm, measured, false, chunk, recompute, microBatch: micro));
+            yield return new($"lora.{name}.full", () => Scenarios.Train(model, 64, 192, 4, warm, measured, false, chunk, recompute, precision, microBatch: micro));
             foreach (bool bf16Base in new[] { false, true })
                 yield return new($"lora.{name}.{(bf16Base ? "bf16" : "fp32")}base", () => Scenarios.Train(model, 64, 192, 4, warm, measured, false, chunk, recompute,
-                    lora: new LoraConfig(16, 32, 0.05, LoraOptions.AllLinear, bf16Base), microBatch: micro));
+                    precision, lora: new LoraConfig(16, 32, 0.05, LoraOptions.AllLinear, bf16Base), microBatch: micro));
         }
         // Loading a 0.5B-shaped bf16 checkpoint from disk (run only when named; export.qwen05b writes it first).
         yield return new("export.qwen05b", CheckpointLoad.Export);

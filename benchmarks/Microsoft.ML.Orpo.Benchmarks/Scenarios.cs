@@ -223,8 +223,10 @@ internal static class Scenarios
         double seconds = measured.Sum(m => tokensPerStep / m.TokensPerSecond);
         double tokensPerSecond = tokensPerStep * measured.Count / seconds;
         int layers = model.Config.NumHiddenLayers, dim = model.Config.HiddenSize;
-        // Model FLOPs per token (PaLM, Chowdhery et al. 2022, appendix B): 6N + 12 * layers * dim * sequence.
-        double flopsPerToken = 6.0 * parameters + 12.0 * layers * dim * (prompt + response);
+        // Model FLOPs per token (PaLM, Chowdhery et al. 2022, appendix B): 6N + 12 * layers * dim * sequence. Under LoRA
+        // the frozen base does no weight-gradient product: 4N for it, 6 per adapter parameter.
+        double weightFlops = lora is null ? 6.0 * parameters : 4.0 * parameters + 6.0 * trainable;
+        double flopsPerToken = weightFlops + 12.0 * layers * dim * (prompt + response);
         return new JsonObject
         {
             ["metric"] = "train_tokens_per_s", ["value"] = Math.Round(tokensPerSecond, 2),

@@ -314,7 +314,9 @@ def train(name, prompt, response, npairs, warmup, steps, bf16=False, lora=None, 
     seconds = sum(times[warmup:])
     tps = tokens * steps / seconds
     c = model.c
-    flops = 6.0 * params + 12.0 * c["num_hidden_layers"] * c["hidden_size"] * (prompt + response)
+    # Under LoRA the frozen base does no weight-gradient product: 4N for it, 6 per adapter parameter (as ours).
+    weight_flops = 6.0 * params if lora is None else 4.0 * params + 6.0 * sum(p.numel() for p in trainable)
+    flops = weight_flops + 12.0 * c["num_hidden_layers"] * c["hidden_size"] * (prompt + response)
     return dict(metric="train_tokens_per_s", value=round(tps, 2), model_gflops=round(flops * tps / 1e9, 2), params=params,
                 prompt=prompt, response=response, pairs=npairs, steps=steps, step_s=round(seconds / steps, 3),
                 cpu_step_s=round(sum(cpu[warmup:]) / steps, 3),
@@ -434,6 +436,8 @@ def plans(quick):
     yield "lora.qwen05b.fp32base", lambda: train("qwen05b", 64, 192, 4, 1, 1, lora="fp32", recompute=True)
     # The same step with stored activations, one pair per forward and backward (the .NET harness's lora.qwen05b-micro.*).
     yield "lora.qwen05b-micro.fp32base", lambda: train("qwen05b", 64, 192, 4, 1, 1, lora="fp32", micro=1)
+    # The same with bf16 autocast (the .NET harness's lora.qwen05b-micro-bf16.*: Precision = BFloat16).
+    yield "lora.qwen05b-micro-bf16.fp32base", lambda: train("qwen05b", 64, 192, 4, 1, 1, bf16=True, lora="fp32", micro=1)
     n = 64 if quick else 256
     yield "profile.precision.stories260K", lambda: precision_profile("stories260K", 64, 192, 4, 4 if quick else 10)
     yield "profile.precision.llama41m", lambda: precision_profile("llama41m", 64, 192, 4, 2 if quick else 4)
