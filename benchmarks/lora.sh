@@ -23,6 +23,16 @@ while [ $# -gt 0 ]; do
 done
 OUT=${BENCH_OUT:-benchmarks/results}/lora
 rm -rf "$OUT"; mkdir -p "$OUT"
+# One build for every round, run from a copy: editing or rebuilding the sources while the rounds run (they take up to
+# an hour) neither stops the run nor mixes two builds in one report. The native libraries (runtimes/, ~530 MB of
+# libtorch, which a rebuild does not touch) are linked, not copied.
+dotnet build benchmarks/Microsoft.ML.Orpo.Benchmarks -c Release -v q -nologo >/dev/null
+BUILT="$(pwd)/benchmarks/Microsoft.ML.Orpo.Benchmarks/bin/Release/net10.0"
+mkdir -p "$OUT/bin"
+for f in "$BUILT"/*; do
+  if [ "$(basename "$f")" = runtimes ]; then ln -s "$f" "$OUT/bin/runtimes"; else cp -r "$f" "$OUT/bin/"; fi
+done
+export BENCH_BIN="$(cd "$OUT/bin" && pwd)/Microsoft.ML.Orpo.Benchmarks"
 for r in $(seq 1 "$ROUNDS"); do
   only="lora.llama41m"; [ "$r" -le "$ROUNDS05" ] && only="lora.llama41m,$SETS05"
   # The first round also measures each side's GEMM peak, for the report's feasibility lines.

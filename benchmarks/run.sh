@@ -38,8 +38,14 @@ CORE=$(/usr/bin/python3 -c 'import json, sys; print(json.loads(sys.argv[1])["cho
 PEER_ENV=(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "${PEER_MALLOC[@]}")
 [ "$CORE" != auto ] && PEER_ENV+=(OPENBLAS_CORETYPE="$CORE")
 echo "== peer: OPENBLAS_CORETYPE=${CORE/#auto/(unset: auto-detected)} ${PEER_MALLOC[*]}; ours: glibc defaults"
-dotnet build benchmarks/Microsoft.ML.Orpo.Benchmarks -c Release -v q -nologo >/dev/null
-BIN=benchmarks/Microsoft.ML.Orpo.Benchmarks/bin/Release/net10.0/Microsoft.ML.Orpo.Benchmarks
+# BENCH_BIN: a harness built beforehand (lora.sh builds once and copies it, so that every round measures the same
+# build whatever is edited or rebuilt meanwhile); otherwise build it here.
+if [ -n "${BENCH_BIN:-}" ]; then
+  BIN=$BENCH_BIN
+else
+  dotnet build benchmarks/Microsoft.ML.Orpo.Benchmarks -c Release -v q -nologo >/dev/null
+  BIN=benchmarks/Microsoft.ML.Orpo.Benchmarks/bin/Release/net10.0/Microsoft.ML.Orpo.Benchmarks
+fi
 PEER=benchmarks/peer/orpo_peer.py
 ONLY_ARGS=(); [ -n "$ONLY" ] && ONLY_ARGS=(--only "$ONLY")
 PEER_SCENARIOS=$(/usr/bin/python3 "$PEER" --list "${ARGS[@]}")
