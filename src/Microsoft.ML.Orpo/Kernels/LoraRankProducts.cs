@@ -110,11 +110,24 @@ internal static unsafe class LoraRankProducts
     /// </summary>
     private readonly struct MaskBits(ushort* rows, int inputs, bool recording)
     {
-        public bool Kept => rows is not null;
+        /// <summary>
+        /// Row <paramref name="row"/> of an x-shaped tensor through the mask (target = mask * source, or += when
+        /// <paramref name="accumulate"/>; addTarget += mask * addSource unless empty): read from the bits, hashed and
+        /// recorded (the forward pass's plain masking only), or hashed.
+        /// </summary>
+        public void Apply(long row, ReadOnlySpan<float> source, Span<float> target, bool accumulate, ReadOnlySpan<float> addSource, Span<float> addTarget,
+            long seed, double probability)
+        {
+            if (rows is null) HashedDropout.MaskRows(source, target, accumulate, addSource, addTarget, row * inputs, seed, probability);
+            else if (!recording) HashedDropout.MaskRowFromBits(Bits(row), source, target, accumulate, addSource, addTarget, probability);
+            else
+            {
+                System.Diagnostics.Debug.Assert(!accumulate && addSource.IsEmpty, "the forward pass records plain masking only");
+                HashedDropout.MaskRowRecording(source, target, Bits(row), row * inputs, seed, probability);
+            }
+        }
 
-        public bool Recording => recording;
-
-        public Span<ushort> Row(long row) => new(rows + row * HashedDropout.BitWords(inputs), HashedDropout.BitWords(inputs));
+        private Span<ushort> Bits(long row) => new(rows + row * HashedDropout.BitWords(inputs), HashedDropout.BitWords(inputs));
     }
 
     /// <summary>x's rows [first, first + count) through the mask into scratch, or x itself without dropout.</summary>
@@ -123,13 +136,8 @@ internal static unsafe class LoraRankProducts
         float* rows = x + (long)first * inputs;
         if (seed is not long s) return rows;
         for (int row = 0; row < count; row++)
-        {
-            var source = new ReadOnlySpan<float>(rows + (long)row * inputs, inputs);
-            var target = new Span<float>(scratch + (long)row * inputs, inputs);
-            if (!mask.Kept) HashedDropout.MaskRows(source, target, (long)(first + row) * inputs, s, probability, accumulate: false);
-            else if (mask.Recording) HashedDropout.MaskRowRecording(source, target, mask.Row(first + row), (long)(first + row) * inputs, s, probability);
-            else HashedDropout.MaskRowFromBits(mask.Row(first + row), source, target, accumulate: false, default, default, probability);
-        }
+            mask.Apply(first + row, new ReadOnlySpan<float>(rows + (long)row * inputs, inputs), new Span<float>(scratch + (long)row * inputs, inputs),
+                accumulate: false, default, default, s, probability);
         return scratch;
     }
 
@@ -268,21 +276,13 @@ internal static unsafe class LoraRankProducts
             float* coefficients = dDown + (long)i * rp;
             float* target = gradX + (long)i * inputs;
             RowTimesMatrix(coefficients, a, rank, inputs, update);
-            long position = (long)(first + i) * inputs;
             var updateRow = new ReadOnlySpan<float>(update, inputs);
             var targetRow = new Span<float>(target, inputs);
             if (seed is long s && x is not null) // one mask for both: x * mask into dropped, mask * update into gradX
-            {
-                var xRow = new ReadOnlySpan<float>(x + (long)i * inputs, inputs);
-                var droppedRow = new Span<float>(dropped + (long)i * inputs, inputs);
-                if (mask.Kept) HashedDropout.MaskRowFromBits(mask.Row(first + i), xRow, droppedRow, accumulate: false, updateRow, targetRow, probability);
-                else HashedDropout.MaskRows(xRow, droppedRow, accumulate: false, updateRow, targetRow, position, s, probability);
-            }
+                mask.Apply(first + i, new ReadOnlySpan<float>(x + (long)i * inputs, inputs), new Span<float>(dropped + (long)i * inputs, inputs),
+                    accumulate: false, updateRow, targetRow, s, probability);
             else if (seed is long t)
-            {
-                if (mask.Kept) HashedDropout.MaskRowFromBits(mask.Row(first + i), updateRow, targetRow, accumulate: true, default, default, probability);
-                else HashedDropout.MaskRows(updateRow, targetRow, position, t, probability, accumulate: true);
-            }
+                mask.Apply(first + i, updateRow, targetRow, accumulate: true, default, default, t, probability);
             else
             {
                 int p = 0;
