@@ -18,6 +18,7 @@ public sealed class CustomBackwardTests
     [TestMethod]
     public void SavedTensorsAreFreedByTheBackwardPassWhileTheGraphStillExists()
     {
+        ReleaseWhatEarlierTestsLeft();
         using var scope = NewDisposeScope();
         var a = ones(Rows, Width).requires_grad_(true);
         var weight = ones(Width);
@@ -36,6 +37,7 @@ public sealed class CustomBackwardTests
     [TestMethod]
     public void HandlesABackwardBodyLeavesBehindDieWithTheNode()
     {
+        ReleaseWhatEarlierTestsLeft();
         // The body below leaves a view of its saved input undisposed, as a chained call like
         // x.reshape(...).contiguous() does. In the caller's dispose scope that view would keep the saved activation
         // alive to the end of the training step (it did, for every Linear layer, until the body got a scope of its own).
@@ -46,6 +48,22 @@ public sealed class CustomBackwardTests
             loss = LeakyTriple.apply(a * 2).sum().MoveToOuterDisposeScope();
         AssertBackwardGrowsByOneTensor(loss, "the saved input must be freed by the backward pass despite the body's left-over view");
         Assert.AreEqual(6.0, a.grad!.mean().ToDouble(), 1e-6, "d sum(3 * 2a) / da");
+    }
+
+    /// <summary>
+    /// These tests measure the whole process, so nothing an earlier test left may be freed inside their measurement.
+    /// CustomBackward frees, on this thread, the previous node's output copies when the next custom forward starts and
+    /// its returned gradients when the next custom backward runs: a tiny node's forward and backward release whatever
+    /// an earlier test's last node left (a 64 MiB left-over once made the growth read 0). The collection runs the
+    /// finalizers of tensors earlier tests dropped undisposed.
+    /// </summary>
+    private static void ReleaseWhatEarlierTestsLeft()
+    {
+        using (var scope = NewDisposeScope())
+            FusedRmsNorm.Apply(ones(4, 8).requires_grad_(true), ones(8), 1e-5).sum().backward();
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
     }
 
     /// <summary>Runs <paramref name="loss"/>'s backward pass: resident memory must grow by about one (Rows x Width) tensor.</summary>
@@ -85,6 +103,7 @@ public sealed class CustomBackwardTests
     {
         // TorchSharp reserves an empty_like of every custom node's output for the node's lifetime. It is never touched,
         // so it shows as mapped (virtual) memory, not resident memory: 64 MiB, mmap-allocated, unmapped when released.
+        ReleaseWhatEarlierTestsLeft();
         using var scope = NewDisposeScope();
         long tensorBytes = Rows * Width * sizeof(float);
         var a = ones(Rows, Width).requires_grad_(true);
