@@ -70,7 +70,7 @@ var options = new OrpoOptions
     Epochs = a.Epochs,
     BatchSize = a.BatchSize,
     Seed = a.Seed,
-    Lora = a.Lora ? new LoraOptions { Rank = a.LoraRank, Alpha = a.LoraAlpha } : null,
+    Lora = a.Lora ? new LoraOptions { Rank = a.LoraRank, Alpha = a.LoraAlpha, UseRsLora = a.LoraRsLora } : null,
     ValidationSet = heldOut,
     ValidationInterval = Math.Max(1, (trainRows + a.BatchSize - 1) / a.BatchSize * a.Epochs / 8),
     Progress = new ConsoleProgress(),

@@ -30,10 +30,11 @@ internal sealed class QuickstartArguments
     public bool Help { get; private set; }
     public bool Diversity { get; private set; }
 
-    /// <summary>LoRA instead of full fine-tuning: <see cref="OrpoOptions.Lora"/> with this rank and alpha.</summary>
+    /// <summary>LoRA instead of full fine-tuning: <see cref="OrpoOptions.Lora"/> with this rank, alpha and factor.</summary>
     public bool Lora { get; private set; }
     public int LoraRank { get; private set; } = LoraDefaults.Rank;
     public double LoraAlpha { get; private set; } = LoraDefaults.Alpha;
+    public bool LoraRsLora { get; private set; } = LoraDefaults.UseRsLora;
 
     /// <summary>The training seed (data order, LoRA's initial A); the same seed gives the same run.</summary>
     public int Seed { get; private set; } = 1;
@@ -61,6 +62,8 @@ internal sealed class QuickstartArguments
                               (q/k/v/o/gate/up/down); also writes the PEFT adapter to adapter/ (hf/ has it merged)
           --lora-rank N       LoRA rank r (default {{LoraDefaults.Rank}}; implies --lora)
           --lora-alpha X      LoRA alpha: the update is scaled by alpha / r (default {{Invariant(LoraDefaults.Alpha)}}; implies --lora)
+          --lora-rslora       rank-stabilised LoRA: scale by alpha / sqrt(r) instead (PEFT's use_rslora; implies --lora);
+                              at rank 16 that is 4x the update, so lower --lr too (2.5e-3 here)
           --seed N            training seed: data order and LoRA's initial weights (default 1)
           --make-data DIR     regenerate the bundled preference set into DIR and exit
           --make-chat-data DIR  regenerate the conversational preference set into DIR and exit
@@ -95,6 +98,7 @@ internal sealed class QuickstartArguments
                 case "--lora": a.Lora = true; break;
                 case "--lora-rank": a.LoraRank = int.Parse(Value(), CultureInfo.InvariantCulture); a.Lora = true; break;
                 case "--lora-alpha": a.LoraAlpha = double.Parse(Value(), CultureInfo.InvariantCulture); a.Lora = true; break;
+                case "--lora-rslora": a.LoraRsLora = true; a.Lora = true; break;
                 case "-h": case "--help": a.Help = true; break;
                 default: throw new ArgumentException($"Unknown option '{name}'.");
             }

@@ -2,7 +2,7 @@ namespace Microsoft.ML.Orpo;
 
 /// <summary>
 /// Low-rank adaptation (LoRA, Hu et al. 2021) with PEFT's semantics: every targeted projection computes
-/// <c>y = W x + (Alpha / Rank) * B (A dropout(x))</c>, with A (Rank x in) drawn Kaiming-uniform and B (out x Rank) zero,
+/// <c>y = W x + (Alpha / Rank) * B (A dropout(x))</c> (Alpha / sqrt(Rank) with <see cref="UseRsLora"/>), with A (Rank x in) drawn Kaiming-uniform and B (out x Rank) zero,
 /// so training starts exactly at the base model. Only A and B are trained: the base weights are frozen (no gradient,
 /// no optimiser state), which makes a step cheaper and its memory a fraction of full fine-tuning's, and the result is
 /// a small PEFT adapter folder (<see cref="OrpoTransformer.SaveAdapter"/>) or a merged model
@@ -17,8 +17,15 @@ public sealed class LoraOptions
     /// <summary>The rank r of A and B. Default 16.</summary>
     public int Rank { get; set; } = 16;
 
-    /// <summary>The scale numerator: the update is multiplied by Alpha / Rank. Default 32.</summary>
+    /// <summary>The scale numerator: the update is multiplied by Alpha / Rank (Alpha / sqrt(Rank) with <see cref="UseRsLora"/>). Default 32.</summary>
     public double Alpha { get; set; } = 32;
+
+    /// <summary>
+    /// Rank-stabilised LoRA (PEFT's <c>use_rslora</c>; Kalajdzievski 2023, arXiv:2312.03732): the update is multiplied
+    /// by Alpha / sqrt(Rank) instead of Alpha / Rank, so its size does not shrink as the rank grows. Only the factor
+    /// changes; <see cref="OrpoTransformer.SaveAdapter"/> writes it and adapters saved with it load with it. Default false.
+    /// </summary>
+    public bool UseRsLora { get; set; }
 
     /// <summary>Dropout probability on the adapter's input during training (never in generation or evaluation). Default 0.05.</summary>
     public double Dropout { get; set; } = 0.05;

@@ -22,11 +22,13 @@ internal static class OrpoModelPayload
     /// format-1 reader would drop both); format 1 still loads. 3: written only for a model with LoRA adapters: the
     /// weights are the base model's, and two blocks follow the generation config, the adapter config (JSON) and the
     /// adapter weights (safetensors, PEFT keys). A model without adapters is still written as format 2, which older
-    /// releases read.
+    /// releases read. 4: as 3, written only when the adapters are rank-stabilised (<see cref="LoraOptions.UseRsLora"/>),
+    /// so that a format-3 reader, which would ignore the flag and scale the update by alpha / r, refuses the zip.
     /// </summary>
-    public const uint FormatVersion = 3;
+    public const uint FormatVersion = 4;
 
     private const uint PlainFormatVersion = 2;
+    private const uint AdapterFormatVersion = 3;
 
     /// <summary>The oldest format this version reads.</summary>
     public const uint OldestReadableVersion = 1;
@@ -42,7 +44,7 @@ internal static class OrpoModelPayload
         using var writer = new BinaryWriter(stream, Encoding.UTF8, leaveOpen: true);
         var adapters = model.Network.Adapters;
         writer.Write(Magic);
-        writer.Write(adapters is null ? PlainFormatVersion : FormatVersion);
+        writer.Write(adapters is null ? PlainFormatVersion : adapters.Config.UseRsLora ? FormatVersion : AdapterFormatVersion);
         WriteBlock(writer, JsonSerializer.SerializeToUtf8Bytes(settings, Json));
         WriteBlock(writer, Encoding.UTF8.GetBytes(model.Config.ToJson()));
         writer.Write(model.Tokenizer.Files.Count);

@@ -12,7 +12,7 @@ namespace Microsoft.ML.Orpo.ModelFiles;
 /// A PEFT LoRA adapter folder: <c>adapter_config.json</c> and <c>adapter_model.safetensors</c> with PEFT's keys
 /// (<c>base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight</c>), as <c>PeftModel.from_pretrained</c> reads
 /// and <c>save_pretrained</c> writes them. Reading is strict: a PEFT option this library does not implement (DoRA,
-/// rsLoRA, biases, per-layer ranks, extra trained modules) is an error naming it, never silently ignored.
+/// biases, per-layer ranks, extra trained modules) is an error naming it, never silently ignored.
 /// </summary>
 internal static class PeftAdapterFolder
 {
@@ -57,7 +57,7 @@ internal static class PeftAdapterFolder
             ["target_modules"] = new JsonArray(config.TargetModules.Select(t => (JsonNode)JsonValue.Create(t)!).ToArray()),
             ["task_type"] = "CAUSAL_LM",
             ["use_dora"] = false,
-            ["use_rslora"] = false,
+            ["use_rslora"] = config.UseRsLora,
         };
         var tensors = adapters.Export();
         try
@@ -120,7 +120,7 @@ internal static class PeftAdapterFolder
         if (!(alpha > 0) || !double.IsFinite(alpha)) throw new InvalidDataException($"{source}: lora_alpha must be positive.");
         if (!(dropout >= 0 && dropout < 1)) throw new InvalidDataException($"{source}: lora_dropout must be in [0, 1).");
         Reject(root, "use_dora", n => n is JsonValue v && v.TryGetValue(out bool b) && b, "DoRA (use_dora = true) is not supported", source);
-        Reject(root, "use_rslora", n => n is JsonValue v && v.TryGetValue(out bool b) && b, "rsLoRA (use_rslora = true, scale alpha / sqrt(r)) is not supported", source);
+        bool rsLora = Boolean(root, "use_rslora", source) ?? false; // PEFT's default
         Reject(root, "fan_in_fan_out", n => n is JsonValue v && v.TryGetValue(out bool b) && b, "fan_in_fan_out = true (GPT-2 Conv1D weights) does not apply to LLaMA-family projections", source);
         Reject(root, "bias", n => n is not JsonValue v || !v.TryGetValue(out string? s) || s != "none", "only bias = \"none\" is supported (the adapter trains no biases)", source);
         Reject(root, "modules_to_save", n => n is JsonArray { Count: > 0 } || (n is not null && n is not JsonArray), "modules_to_save (fully trained extra modules) is not supported", source);
@@ -128,7 +128,7 @@ internal static class PeftAdapterFolder
         Reject(root, "rank_pattern", n => n is JsonObject { Count: > 0 } || (n is not null && n is not JsonObject), "rank_pattern (per-module ranks) is not supported", source);
         Reject(root, "alpha_pattern", n => n is JsonObject { Count: > 0 } || (n is not null && n is not JsonObject), "alpha_pattern (per-module alphas) is not supported", source);
         var targets = Targets(root["target_modules"], source, projections);
-        return new LoraConfig(rank, alpha, dropout, targets, BFloat16Base: false);
+        return new LoraConfig(rank, alpha, dropout, targets, BFloat16Base: false, UseRsLora: rsLora);
     }
 
     /// <summary>
@@ -191,6 +191,13 @@ internal static class PeftAdapterFolder
         null => null,
         JsonValue v when v.TryGetValue(out string? s) => s,
         _ => throw new InvalidDataException($"{source}: {name} must be a string."),
+    };
+
+    private static bool? Boolean(JsonObject root, string name, string source) => root[name] switch
+    {
+        null => null,
+        JsonValue v when v.TryGetValue(out bool b) => b,
+        _ => throw new InvalidDataException($"{source}: {name} must be true or false."),
     };
 
     private static double? Number(JsonObject root, string name, string source, bool required) => root[name] switch

@@ -2,12 +2,13 @@ namespace Microsoft.ML.Orpo.Modeling;
 
 /// <summary>
 /// What a set of LoRA adapters is (PEFT's <c>LoraConfig</c> for the fields we support): rank, alpha, dropout, the
-/// targeted projection names, and whether the frozen base is kept in bfloat16 (ours; not a PEFT field).
+/// targeted projection names, whether the factor is rank-stabilised (PEFT's <c>use_rslora</c>), and whether the frozen
+/// base is kept in bfloat16 (ours; not a PEFT field).
 /// </summary>
-internal sealed record LoraConfig(int Rank, double Alpha, double Dropout, IReadOnlyList<string> TargetModules, bool BFloat16Base)
+internal sealed record LoraConfig(int Rank, double Alpha, double Dropout, IReadOnlyList<string> TargetModules, bool BFloat16Base, bool UseRsLora = false)
 {
-    /// <summary>The factor of the update: alpha / r (PEFT without rsLoRA).</summary>
-    public double Scale => Alpha / Rank;
+    /// <summary>The factor of the update, as PEFT's LoraLayer sets it: alpha / sqrt(r) with rsLoRA, else alpha / r.</summary>
+    public double Scale => UseRsLora ? Alpha / Math.Sqrt(Rank) : Alpha / Rank;
 
     /// <summary>From the public options, checked: errors name the option and the value.</summary>
     public static LoraConfig From(LoraOptions options)
@@ -27,7 +28,7 @@ internal sealed record LoraConfig(int Rank, double Alpha, double Dropout, IReadO
                 throw new ArgumentException("OrpoOptions.Lora.TargetModules holds an empty name.", nameof(options.TargetModules));
             if (!targets.Contains(name, StringComparer.Ordinal)) targets.Add(name);
         }
-        return new LoraConfig(options.Rank, options.Alpha, options.Dropout, targets, options.BFloat16Base);
+        return new LoraConfig(options.Rank, options.Alpha, options.Dropout, targets, options.BFloat16Base, options.UseRsLora);
     }
 
     /// <summary>Checks that every target names a projection of <paramref name="network"/>.</summary>
@@ -43,7 +44,8 @@ internal sealed record LoraConfig(int Rank, double Alpha, double Dropout, IReadO
 
     public bool Equals(LoraConfig? other) =>
         other is not null && Rank == other.Rank && Alpha.Equals(other.Alpha) && Dropout.Equals(other.Dropout)
-        && TargetModules.SequenceEqual(other.TargetModules, StringComparer.Ordinal) && BFloat16Base == other.BFloat16Base;
+        && TargetModules.SequenceEqual(other.TargetModules, StringComparer.Ordinal) && BFloat16Base == other.BFloat16Base
+        && UseRsLora == other.UseRsLora;
 
-    public override int GetHashCode() => HashCode.Combine(Rank, Alpha, Dropout, TargetModules.Count, BFloat16Base);
+    public override int GetHashCode() => HashCode.Combine(Rank, Alpha, Dropout, TargetModules.Count, BFloat16Base, UseRsLora);
 }

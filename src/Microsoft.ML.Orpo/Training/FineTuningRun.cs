@@ -76,11 +76,12 @@ internal sealed class FineTuningRun : IDisposable
         if (options.Lora is { } requested)
         {
             var wanted = LoraConfig.From(requested);
-            if (wanted.Rank != saved.Rank || !wanted.Alpha.Equals(saved.Alpha) || !wanted.TargetModules.Order(StringComparer.Ordinal).SequenceEqual(saved.TargetModules.Order(StringComparer.Ordinal)))
+            if (wanted.Rank != saved.Rank || !wanted.Alpha.Equals(saved.Alpha) || wanted.UseRsLora != saved.UseRsLora
+                || !wanted.TargetModules.Order(StringComparer.Ordinal).SequenceEqual(saved.TargetModules.Order(StringComparer.Ordinal)))
                 throw new ArgumentException(
-                    $"OrpoOptions.Lora (rank {wanted.Rank}, alpha {wanted.Alpha}, targets {string.Join(", ", wanted.TargetModules)}) disagrees with the adapter in " +
-                    $"OrpoOptions.AdapterPath '{options.AdapterPath}' (rank {saved.Rank}, alpha {saved.Alpha}, targets {string.Join(", ", saved.TargetModules)}). " +
-                    "Set OrpoOptions.Lora to null to continue the adapter as it is, or match its rank, alpha and target modules.", nameof(options.Lora));
+                    $"OrpoOptions.Lora (rank {wanted.Rank}, alpha {wanted.Alpha}, UseRsLora {wanted.UseRsLora}, targets {string.Join(", ", wanted.TargetModules)}) disagrees with the adapter in " +
+                    $"OrpoOptions.AdapterPath '{options.AdapterPath}' (rank {saved.Rank}, alpha {saved.Alpha}, use_rslora {saved.UseRsLora}, targets {string.Join(", ", saved.TargetModules)}). " +
+                    "Set OrpoOptions.Lora to null to continue the adapter as it is, or match its rank, alpha, rsLoRA setting and target modules.", nameof(options.Lora));
             saved = saved with { Dropout = wanted.Dropout, BFloat16Base = wanted.BFloat16Base };
         }
         LoraAdapters.Load(model.Network, saved, adapter.Tensors, options.AdapterPath);

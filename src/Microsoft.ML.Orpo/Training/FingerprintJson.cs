@@ -65,6 +65,7 @@ internal static class FingerprintJson
                 foreach (var target in lora.TargetModules) w.WriteStringValue(target);
                 w.WriteEndArray();
                 w.WriteBoolean("BFloat16Base", lora.BFloat16Base);
+                if (lora.UseRsLora) w.WriteBoolean("UseRsLora", true); // only when set: earlier LoRA runs keep their fingerprints
                 WriteStringOrNull(w, "InitialAdapterSha256", s.InitialAdapterSha256);
                 w.WriteEndObject();
             }

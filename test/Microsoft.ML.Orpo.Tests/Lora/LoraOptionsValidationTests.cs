@@ -68,8 +68,9 @@ public sealed class LoraOptionsValidationTests
         StringAssert.Contains(atFit.Message, $"rank {Rank}");
         Assert.AreEqual(0, counter.Steps);
 
-        // FromPretrained(options) resolves the adapter the same way: alpha or the target modules differ.
-        foreach (var lora in new[] { new LoraOptions { Rank = Rank, Alpha = 16 }, new LoraOptions { Rank = Rank, Alpha = Alpha, TargetModules = ["q_proj", "v_proj"] } })
+        // FromPretrained(options) resolves the adapter the same way: alpha, the target modules or the rsLoRA factor differ.
+        foreach (var lora in new[] { new LoraOptions { Rank = Rank, Alpha = 16 }, new LoraOptions { Rank = Rank, Alpha = Alpha, TargetModules = ["q_proj", "v_proj"] },
+            new LoraOptions { Rank = Rank, Alpha = Alpha, UseRsLora = true } })
         {
             var other = Options(lora);
             other.AdapterPath = adapter;

@@ -123,7 +123,7 @@ public sealed class PeftAdapterFolderTests
     [DataRow("r", "0", "r must be a positive integer")]
     [DataRow("r", "-4", "r must be a positive integer")]
     [DataRow("use_dora", "true", "use_dora")]
-    [DataRow("use_rslora", "true", "use_rslora")]
+    [DataRow("use_rslora", "\"yes\"", "use_rslora must be true or false")]
     [DataRow("bias", "\"all\"", "bias")]
     [DataRow("bias", "\"lora_only\"", "bias")]
     [DataRow("modules_to_save", "[\"lm_head\"]", "modules_to_save")]
