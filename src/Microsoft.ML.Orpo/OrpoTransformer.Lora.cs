@@ -1,4 +1,5 @@
 using Microsoft.ML.Orpo.ModelFiles;
+using Microsoft.ML.Orpo.ModelFiles.Gguf;
 
 namespace Microsoft.ML.Orpo;
 
@@ -26,6 +27,27 @@ public sealed partial class OrpoTransformer
         var adapters = model.Network.Adapters ?? throw new InvalidOperationException(
             "This transformer has no LoRA adapter to save: it was fully fine-tuned, merged, or loaded without one. Train with OrpoOptions.Lora, or use SaveHuggingFace for the whole model.");
         PeftAdapterFolder.Save(directory, adapters, settings.BaseModelPath);
+    }
+
+    /// <summary>
+    /// Writes the LoRA adapter as a llama.cpp GGUF adapter, to run on the base model's GGUF (<see cref="SaveGguf"/> of the
+    /// model without the adapter) with <c>llama-cli -m base.gguf --lora adapter.gguf</c>, <c>llama_adapter_lora_init</c>,
+    /// or Ollama's <c>ADAPTER</c>: A and B in float32 under llama.cpp's tensor names, and the alpha that gives this
+    /// adapter's factor (rsLoRA included). <see cref="SaveGguf"/> instead writes the whole model, the adapter merged.
+    /// </summary>
+    /// <param name="path">The GGUF file; replaced atomically if it exists.</param>
+    /// <exception cref="InvalidOperationException">The model has no adapter.</exception>
+    /// <exception cref="NotSupportedException">The model is one llama.cpp's llama architecture cannot express; no file is written.</exception>
+    public void SaveAdapterGguf(string path)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(path);
+        using var lease = Acquire();
+        var m = model;
+        var adapters = m.Network.Adapters ?? throw new InvalidOperationException(
+            "This transformer has no LoRA adapter to save: it was fully fine-tuned, merged, or loaded without one. Use SaveGguf for the whole model.");
+        GgufLlamaMetadata.Validate(m.Config);
+        var writer = GgufLoraAdapter.Build(m.Config, adapters, Path.GetFileNameWithoutExtension(path));
+        AtomicFile.Write(path, writer.WriteTo);
     }
 
     /// <summary>

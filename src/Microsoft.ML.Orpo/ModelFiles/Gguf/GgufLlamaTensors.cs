@@ -28,10 +28,7 @@ internal static class GgufLlamaTensors
             var tensor = weights[expected.Name];
             float[] values = tensor.contiguous().data<float>().ToArray();
             string name = GgufName(expected.Name);
-            // llama.cpp's llama architecture rotates interleaved pairs; Hugging Face rotates halves (as llama.cpp's converter permutes).
-            if (name.Contains(".attn_q.", StringComparison.Ordinal)) values = Interleave(values, config.NumAttentionHeads, config.HeadDim);
-            else if (name.Contains(".attn_k.", StringComparison.Ordinal)) values = Interleave(values, config.NumKeyValueHeads, config.HeadDim);
-            result.Add(new GgufTensor(name, expected.Shape, StorageType(expected.Shape, type), values));
+            result.Add(new GgufTensor(name, expected.Shape, StorageType(expected.Shape, type), InRotaryOrder(name, values, config)));
         }
         if (GgufLlamaMetadata.RopeFrequencyFactors(config) is float[] factors)
             result.Add(new GgufTensor("rope_freqs.weight", [factors.Length], GgmlType.F32, factors));
@@ -64,6 +61,18 @@ internal static class GgufLlamaTensors
             if (LayerNames.TryGetValue(rest[..last], out string? module)) return $"blk.{layer}.{module}{rest[last..]}";
         }
         throw new InvalidOperationException($"No GGUF name for tensor '{hfName}'.");
+    }
+
+    /// <summary>
+    /// The output rows of <paramref name="ggufName"/>'s tensor (a q or k projection's weight or bias, or a LoRA B of one)
+    /// in llama.cpp's order: its llama architecture rotates interleaved pairs, Hugging Face rotates halves (as llama.cpp's
+    /// converter permutes). Other tensors are returned as they are.
+    /// </summary>
+    internal static float[] InRotaryOrder(string ggufName, float[] rows, LlamaConfig config)
+    {
+        if (ggufName.Contains(".attn_q.", StringComparison.Ordinal)) return Interleave(rows, config.NumAttentionHeads, config.HeadDim);
+        if (ggufName.Contains(".attn_k.", StringComparison.Ordinal)) return Interleave(rows, config.NumKeyValueHeads, config.HeadDim);
+        return rows;
     }
 
     /// <summary>Rows of each head from (2, d/2) to (d/2, 2) order; a bias is one column.</summary>

@@ -12,8 +12,11 @@ internal static class LlamaCppGreedy
     // llama.cpp logs every load in detail; the tests print their own results.
     static LlamaCppGreedy() => NativeLogConfig.llama_log_set((_, _) => { });
 
-    /// <summary>llama.cpp's greedy ids after BOS: one token per decode, argmax over the full vocabulary, f32 KV cache.</summary>
-    public static int[] FromBos(string gguf, int count)
+    /// <summary>
+    /// llama.cpp's greedy ids after BOS: one token per decode, argmax over the full vocabulary, f32 KV cache; with a LoRA
+    /// adapter GGUF applied at scale 1 when <paramref name="loraAdapter"/> is given.
+    /// </summary>
+    public static int[] FromBos(string gguf, int count, string? loraAdapter = null)
     {
         var parameters = new ModelParams(gguf)
         {
@@ -22,6 +25,11 @@ internal static class LlamaCppGreedy
         };
         using var weights = LLamaWeights.LoadFromFile(parameters);
         using var context = weights.CreateContext(parameters);
+        if (loraAdapter is not null)
+        {
+            var adapter = weights.NativeHandle.LoadLoraFromFile(loraAdapter); // freed with the model
+            context.NativeHandle.SetLoraAdapters([(adapter, 1f)]);
+        }
         LLamaToken token = weights.Vocab.BOS ?? throw new InvalidOperationException("The GGUF has no BOS token.");
         var batch = new LLamaBatch();
         var ids = new int[count];
