@@ -2,11 +2,12 @@ namespace Microsoft.ML.Orpo;
 
 /// <summary>
 /// Low-rank adaptation (LoRA, Hu et al. 2021) with PEFT's semantics: every targeted projection computes
-/// <c>y = W x + (Alpha / Rank) * B (A dropout(x))</c> (Alpha / sqrt(Rank) with <see cref="UseRsLora"/>), with A (Rank x in) drawn Kaiming-uniform and B (out x Rank) zero,
-/// so training starts exactly at the base model. Only A and B are trained: the base weights are frozen (no gradient,
-/// no optimiser state), which makes a step cheaper and its memory a fraction of full fine-tuning's, and the result is
-/// a small PEFT adapter folder (<see cref="OrpoTransformer.SaveAdapter"/>) or a merged model
-/// (<see cref="OrpoTransformer.MergeAdapter"/>). Set <see cref="OrpoOptions.Lora"/> to use it.
+/// <c>y = W x + (Alpha / Rank) * B (A dropout(x))</c> (Alpha / sqrt(Rank) with <see cref="UseRsLora"/>), with A
+/// (Rank x in) drawn Kaiming-uniform and B (out x Rank) zero, so training starts exactly at the base model. Only A and
+/// B are trained: the base weights are frozen (no gradient, no optimiser state), which makes a step cheaper and its
+/// memory a fraction of full fine-tuning's, and the result is a small PEFT adapter folder
+/// (<see cref="OrpoTransformer.SaveAdapter"/>) or a merged model (<see cref="OrpoTransformer.MergeAdapter"/>). Set
+/// <see cref="OrpoOptions.Lora"/> to use it.
 /// </summary>
 public sealed class LoraOptions
 {

@@ -51,7 +51,7 @@ public sealed partial class OrpoTransformer
     }
 
     /// <summary>
-    /// A plain transformer whose weights are this one's with every adapter folded in (<c>W + (alpha / r) B A</c>, in
+    /// A plain transformer whose weights are this one's with every adapter folded in (<c>W + s B A</c>, s = alpha / r or rsLoRA's alpha / sqrt(r), in
     /// float32): the same function without the adapter's extra products, for export (<see cref="SaveHuggingFace"/>,
     /// <see cref="SaveGguf"/>) or faster generation. This transformer is unchanged; dispose both.
     /// </summary>
