@@ -38,13 +38,25 @@ public sealed partial class OrpoTransformer
             foreach (var t in weights.Values) t.Dispose();
         }
 
+        string modelfile = Modelfile(m, tokenizer, fileName, adapter: null);
+        AtomicFile.Write(path, writer.WriteTo);
+        WriteModelfile(path, modelfile);
+    }
+
+    /// <summary>The Ollama Modelfile of this model's prompt format, stop strings and sampling defaults.</summary>
+    private string Modelfile(CausalLanguageModel m, GgufTokenizerMetadata tokenizer, string from, string? adapter)
+    {
         var stops = new List<string>();
         foreach (int id in StopTokenIds(m, ChatFormatOf(m)).Order()) stops.Add(tokenizer.Tokens[id]);
         stops.AddRange(settings.Generation.StopSequences);
-        string modelfile = OllamaModelfile.Create(fileName, settings.PromptTemplate, tokenizer.ChatTemplate, stops, settings.Generation);
+        return OllamaModelfile.Create(from, settings.PromptTemplate, tokenizer.ChatTemplate, stops, settings.Generation, adapter);
+    }
 
-        AtomicFile.Write(path, writer.WriteTo);
-        AtomicFile.WriteAllBytes(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, name + ".Modelfile"),
+    /// <summary>Writes <paramref name="modelfile"/> beside <paramref name="gguf"/>: <c>name.Modelfile</c> for <c>name.gguf</c>.</summary>
+    private static void WriteModelfile(string gguf, string modelfile)
+    {
+        string full = Path.GetFullPath(gguf);
+        AtomicFile.WriteAllBytes(Path.Combine(Path.GetDirectoryName(full)!, Path.GetFileNameWithoutExtension(full) + ".Modelfile"),
             Encoding.UTF8.GetBytes(modelfile));
     }
 }

@@ -36,18 +36,26 @@ public sealed partial class OrpoTransformer
     /// adapter's factor (rsLoRA included). <see cref="SaveGguf"/> instead writes the whole model, the adapter merged.
     /// </summary>
     /// <param name="path">The GGUF file; replaced atomically if it exists.</param>
+    /// <param name="baseGguf">The base model's GGUF, if an Ollama <c>Modelfile</c> should be written beside the adapter
+    /// (<c>name.Modelfile</c> for <c>name.gguf</c>: <c>FROM</c> the base, <c>ADAPTER</c> this file, and the prompt format,
+    /// stop strings and sampling defaults <see cref="SaveGguf"/> writes); relative paths are kept relative to the adapter's folder.</param>
     /// <exception cref="InvalidOperationException">The model has no adapter.</exception>
     /// <exception cref="NotSupportedException">The model is one llama.cpp's llama architecture cannot express; no file is written.</exception>
-    public void SaveAdapterGguf(string path)
+    public void SaveAdapterGguf(string path, string? baseGguf = null)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(path);
+        if (baseGguf is not null) ArgumentException.ThrowIfNullOrWhiteSpace(baseGguf);
         using var lease = Acquire();
         var m = model;
         var adapters = m.Network.Adapters ?? throw new InvalidOperationException(
             "This transformer has no LoRA adapter to save: it was fully fine-tuned, merged, or loaded without one. Use SaveGguf for the whole model.");
         GgufLlamaMetadata.Validate(m.Config);
-        var writer = GgufLoraAdapter.Build(m.Config, adapters, Path.GetFileNameWithoutExtension(path));
+        string fileName = Path.GetFileName(Path.GetFullPath(path));
+        var writer = GgufLoraAdapter.Build(m.Config, adapters, Path.GetFileNameWithoutExtension(fileName));
+        string? modelfile = baseGguf is null ? null
+            : Modelfile(m, GgufTokenizerMetadata.Build(m.Tokenizer, m.Config.VocabSize), baseGguf, adapter: fileName);
         AtomicFile.Write(path, writer.WriteTo);
+        if (modelfile is not null) WriteModelfile(path, modelfile);
     }
 
     /// <summary>

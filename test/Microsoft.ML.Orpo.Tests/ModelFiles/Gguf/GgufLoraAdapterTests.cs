@@ -58,6 +58,26 @@ public sealed class GgufLoraAdapterTests
     }
 
     [TestMethod]
+    public void WithTheBaseGgufAnOllamaModelfileAppliesTheAdapterToIt()
+    {
+        string folder = TestAssets.NewTempDirectory("orpo-gguf");
+        string adapter = Path.Combine(folder, "tuned-adapter.gguf");
+        Fitted.SaveAdapterGguf(adapter);
+        Assert.IsFalse(File.Exists(Path.Combine(folder, "tuned-adapter.Modelfile")), "no Modelfile without a base");
+
+        Fitted.SaveAdapterGguf(adapter, baseGguf: "../models/base.gguf");
+        string[] lines = File.ReadAllLines(Path.Combine(folder, "tuned-adapter.Modelfile"));
+        // The merged model's own Modelfile, with the base as FROM and the adapter added: the same template, stops and defaults.
+        string merged = Path.Combine(folder, "merged.gguf");
+        Fitted.SaveGguf(merged, GgufTensorType.F32);
+        string[] mergedLines = File.ReadAllLines(Path.Combine(folder, "merged.Modelfile"));
+        Assert.AreEqual("FROM ./merged.gguf", mergedLines[1]);
+        CollectionAssert.AreEqual(
+            mergedLines.Take(1).Concat(["FROM ../models/base.gguf", "ADAPTER ./tuned-adapter.gguf"]).Concat(mergedLines.Skip(2)).ToArray(), lines);
+        Assert.Throws<ArgumentException>(() => Fitted.SaveAdapterGguf(adapter, baseGguf: " "));
+    }
+
+    [TestMethod]
     [DataRow(false, DisplayName = "alpha / r")]
     [DataRow(true, DisplayName = "rsLoRA, alpha / sqrt(r)")]
     public void LlamaCppRunsTheAdapterOnTheBaseGgufToOurGreedyTokens(bool rsLora)
