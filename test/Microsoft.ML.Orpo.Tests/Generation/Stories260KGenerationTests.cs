@@ -113,13 +113,17 @@ public sealed class Stories260KGenerationTests
         using var model = OrpoTransformer.FromPretrained(ml, TestAssets.Stories260KHf);
         var options = new GenerationOptions { MaxNewTokens = 24, Temperature = 0.8, TopK = 40, TopP = 0.9 };
         for (int i = 0; i < 10; i++) model.Generate(new[] { "Once upon a time", "The dog" }, options);
+        // Tensor.TotalCount is process-wide: tensors earlier tests dropped undisposed are finalized now, not on the
+        // finalizer thread inside the loop, where each one would lower the count.
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
         GC.Collect();
         long tensorsBefore = Tensor.TotalCount;
         long rssBefore = Environment.WorkingSet;
         const int iterations = 150;
         for (int i = 0; i < iterations; i++) model.Generate(new[] { "Once upon a time", "The dog" }, options);
+        long tensorsAfter = Tensor.TotalCount; // before any collection: a tensor the loop left to the finalizer still counts
         GC.Collect();
-        long tensorsAfter = Tensor.TotalCount;
         long rssGrowth = Environment.WorkingSet - rssBefore;
         Console.WriteLine($"leak check: {iterations} generations, live tensors {tensorsBefore} -> {tensorsAfter}, RSS growth {rssGrowth / 1024} KiB");
         Assert.AreEqual(tensorsBefore, tensorsAfter, "live tensor count must not grow");
