@@ -6,18 +6,15 @@ namespace Microsoft.ML.Orpo.Tests.Infrastructure;
 /// this machine's instruction sets (.ci/run's Intel leg), so that a test assuming "AVX-512 means our kernel" fails
 /// on every machine, not only on the CPUs CI happens to get.
 /// </summary>
-[TestClass]
-public static class SimulatedCpu
+internal static class SimulatedCpu
 {
     private static IDisposable? simulation;
 
-    [AssemblyInitialize]
-    public static void Start(TestContext _)
+    public static void Start()
     {
         string? vendor = Environment.GetEnvironmentVariable("ORPO_TEST_CPU_VENDOR");
         if (!string.IsNullOrEmpty(vendor)) simulation = PackedGemm.SimulateVendor(vendor);
     }
 
-    [AssemblyCleanup]
     public static void Stop() => simulation?.Dispose();
 }

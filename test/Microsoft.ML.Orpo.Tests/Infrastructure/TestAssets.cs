@@ -10,10 +10,10 @@ internal static class TestAssets
     public static string Stories260KBin => Path.Combine(Stories260K, "stories260K.bin");
     public static string Stories260KTokenizer => Path.Combine(Stories260K, "tok512.model");
 
-    /// <summary>A fresh, empty temporary folder for one test.</summary>
+    /// <summary>A fresh, empty temporary folder for one test, under this run's <see cref="TempFolders.Root"/>.</summary>
     public static string NewTempDirectory(string prefix = "orpo-test")
     {
-        string dir = Path.Combine(Path.GetTempPath(), $"{prefix}-{Guid.NewGuid():N}");
+        string dir = Path.Combine(TempFolders.Root, $"{prefix}-{Guid.NewGuid():N}");
         Directory.CreateDirectory(dir);
         return dir;
     }
