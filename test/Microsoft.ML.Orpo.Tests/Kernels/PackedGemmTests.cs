@@ -223,6 +223,14 @@ public sealed class PackedGemmTests
     }
 
     [TestMethod]
+    public void TheWholeRunSeesTheVendorTheIntelLegAsksFor()
+    {
+        // .ci/run's intel leg sets ORPO_TEST_CPU_VENDOR; without this the leg would silently repeat the main one.
+        string? asked = Environment.GetEnvironmentVariable("ORPO_TEST_CPU_VENDOR");
+        Assert.AreEqual(string.IsNullOrEmpty(asked) ? PackedGemm.CpuVendor() : asked, PackedGemm.Vendor);
+    }
+
+    [TestMethod]
     public void LinearNodeSkipsGradientsNobodyNeeds()
     {
         using var kernel = KernelScopes.ForcePackedGemm();
