@@ -127,6 +127,13 @@ internal static class PeftAdapterFolder
         Reject(root, "layers_to_transform", n => n is not null, "layers_to_transform (adapters on some layers only) is not supported", source);
         Reject(root, "rank_pattern", n => n is JsonObject { Count: > 0 } || (n is not null && n is not JsonObject), "rank_pattern (per-module ranks) is not supported", source);
         Reject(root, "alpha_pattern", n => n is JsonObject { Count: > 0 } || (n is not null && n is not JsonObject), "alpha_pattern (per-module alphas) is not supported", source);
+        // PiSSA, OLoRA, CorDA and LoftQ start from a non-zero B A and move it out of the base weights; an adapter saved
+        // without PEFT's conversion to plain LoRA only applies to that changed base (PEFT redoes it when loading), not to
+        // the original model loaded here. Initialisations that leave the base alone load as plain LoRA.
+        Reject(root, "init_lora_weights", n => n is not null && !(n is JsonValue v && (v.TryGetValue(out bool _)
+                || v.TryGetValue(out string? s) && s is "gaussian" or "eva")),
+            "this initialisation changes the base weights (PiSSA, OLoRA, CorDA, LoftQ), so the adapter does not apply to the original model; " +
+            "save it converted to plain LoRA (PEFT's path_initial_model_for_weight_conversion)", source);
         var targets = Targets(root["target_modules"], source, projections);
         return new LoraConfig(rank, alpha, dropout, targets, BFloat16Base: false, UseRsLora: rsLora);
     }

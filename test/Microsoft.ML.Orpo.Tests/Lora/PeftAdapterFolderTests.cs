@@ -124,6 +124,10 @@ public sealed class PeftAdapterFolderTests
     [DataRow("r", "-4", "r must be a positive integer")]
     [DataRow("use_dora", "true", "use_dora")]
     [DataRow("use_rslora", "\"yes\"", "use_rslora must be true or false")]
+    [DataRow("init_lora_weights", "\"pissa\"", "changes the base weights")]
+    [DataRow("init_lora_weights", "\"pissa_niter_4\"", "path_initial_model_for_weight_conversion")]
+    [DataRow("init_lora_weights", "\"olora\"", "changes the base weights")]
+    [DataRow("init_lora_weights", "\"loftq\"", "changes the base weights")]
     [DataRow("bias", "\"all\"", "bias")]
     [DataRow("bias", "\"lora_only\"", "bias")]
     [DataRow("modules_to_save", "[\"lm_head\"]", "modules_to_save")]
@@ -155,6 +159,19 @@ public sealed class PeftAdapterFolderTests
         Assert.IsTrue(BitIdentical(AdapterWeights(byList), AdapterWeights(byRegex)));
         Assert.IsTrue(BitIdentical(AdapterWeights(byList), AdapterWeights(byAllLinear)));
         CollectionAssert.AreEqual(LoraOptions.AllLinear.ToArray(), byRegex.Model.Network.Adapters!.Config.TargetModules.ToArray());
+    }
+
+    [TestMethod]
+    [DataRow("false")]
+    [DataRow("\"gaussian\"")]
+    [DataRow("\"eva\"")]
+    public void AnInitialisationThatLeavesTheBaseAloneLoadsAsPlainLora(string init)
+    {
+        // Only the starting point differs (B need not start at zero); the trained weights are read as stored.
+        string dir = Copy(config: c => c["init_lora_weights"] = JsonNode.Parse(init));
+        using var model = OrpoTransformer.FromPretrained(new MLContext(seed: 1), TestAssets.Stories260KHf, adapterPath: dir);
+        using var plain = OrpoTransformer.FromPretrained(new MLContext(seed: 1), TestAssets.Stories260KHf, adapterPath: FreshAdapter());
+        Assert.IsTrue(BitIdentical(AdapterWeights(plain), AdapterWeights(model)));
     }
 
     [TestMethod]
