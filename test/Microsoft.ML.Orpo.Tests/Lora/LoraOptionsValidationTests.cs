@@ -53,8 +53,7 @@ public sealed class LoraOptionsValidationTests
     [TestMethod]
     public void LoraOptionsThatDisagreeWithTheAdapterPathAreRefused()
     {
-        string adapter = TestAssets.NewTempDirectory("orpo-adapter");
-        Fitted.SaveAdapter(adapter);
+        string adapter = SavedFittedAdapter();
         var ml = new MLContext(seed: 1);
         // At Fit, before any step: the rank differs.
         var options = Options(new LoraOptions { Rank = 8, Alpha = Alpha });

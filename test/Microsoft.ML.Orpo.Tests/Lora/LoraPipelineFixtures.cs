@@ -80,6 +80,25 @@ internal static class LoraPipelineFixtures
     /// <summary><see cref="Fitted"/>'s greedy text for <see cref="Prompts"/>.</summary>
     public static string[] FittedGenerations => fitted.Value.Generations;
 
+    /// <summary>
+    /// <see cref="Fitted"/>'s adapter (B non-zero) saved to a fresh folder; with <paramref name="useRsLora"/> the same
+    /// weights marked <c>use_rslora: true</c> (factor alpha / sqrt(r) instead of alpha / r).
+    /// </summary>
+    public static string SavedFittedAdapter(bool useRsLora = false)
+    {
+        string dir = TestAssets.NewTempDirectory("orpo-adapter");
+        Fitted.SaveAdapter(dir);
+        if (useRsLora)
+        {
+            string configPath = Path.Combine(dir, "adapter_config.json");
+            var config = JsonNode.Parse(File.ReadAllText(configPath))!.AsObject();
+            Assert.IsFalse(config["use_rslora"]!.GetValue<bool>());
+            config["use_rslora"] = true;
+            File.WriteAllText(configPath, config.ToJsonString());
+        }
+        return dir;
+    }
+
     /// <summary>Where <see cref="Fitted"/>'s run wrote its checkpoints (after steps 1 and 2).</summary>
     public static string FittedCheckpoints => fitted.Value.Checkpoints;
 

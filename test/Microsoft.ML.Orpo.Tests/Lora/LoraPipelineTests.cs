@@ -87,8 +87,7 @@ public sealed class LoraPipelineTests
     [TestMethod]
     public void AdapterPathContinuesTrainingFromTheSavedAdapter()
     {
-        string adapter = TestAssets.NewTempDirectory("orpo-adapter");
-        Fitted.SaveAdapter(adapter);
+        string adapter = SavedFittedAdapter();
         var ml = new MLContext(seed: 1);
         // One step over all eight pairs, without dropout, so the step's loss is the loss of the model it starts from.
         var options = Options(RankFour(dropout: 0));

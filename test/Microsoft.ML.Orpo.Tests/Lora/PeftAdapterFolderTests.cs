@@ -26,13 +26,6 @@ public sealed class PeftAdapterFolderTests
         return freshAdapter = dir;
     }
 
-    private static string SavedFittedAdapter()
-    {
-        string dir = TestAssets.NewTempDirectory("orpo-adapter");
-        Fitted.SaveAdapter(dir);
-        return dir;
-    }
-
     [TestMethod]
     public void SaveAdapterWritesPeftsConfigAndEveryKeyWithItsShape()
     {

@@ -13,23 +13,10 @@ namespace Microsoft.ML.Orpo.Tests.Lora;
 [TestClass]
 public sealed class RsLoraTests
 {
-    /// <summary><see cref="Fitted"/>'s adapter (B non-zero), saved and marked use_rslora: true.</summary>
-    private static string RsLoraCopyOfFittedAdapter()
-    {
-        string dir = TestAssets.NewTempDirectory("orpo-adapter");
-        Fitted.SaveAdapter(dir);
-        string configPath = Path.Combine(dir, "adapter_config.json");
-        var config = JsonNode.Parse(File.ReadAllText(configPath))!.AsObject();
-        Assert.IsFalse(config["use_rslora"]!.GetValue<bool>());
-        config["use_rslora"] = true;
-        File.WriteAllText(configPath, config.ToJsonString());
-        return dir;
-    }
-
     [TestMethod]
     public void AnRsLoraFolderMergesToTheBasePlusAlphaOverSqrtRankTimesBA()
     {
-        string dir = RsLoraCopyOfFittedAdapter();
+        string dir = SavedFittedAdapter(useRsLora: true);
         using var loaded = OrpoTransformer.FromPretrained(new MLContext(seed: 1), TestAssets.Stories260KHf, adapterPath: dir);
         string merged = TestAssets.NewTempDirectory("orpo-merged");
         loaded.SaveHuggingFace(merged);

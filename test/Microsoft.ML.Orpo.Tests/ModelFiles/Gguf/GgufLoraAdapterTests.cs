@@ -1,4 +1,3 @@
-using System.Text.Json.Nodes;
 using Microsoft.ML.Orpo.Tests.Infrastructure;
 using static Microsoft.ML.Orpo.Tests.Lora.LoraPipelineFixtures;
 
@@ -83,15 +82,7 @@ public sealed class GgufLoraAdapterTests
     public void LlamaCppRunsTheAdapterOnTheBaseGgufToOurGreedyTokens(bool rsLora)
     {
         // Fitted's trained adapter; for rsLoRA the same weights read with use_rslora (factor 4 instead of 2).
-        string folder = TestAssets.NewTempDirectory("orpo-adapter");
-        Fitted.SaveAdapter(folder);
-        if (rsLora)
-        {
-            string configPath = Path.Combine(folder, "adapter_config.json");
-            var config = JsonNode.Parse(File.ReadAllText(configPath))!.AsObject();
-            config["use_rslora"] = true;
-            File.WriteAllText(configPath, config.ToJsonString());
-        }
+        string folder = SavedFittedAdapter(useRsLora: rsLora);
         using var model = OrpoTransformer.FromPretrained(new MLContext(seed: 1), TestAssets.Stories260KHf, adapterPath: folder);
         string adapter = Path.Combine(TestAssets.NewTempDirectory("orpo-gguf"), "adapter.gguf");
         model.SaveAdapterGguf(adapter);
