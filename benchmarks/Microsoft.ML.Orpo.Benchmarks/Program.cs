@@ -144,6 +144,14 @@ internal sealed record Plan(string Name, Func<JsonObject> Run)
                 yield return new($"lora.{name}.{(bf16Base ? "bf16" : "fp32")}base", () => Scenarios.Train(model, 64, 192, 4, warm, measured, false, chunk, recompute,
                     precision, lora: new LoraConfig(16, 32, 0.05, LoraOptions.AllLinear, bf16Base), microBatch: micro));
         }
+        // DoRA (UseDora) in the llama41m and qwen05b-micro configurations: with dropout 0.05 a step runs each base product
+        // twice (PEFT's formula); without dropout DoRA is the fused LoRA projection rescaled per row, against plain LoRA
+        // without dropout.
+        foreach (var (model, name, micro, measured) in new[] { ("llama41m", "llama41m", 4, steps41), ("qwen05b", "qwen05b-micro", 1, 1) })
+            foreach (var (suffix, dropout, dora) in new[] { ("dora", 0.05, true), ("dora-nodropout", 0.0, true), ("nodropout", 0.0, false) })
+                foreach (bool bf16Base in new[] { false, true })
+                    yield return new($"lora.{name}-{suffix}.{(bf16Base ? "bf16" : "fp32")}base", () => Scenarios.Train(model, 64, 192, 4, 1, measured, false, chunk,
+                        lora: new LoraConfig(16, 32, dropout, LoraOptions.AllLinear, bf16Base, UseDora: dora), microBatch: micro));
         // Loading a 0.5B-shaped bf16 checkpoint from disk (run only when named; export.qwen05b writes it first).
         yield return new("export.qwen05b", CheckpointLoad.Export);
         yield return new("load.qwen05b.streamed", () => CheckpointLoad.Load(stateDict: false));

@@ -238,7 +238,7 @@ internal static class Scenarios
             ["peak_rss_mib"] = Math.Round(Memory.PeakRssMiB(), 1), ["rss_before_mib"] = Math.Round(rssBefore, 1),
             ["shared_prompt"] = sharedPrompt, ["logits_chunk_rows"] = chunkRows, ["recompute_activations"] = recompute,
             ["precision"] = precision == OrpoPrecision.BFloat16 ? "bf16" : "fp32",
-            ["lora"] = lora is null ? "none" : $"r{lora.Rank} alpha{lora.Alpha} dropout{lora.Dropout} {lora.TargetModules.Count} targets {(lora.BFloat16Base ? "bf16" : "fp32")} base",
+            ["lora"] = lora is null ? "none" : $"r{lora.Rank} alpha{lora.Alpha} dropout{lora.Dropout} {lora.TargetModules.Count} targets {(lora.BFloat16Base ? "bf16" : "fp32")} base{(lora.UseDora ? " dora" : "")}",
         };
     }
 

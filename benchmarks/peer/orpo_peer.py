@@ -30,9 +30,11 @@ QWEN05B = dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, nu
 
 class LoraLinear(torch.nn.Module):
     """PEFT's LoRA layer from its formula: y = W x + b + (alpha / r) B(A dropout(x)), W and b frozen (optionally
-    stored in bf16 and multiplied in fp32, as ours), A Kaiming-uniform (+-1/sqrt(in)), B zero."""
+    stored in bf16 and multiplied in fp32, as ours), A Kaiming-uniform (+-1/sqrt(in)), B zero. dora: PEFT's
+    DoraLinearLayer with dropout, y = W x + b + (f - 1) W d(x) + f s B A d(x), f = m / ||W + s B A|| per row with the
+    norm detached, m starting at the row norms of W."""
 
-    def __init__(self, base, r, alpha, dropout, bf16_base):
+    def __init__(self, base, r, alpha, dropout, bf16_base, dora=False):
         super().__init__()
         base.requires_grad_(False)
         if bf16_base:
@@ -41,23 +43,33 @@ class LoraLinear(torch.nn.Module):
         bound = 1 / math.sqrt(base.in_features)
         self.lora_A = torch.nn.Parameter(torch.empty(r, base.in_features).uniform_(-bound, bound))
         self.lora_B = torch.nn.Parameter(torch.zeros(base.out_features, r))
+        self.magnitude = torch.nn.Parameter(torch.linalg.norm(base.weight.float(), dim=1)) if dora else None
 
     def forward(self, x):
         w, b = self.base.weight, self.base.bias
         if w.dtype != x.dtype and not torch.is_autocast_cpu_enabled():
             w, b = w.to(x.dtype), (b.to(x.dtype) if b is not None else None)
         y = F.linear(x, w, b)
-        return y + self.scale * F.linear(F.linear(F.dropout(x, self.p, self.training), self.lora_A), self.lora_B)
+        if self.magnitude is None:
+            return y + self.scale * F.linear(F.linear(F.dropout(x, self.p, self.training), self.lora_A), self.lora_B)
+        norm = torch.linalg.norm(w + self.scale * (self.lora_B @ self.lora_A).detach(), dim=1).detach()
+        f = self.magnitude / norm
+        if self.p > 0 and self.training:
+            x = F.dropout(x, self.p, True)
+            base_result = F.linear(x, w)
+        else:
+            base_result = y if b is None else y - b
+        return y + (f - 1) * base_result + f * F.linear(F.linear(x, self.lora_A), self.lora_B) * self.scale
 
 
-def apply_lora(model, r=16, alpha=32, dropout=0.05, bf16_base=False):
+def apply_lora(model, r=16, alpha=32, dropout=0.05, bf16_base=False, dora=False):
     """Adapters on all seven projections of every layer; everything else frozen (embedding/LM head and norms too)."""
     for p in model.parameters():
         p.requires_grad_(False)
     for layer in model.layers:
         for block, names in ((layer.self_attn, ("q_proj", "k_proj", "v_proj", "o_proj")), (layer.mlp, ("gate_proj", "up_proj", "down_proj"))):
             for n in names:
-                setattr(block, n, LoraLinear(getattr(block, n), r, alpha, dropout, bf16_base))
+                setattr(block, n, LoraLinear(getattr(block, n), r, alpha, dropout, bf16_base, dora))
     return model
 
 
@@ -276,9 +288,9 @@ def rss_mib():
     return float("nan")
 
 
-def train(name, prompt, response, npairs, warmup, steps, bf16=False, lora=None, recompute=False, micro=None):
+def train(name, prompt, response, npairs, warmup, steps, bf16=False, lora=None, recompute=False, micro=None, dora=False):
     """lora: None (full fine-tuning) or "fp32"/"bf16" (the frozen base's storage type): rank 16, alpha 32, dropout
-    0.05, all seven projections; AdamW over A and B only. micro: pairs per forward and backward (None: all of a
+    0.05, all seven projections; AdamW over A and B only (and DoRA's magnitudes with dora). micro: pairs per forward and backward (None: all of a
     step's), the step's gradients accumulated over them; each micro-batch's loss is scaled by its share of the step's
     pairs, which is the step's loss here because every pair has the same lengths."""
     micro = micro or npairs
@@ -286,7 +298,7 @@ def train(name, prompt, response, npairs, warmup, steps, bf16=False, lora=None, 
     params = sum(p.numel() for p in model.parameters())
     if lora is not None:
         torch.manual_seed(42)
-        apply_lora(model, bf16_base=lora == "bf16")
+        apply_lora(model, bf16_base=lora == "bf16", dora=dora)
     model.recompute = recompute
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -432,6 +444,9 @@ def plans(quick):
     yield "lora.llama41m.full", lambda: train("llama41m", 64, 192, 4, w, s)
     for base in ("fp32", "bf16"):
         yield "lora.llama41m.%sbase" % base, (lambda base=base: train("llama41m", 64, 192, 4, w, s, lora=base))
+    # DoRA with dropout 0.05 as PEFT computes it (the .NET harness's lora.*-dora.fp32base).
+    yield "lora.llama41m-dora.fp32base", lambda: train("llama41m", 64, 192, 4, w, s, lora="fp32", dora=True)
+    yield "lora.qwen05b-micro-dora.fp32base", lambda: train("qwen05b", 64, 192, 4, 1, 1, lora="fp32", micro=1, dora=True)
     # At the 0.5B shape only the usual fp32 base (each step takes minutes here).
     yield "lora.qwen05b.fp32base", lambda: train("qwen05b", 64, 192, 4, 1, 1, lora="fp32", recompute=True)
     # The same step with stored activations, one pair per forward and backward (the .NET harness's lora.qwen05b-micro.*).

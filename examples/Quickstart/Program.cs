@@ -70,7 +70,7 @@ var options = new OrpoOptions
     Epochs = a.Epochs,
     BatchSize = a.BatchSize,
     Seed = a.Seed,
-    Lora = a.Lora ? new LoraOptions { Rank = a.LoraRank, Alpha = a.LoraAlpha, UseRsLora = a.LoraRsLora } : null,
+    Lora = a.Lora ? new LoraOptions { Rank = a.LoraRank, Alpha = a.LoraAlpha, UseRsLora = a.LoraRsLora, UseDora = a.LoraDora } : null,
     ValidationSet = heldOut,
     ValidationInterval = Math.Max(1, (trainRows + a.BatchSize - 1) / a.BatchSize * a.Epochs / 8),
     Progress = new ConsoleProgress(),
@@ -80,7 +80,7 @@ Console.WriteLine($"  data: {trainRows} training pairs ({trainPath}), {heldOutRo
 if (a.Chat) Console.WriteLine($"  chat template (plain text: stories260K's tokenizer has no chat tokens, so EOS ends a turn): \"{ChatMode.Template.ReplaceLineEndings("\\n")}\"");
 Console.WriteLine($"  lambda {a.Lambda}, learning rate {a.LearningRate}, {a.Epochs} epochs, batch {a.BatchSize}, template {(a.Chat ? "the chat template above" : a.Template is null ? "none" : "\"" + a.Template.ReplaceLineEndings("\\n") + "\"")}, seed {a.Seed}");
 Console.WriteLine(options.Lora is { } lora
-    ? $"  LoRA: rank {lora.Rank}, alpha {lora.Alpha}, dropout {lora.Dropout} on [{string.Join(", ", lora.TargetModules)}] of every layer; the base weights stay frozen"
+    ? $"  {(lora.UseDora ? "DoRA" : "LoRA")}: rank {lora.Rank}, alpha {lora.Alpha}{(lora.UseRsLora ? " (rsLoRA)" : "")}, dropout {lora.Dropout} on [{string.Join(", ", lora.TargetModules)}] of every layer; the base weights stay frozen"
     : "  full fine-tuning: every weight trains");
 
 ModelSnapshot before;
@@ -127,7 +127,7 @@ long modelParameters = SafetensorsParameters.Count(Path.Combine(output, "hf", "m
 long? adapterParameters = model.HasAdapter ? SafetensorsParameters.Count(Path.Combine(output, "adapter", "adapter_model.safetensors")) : null;
 Console.WriteLine();
 Console.WriteLine(adapterParameters is long trained
-    ? $"Trained {trained:N0} adapter parameters (LoRA rank {a.LoraRank}), {100.0 * trained / modelParameters:F1}% of the model's {modelParameters:N0}, in {fitClock.Elapsed.TotalSeconds:F1} s"
+    ? $"Trained {trained:N0} adapter parameters ({(a.LoraDora ? "DoRA" : "LoRA")} rank {a.LoraRank}), {100.0 * trained / modelParameters:F1}% of the model's {modelParameters:N0}, in {fitClock.Elapsed.TotalSeconds:F1} s"
     : $"Trained all {modelParameters:N0} parameters of the model in {fitClock.Elapsed.TotalSeconds:F1} s");
 Console.WriteLine($"Wrote to {output}:");
 Console.WriteLine("  orpo-model.zip        ML.NET model (mlContext.RegisterOrpo(); mlContext.Model.Load(...))");

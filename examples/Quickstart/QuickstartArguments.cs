@@ -35,6 +35,7 @@ internal sealed class QuickstartArguments
     public int LoraRank { get; private set; } = LoraDefaults.Rank;
     public double LoraAlpha { get; private set; } = LoraDefaults.Alpha;
     public bool LoraRsLora { get; private set; } = LoraDefaults.UseRsLora;
+    public bool LoraDora { get; private set; } = LoraDefaults.UseDora;
 
     /// <summary>The training seed (data order, LoRA's initial A); the same seed gives the same run.</summary>
     public int Seed { get; private set; } = 1;
@@ -64,6 +65,7 @@ internal sealed class QuickstartArguments
           --lora-alpha X      LoRA alpha: the update is scaled by alpha / r (default {{Invariant(LoraDefaults.Alpha)}}; implies --lora)
           --lora-rslora       rank-stabilised LoRA: scale by alpha / sqrt(r) instead (PEFT's use_rslora; implies --lora);
                               at rank 16 that is 4x the update, so lower --lr too (2.5e-3 here)
+          --lora-dora         weight-decomposed LoRA: also train a magnitude per output row (PEFT's use_dora; implies --lora)
           --seed N            training seed: data order and LoRA's initial weights (default 1)
           --make-data DIR     regenerate the bundled preference set into DIR and exit
           --make-chat-data DIR  regenerate the conversational preference set into DIR and exit
@@ -99,6 +101,7 @@ internal sealed class QuickstartArguments
                 case "--lora-rank": a.LoraRank = int.Parse(Value(), CultureInfo.InvariantCulture); a.Lora = true; break;
                 case "--lora-alpha": a.LoraAlpha = double.Parse(Value(), CultureInfo.InvariantCulture); a.Lora = true; break;
                 case "--lora-rslora": a.LoraRsLora = true; a.Lora = true; break;
+                case "--lora-dora": a.LoraDora = true; a.Lora = true; break;
                 case "-h": case "--help": a.Help = true; break;
                 default: throw new ArgumentException($"Unknown option '{name}'.");
             }

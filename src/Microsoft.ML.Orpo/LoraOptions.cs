@@ -2,7 +2,7 @@ namespace Microsoft.ML.Orpo;
 
 /// <summary>
 /// Low-rank adaptation (LoRA, Hu et al. 2021) with PEFT's semantics: every targeted projection computes
-/// <c>y = W x + (Alpha / Rank) * B (A dropout(x))</c> (Alpha / sqrt(Rank) with <see cref="UseRsLora"/>), with A
+/// <c>y = W x + (Alpha / Rank) * B (A dropout(x))</c> (Alpha / sqrt(Rank) with <see cref="UseRsLora"/>; rescaled per row with <see cref="UseDora"/>), with A
 /// (Rank x in) drawn Kaiming-uniform and B (out x Rank) zero, so training starts exactly at the base model. Only A and
 /// B are trained: the base weights are frozen (no gradient, no optimiser state), which makes a step cheaper and its
 /// memory a fraction of full fine-tuning's, and the result is a small PEFT adapter folder
@@ -27,6 +27,19 @@ public sealed class LoraOptions
     /// changes; <see cref="OrpoTransformer.SaveAdapter"/> writes it and adapters saved with it load with it. Default false.
     /// </summary>
     public bool UseRsLora { get; set; }
+
+    /// <summary>
+    /// Weight-decomposed LoRA (PEFT's <c>use_dora</c>; Liu et al. 2024, arXiv:2402.09353): each targeted projection also
+    /// trains a magnitude vector m (one value per output row, initialised to the row norms of W) and computes
+    /// <c>y = W x + (m / n - 1) W dropout(x) + (m / n) s B (A dropout(x))</c>, with n the row norms of <c>W + s B A</c>
+    /// treated as a constant (the paper's section 4.3, as PEFT does). Without dropout that is
+    /// <c>(m / n) (W x + s B A x)</c>: the LoRA output with each row rescaled. Merging gives <c>(m / n) (W + s B A)</c>.
+    /// With <see cref="Dropout"/> above 0 a training step runs the base product a second time, on the dropped input, as
+    /// PEFT does; set Dropout to 0 to avoid it. The magnitude gets no weight decay (it is a vector, like norm weights).
+    /// llama.cpp's adapter format has no magnitude, so <see cref="OrpoTransformer.SaveAdapterGguf"/> refuses a DoRA
+    /// adapter: merge it (<see cref="OrpoTransformer.SaveGguf"/>) instead. Default false.
+    /// </summary>
+    public bool UseDora { get; set; }
 
     /// <summary>Dropout probability on the adapter's input during training (never in generation or evaluation). Default 0.05.</summary>
     public double Dropout { get; set; } = 0.05;

@@ -40,7 +40,8 @@ public sealed partial class OrpoTransformer
     /// (<c>name.Modelfile</c> for <c>name.gguf</c>: <c>FROM</c> the base, <c>ADAPTER</c> this file, and the prompt format,
     /// stop strings and sampling defaults <see cref="SaveGguf"/> writes); relative paths are kept relative to the adapter's folder.</param>
     /// <exception cref="InvalidOperationException">The model has no adapter.</exception>
-    /// <exception cref="NotSupportedException">The model is one llama.cpp's llama architecture cannot express; no file is written.</exception>
+    /// <exception cref="NotSupportedException">The model is one llama.cpp's llama architecture cannot express, or the adapter
+    /// is DoRA (<see cref="LoraOptions.UseDora"/>: llama.cpp adapters have no magnitude; use <see cref="SaveGguf"/>); no file is written.</exception>
     public void SaveAdapterGguf(string path, string? baseGguf = null)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(path);
@@ -60,7 +61,7 @@ public sealed partial class OrpoTransformer
 
     /// <summary>
     /// A plain transformer whose weights are this one's with every adapter folded in (<c>W + s B A</c>, s = alpha / r or rsLoRA's alpha / sqrt(r), in
-    /// float32): the same function without the adapter's extra products, for export (<see cref="SaveHuggingFace"/>,
+    /// float32; for DoRA each row of that rescaled to its magnitude, <c>(m / ||W + s B A||) (W + s B A)</c>): the same function without the adapter's extra products, for export (<see cref="SaveHuggingFace"/>,
     /// <see cref="SaveGguf"/>) or faster generation. This transformer is unchanged; dispose both.
     /// </summary>
     /// <exception cref="InvalidOperationException">The model has no adapter.</exception>

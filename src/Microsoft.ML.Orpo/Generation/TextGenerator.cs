@@ -38,6 +38,7 @@ internal static class TextGenerator
         // (benchmarks/README.md, "Measurements behind the code: TextGenerator inference mode")
         using var inference = inference_mode();
         using var scope = NewDisposeScope();
+        using var doraFactors = network.Adapters?.HoldDoraFactors(network); // A, B and m are fixed for the call: one norm per projection, not one a token
         var device = network.LmHeadWeight.device;
         var dtype = network.LmHeadWeight.dtype;
         using var generator = options.Temperature > 0 ? new Generator((ulong)options.Seed, device) : null;

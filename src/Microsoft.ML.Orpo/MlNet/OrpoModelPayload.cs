@@ -23,12 +23,15 @@ internal static class OrpoModelPayload
     /// weights are the base model's, and two blocks follow the generation config, the adapter config (JSON) and the
     /// adapter weights (safetensors, PEFT keys). A model without adapters is still written as format 2, which older
     /// releases read. 4: as 3, written only when the adapters are rank-stabilised (<see cref="LoraOptions.UseRsLora"/>),
-    /// so that a format-3 reader, which would ignore the flag and scale the update by alpha / r, refuses the zip.
+    /// so that a format-3 reader, which would ignore the flag and scale the update by alpha / r, refuses the zip. 5: as
+    /// 3, written only for DoRA adapters (<see cref="LoraOptions.UseDora"/>), whose weights hold magnitude vectors that
+    /// a format-4 reader would refuse or, worse, a reader ignoring the flag would apply as plain LoRA.
     /// </summary>
-    public const uint FormatVersion = 4;
+    public const uint FormatVersion = 5;
 
     private const uint PlainFormatVersion = 2;
     private const uint AdapterFormatVersion = 3;
+    private const uint RsLoraFormatVersion = 4;
 
     /// <summary>The oldest format this version reads.</summary>
     public const uint OldestReadableVersion = 1;
@@ -44,7 +47,9 @@ internal static class OrpoModelPayload
         using var writer = new BinaryWriter(stream, Encoding.UTF8, leaveOpen: true);
         var adapters = model.Network.Adapters;
         writer.Write(Magic);
-        writer.Write(adapters is null ? PlainFormatVersion : adapters.Config.UseRsLora ? FormatVersion : AdapterFormatVersion);
+        writer.Write(adapters is null ? PlainFormatVersion
+            : adapters.Config.UseDora ? FormatVersion
+            : adapters.Config.UseRsLora ? RsLoraFormatVersion : AdapterFormatVersion);
         WriteBlock(writer, JsonSerializer.SerializeToUtf8Bytes(settings, Json));
         WriteBlock(writer, Encoding.UTF8.GetBytes(model.Config.ToJson()));
         writer.Write(model.Tokenizer.Files.Count);

@@ -11,8 +11,9 @@ namespace Microsoft.ML.Orpo.ModelFiles;
 /// <summary>
 /// A PEFT LoRA adapter folder: <c>adapter_config.json</c> and <c>adapter_model.safetensors</c> with PEFT's keys
 /// (<c>base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight</c>), as <c>PeftModel.from_pretrained</c> reads
-/// and <c>save_pretrained</c> writes them. Reading is strict: a PEFT option this library does not implement (DoRA,
-/// biases, per-layer ranks, extra trained modules) is an error naming it, never silently ignored.
+/// and <c>save_pretrained</c> writes them, with DoRA's magnitude vectors (<c>...q_proj.lora_magnitude_vector</c>) when
+/// <c>use_dora</c> is set. Reading is strict: a PEFT option this library does not implement (biases, per-layer ranks,
+/// extra trained modules, initialisations that change the base) is an error naming it, never silently ignored.
 /// </summary>
 internal static class PeftAdapterFolder
 {
@@ -56,7 +57,7 @@ internal static class PeftAdapterFolder
             ["revision"] = null,
             ["target_modules"] = new JsonArray(config.TargetModules.Select(t => (JsonNode)JsonValue.Create(t)!).ToArray()),
             ["task_type"] = "CAUSAL_LM",
-            ["use_dora"] = false,
+            ["use_dora"] = config.UseDora,
             ["use_rslora"] = config.UseRsLora,
         };
         var tensors = adapters.Export();
@@ -119,7 +120,7 @@ internal static class PeftAdapterFolder
         double dropout = Number(root, "lora_dropout", source, required: false) ?? 0;
         if (!(alpha > 0) || !double.IsFinite(alpha)) throw new InvalidDataException($"{source}: lora_alpha must be positive.");
         if (!(dropout >= 0 && dropout < 1)) throw new InvalidDataException($"{source}: lora_dropout must be in [0, 1).");
-        Reject(root, "use_dora", n => n is JsonValue v && v.TryGetValue(out bool b) && b, "DoRA (use_dora = true) is not supported", source);
+        bool dora = Boolean(root, "use_dora", source) ?? false; // PEFT's default
         bool rsLora = Boolean(root, "use_rslora", source) ?? false; // PEFT's default
         Reject(root, "fan_in_fan_out", n => n is JsonValue v && v.TryGetValue(out bool b) && b, "fan_in_fan_out = true (GPT-2 Conv1D weights) does not apply to LLaMA-family projections", source);
         Reject(root, "bias", n => n is not JsonValue v || !v.TryGetValue(out string? s) || s != "none", "only bias = \"none\" is supported (the adapter trains no biases)", source);
@@ -135,7 +136,7 @@ internal static class PeftAdapterFolder
             "this initialisation changes the base weights (PiSSA, OLoRA, CorDA, LoftQ), so the adapter does not apply to the original model; " +
             "save it converted to plain LoRA (PEFT's path_initial_model_for_weight_conversion)", source);
         var targets = Targets(root["target_modules"], source, projections);
-        return new LoraConfig(rank, alpha, dropout, targets, BFloat16Base: false, UseRsLora: rsLora);
+        return new LoraConfig(rank, alpha, dropout, targets, BFloat16Base: false, UseRsLora: rsLora, UseDora: dora);
     }
 
     /// <summary>

@@ -3,9 +3,10 @@ namespace Microsoft.ML.Orpo.Modeling;
 /// <summary>
 /// What a set of LoRA adapters is (PEFT's <c>LoraConfig</c> for the fields we support): rank, alpha, dropout, the
 /// targeted projection names, whether the factor is rank-stabilised (PEFT's <c>use_rslora</c>), and whether the frozen
-/// base is kept in bfloat16 (ours; not a PEFT field).
+/// base is kept in bfloat16 (ours; not a PEFT field), and whether the adapters are weight-decomposed (PEFT's <c>use_dora</c>).
 /// </summary>
-internal sealed record LoraConfig(int Rank, double Alpha, double Dropout, IReadOnlyList<string> TargetModules, bool BFloat16Base, bool UseRsLora = false)
+internal sealed record LoraConfig(int Rank, double Alpha, double Dropout, IReadOnlyList<string> TargetModules, bool BFloat16Base, bool UseRsLora = false,
+    bool UseDora = false)
 {
     /// <summary>The factor of the update, as PEFT's LoraLayer sets it: alpha / sqrt(r) with rsLoRA, else alpha / r.</summary>
     public double Scale => UseRsLora ? Alpha / Math.Sqrt(Rank) : Alpha / Rank;
@@ -28,7 +29,7 @@ internal sealed record LoraConfig(int Rank, double Alpha, double Dropout, IReadO
                 throw new ArgumentException("OrpoOptions.Lora.TargetModules holds an empty name.", nameof(options.TargetModules));
             if (!targets.Contains(name, StringComparer.Ordinal)) targets.Add(name);
         }
-        return new LoraConfig(options.Rank, options.Alpha, options.Dropout, targets, options.BFloat16Base, options.UseRsLora);
+        return new LoraConfig(options.Rank, options.Alpha, options.Dropout, targets, options.BFloat16Base, options.UseRsLora, options.UseDora);
     }
 
     /// <summary>Checks that every target names a projection of <paramref name="network"/>.</summary>
@@ -45,7 +46,7 @@ internal sealed record LoraConfig(int Rank, double Alpha, double Dropout, IReadO
     public bool Equals(LoraConfig? other) =>
         other is not null && Rank == other.Rank && Alpha.Equals(other.Alpha) && Dropout.Equals(other.Dropout)
         && TargetModules.SequenceEqual(other.TargetModules, StringComparer.Ordinal) && BFloat16Base == other.BFloat16Base
-        && UseRsLora == other.UseRsLora;
+        && UseRsLora == other.UseRsLora && UseDora == other.UseDora;
 
-    public override int GetHashCode() => HashCode.Combine(Rank, Alpha, Dropout, TargetModules.Count, BFloat16Base, UseRsLora);
+    public override int GetHashCode() => HashCode.Combine(Rank, Alpha, Dropout, TargetModules.Count, BFloat16Base, UseRsLora, UseDora);
 }

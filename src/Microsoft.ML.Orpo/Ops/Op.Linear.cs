@@ -17,7 +17,10 @@ internal static partial class Op
     /// goes through <see cref="FrozenLinear"/>, which keeps no converted copy for the backward pass. The weight's size
     /// comes from the module's own fields: reading a TorchSharp shape costs as much as a small decoding product.
     /// </summary>
-    public static Tensor Linear(Tensor x, Linear module, ScalarType? matmulType, LoraAdapter? adapter = null)
+    public static Tensor Linear(Tensor x, Linear module, ScalarType? matmulType, LoraAdapter? adapter = null) =>
+        adapter?.Magnitude is null ? LoraLinearOrBase(x, module, matmulType, adapter) : DoraLinear(x, module, matmulType, adapter);
+
+    private static Tensor LoraLinearOrBase(Tensor x, Linear module, ScalarType? matmulType, LoraAdapter? adapter)
     {
         if (adapter is not null && KernelPolicy.Allows(CpuKernels.Lora)
             && LoraLinear.Supports(x, module.weight!, module.bias, adapter.A, adapter.B, matmulType))
@@ -29,22 +32,72 @@ internal static partial class Op
         return y.add_(update);
     }
 
-    private static Tensor BaseLinear(Tensor x, Linear module, ScalarType? matmulType)
+    /// <summary>
+    /// DoRA as PEFT computes it, with f = m / ||W + s B A|| per output row (<see cref="LoraAdapter.DoraFactor"/>, the norm
+    /// a constant). Without dropout, <c>z + (f - 1) (z - b)</c> with z the LoRA projection <c>W x + b + s B A x</c>
+    /// (through the fused kernels where they apply), which is <c>f (W x + s B A x) + b</c> and exactly z while f is 1 (a
+    /// new adapter). With dropout d, PEFT's training formula <c>W x + b + (f - 1) W d(x) + f s B A d(x)</c>, computed as
+    /// <c>W (x - d(x)) + b + f (W d(x) + s B A d(x))</c>: the same two base products, but only the second sum is kept for
+    /// m's gradient (one (N, out) tensor a projection instead of two) and it goes through the fused LoRA kernel.
+    /// </summary>
+    private static Tensor DoraLinear(Tensor x, Linear module, ScalarType? matmulType, LoraAdapter adapter)
+    {
+        using var scope = NewDisposeScope();
+        var factor = DoraFactor(module, adapter);                                         // (out)
+        if (adapter.Dropout.StreamSeed(adapter.Index) is null)
+        {
+            var z = LoraLinearOrBase(x, module, matmulType, adapter);                      // (..., out)
+            var unbiased = module.bias is null ? z : z - module.bias;
+            return z.addcmul(unbiased, factor - 1, 1).MoveToOuterDisposeScope();
+        }
+        var dropped = adapter.Dropout.Apply(x, adapter.Index);                            // d(x) (..., in)
+        var rest = BaseLinear(x - dropped, module, matmulType);                            // W (x - d(x)) + b
+        var directional = UndroppedLora(dropped, module, matmulType, adapter);            // W d(x) + s B A d(x)
+        return rest.addcmul(directional, factor, 1).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// DoRA's (out) factor m / ||W + s B A|| of <paramref name="adapter"/> on <paramref name="module"/>
+    /// (<see cref="LoraAdapter.DoraFactor"/>), or the one it holds for a generation call. <c>W A^T</c> (out, r) goes
+    /// through the projection's own product (a bfloat16 base read as stored), in the adapters' type.
+    /// </summary>
+    public static Tensor DoraFactor(Linear module, LoraAdapter adapter)
+    {
+        if (adapter.HeldFactor is { } held) return held.alias();
+        using var scope = NewDisposeScope();
+        Tensor weightTimesAT;
+        using (no_grad())
+            weightTimesAT = BaseLinear(adapter.A.detach(), module, null, withBias: false).t();  // (r, out) -> (out, r)
+        return adapter.DoraFactor(weightTimesAT).MoveToOuterDisposeScope();
+    }
+
+    /// <summary><c>W x + s B A x</c> without bias or dropout (x is already dropped), as one kernel where it applies.</summary>
+    private static Tensor UndroppedLora(Tensor x, Linear module, ScalarType? matmulType, LoraAdapter adapter)
+    {
+        if (KernelPolicy.Allows(CpuKernels.Lora) && LoraLinear.Supports(x, module.weight!, null, adapter.A, adapter.B, matmulType))
+            return LoraLinear.Apply(x, module.weight!, null, adapter.A, adapter.B, adapter.Scale, seed: null, adapter.Dropout.Probability);
+        var y = BaseLinear(x, module, matmulType, withBias: false);
+        using var update = adapter.UpdateOfDropped(x, matmulType);
+        return y.add_(update);
+    }
+
+    private static Tensor BaseLinear(Tensor x, Linear module, ScalarType? matmulType, bool withBias = true)
     {
         var weight = module.weight!;
+        var bias = withBias ? module.bias : null;
         var type = matmulType ?? x.dtype;
-        if (type != weight.dtype && !weight.requires_grad && module.bias?.requires_grad != true)
+        if (type != weight.dtype && !weight.requires_grad && bias?.requires_grad != true)
         {
             // Decoding reads a frozen bfloat16 base as stored (half the bytes) in the few-rows kernel.
             if (type == x.dtype && KernelPolicy.Allows(CpuKernels.FewRowsProduct) && module.in_features * module.out_features >= KernelThresholds.FewRowsMinWeightElements
                 && FewRowsLinear.TryApply(x, weight) is { } few)
-                return module.bias is null ? few : few.add_(module.bias);
-            return FrozenLinear.Forward(x, weight, module.bias, type);
+                return bias is null ? few : few.add_(bias);
+            return FrozenLinear.Forward(x, weight, bias, type);
         }
-        if (type != weight.dtype || type != x.dtype) return ReferenceLinear.Forward(x, weight, module.bias, type);
+        if (type != weight.dtype || type != x.dtype) return ReferenceLinear.Forward(x, weight, bias, type);
         long weightElements = module.in_features * module.out_features;
-        if (weightElements >= KernelThresholds.PackedLinearMinWeightElements && PackedLinear.TryApply(x, weight, module.bias) is { } y) return y;
-        return FewRowsOrReference(x, weight, module.bias, weightElements);
+        if (weightElements >= KernelThresholds.PackedLinearMinWeightElements && PackedLinear.TryApply(x, weight, bias) is { } y) return y;
+        return FewRowsOrReference(x, weight, bias, weightElements);
     }
 
     /// <summary>

@@ -76,12 +76,12 @@ internal sealed class FineTuningRun : IDisposable
         if (options.Lora is { } requested)
         {
             var wanted = LoraConfig.From(requested);
-            if (wanted.Rank != saved.Rank || !wanted.Alpha.Equals(saved.Alpha) || wanted.UseRsLora != saved.UseRsLora
+            if (wanted.Rank != saved.Rank || !wanted.Alpha.Equals(saved.Alpha) || wanted.UseRsLora != saved.UseRsLora || wanted.UseDora != saved.UseDora
                 || !wanted.TargetModules.Order(StringComparer.Ordinal).SequenceEqual(saved.TargetModules.Order(StringComparer.Ordinal)))
                 throw new ArgumentException(
-                    $"OrpoOptions.Lora (rank {wanted.Rank}, alpha {wanted.Alpha}, UseRsLora {wanted.UseRsLora}, targets {string.Join(", ", wanted.TargetModules)}) disagrees with the adapter in " +
-                    $"OrpoOptions.AdapterPath '{options.AdapterPath}' (rank {saved.Rank}, alpha {saved.Alpha}, use_rslora {saved.UseRsLora}, targets {string.Join(", ", saved.TargetModules)}). " +
-                    "Set OrpoOptions.Lora to null to continue the adapter as it is, or match its rank, alpha, rsLoRA setting and target modules.", nameof(options.Lora));
+                    $"OrpoOptions.Lora (rank {wanted.Rank}, alpha {wanted.Alpha}, UseRsLora {wanted.UseRsLora}, UseDora {wanted.UseDora}, targets {string.Join(", ", wanted.TargetModules)}) disagrees with the adapter in " +
+                    $"OrpoOptions.AdapterPath '{options.AdapterPath}' (rank {saved.Rank}, alpha {saved.Alpha}, use_rslora {saved.UseRsLora}, use_dora {saved.UseDora}, targets {string.Join(", ", saved.TargetModules)}). " +
+                    "Set OrpoOptions.Lora to null to continue the adapter as it is, or match its rank, alpha, rsLoRA and DoRA settings and target modules.", nameof(options.Lora));
             saved = saved with { Dropout = wanted.Dropout, BFloat16Base = wanted.BFloat16Base };
         }
         LoraAdapters.Load(model.Network, saved, adapter.Tensors, options.AdapterPath);

@@ -66,6 +66,7 @@ internal static class FingerprintJson
                 w.WriteEndArray();
                 w.WriteBoolean("BFloat16Base", lora.BFloat16Base);
                 if (lora.UseRsLora) w.WriteBoolean("UseRsLora", true); // only when set: earlier LoRA runs keep their fingerprints
+                if (lora.UseDora) w.WriteBoolean("UseDora", true);
                 WriteStringOrNull(w, "InitialAdapterSha256", s.InitialAdapterSha256);
                 w.WriteEndObject();
             }

@@ -3,6 +3,8 @@ using Microsoft.ML.Orpo.Modeling;
 using Microsoft.ML.Orpo.Preferences;
 using Microsoft.ML.Orpo.Tests.Infrastructure;
 using Microsoft.ML.Orpo.Tests.Training;
+using Microsoft.ML.Orpo.Training;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Orpo.Tests.Lora;
@@ -10,8 +12,8 @@ namespace Microsoft.ML.Orpo.Tests.Lora;
 /// <summary>Shared set-up of the LoRA tests: configs, non-zero adapters, snapshots of A and B, logits.</summary>
 internal static class LoraFixtures
 {
-    public static LoraConfig Config(int rank = 4, double alpha = 8, double dropout = 0, bool bf16 = false, params string[] targets) =>
-        new(rank, alpha, dropout, targets.Length == 0 ? LoraOptions.AllLinear.ToList() : targets, bf16);
+    public static LoraConfig Config(int rank = 4, double alpha = 8, double dropout = 0, bool bf16 = false, bool dora = false, params string[] targets) =>
+        new(rank, alpha, dropout, targets.Length == 0 ? LoraOptions.AllLinear.ToList() : targets, bf16, UseDora: dora);
 
     /// <summary>
     /// <paramref name="count"/> protagonist pairs truncated to 40 tokens each (prompt up to 20): different lengths, and
@@ -19,6 +21,28 @@ internal static class LoraFixtures
     /// </summary>
     public static List<EncodedPair> ShortPairs(CausalLanguageModel model, int count) =>
         TrainingFixtures.Encode(model, ProtagonistPairs.Create().Train.Take(count), maxLength: 40);
+
+    /// <summary>
+    /// The ORPO loss (lambda 0.5, unchunked head) of two <see cref="ShortPairs"/> through <paramref name="model"/>: its
+    /// value without gradients, for central differences, and one backward pass, accumulating the adapters' gradients.
+    /// </summary>
+    public static (Func<double> Value, Action Backward) ShortPairsLoss(CausalLanguageModel model)
+    {
+        var pairs = ShortPairs(model, 2);
+        double nllTokens = pairs.Sum(p => (double)p.NllTokenCount(false));
+        var settings = new TrainingSettings { Lambda = 0.5, LogitsChunkRows = 0 };
+        Tensor Loss() => PreferenceForward.Loss(model.Network, pairs, settings, CPU, nllTokens, pairs.Count).Terms.Loss;
+        return (() =>
+        {
+            using var scope = NewDisposeScope();
+            using var noGrad = no_grad();
+            return Loss().ToDouble();
+        }, () =>
+        {
+            using var scope = NewDisposeScope();
+            Loss().backward();
+        });
+    }
 
     /// <summary>Gives every B a seeded normal value times <paramref name="scale"/> (a fresh adapter's B is zero: no signal).</summary>
     public static void RandomizeB(LoraAdapters adapters, int seed, double scale = 0.05)

@@ -1,7 +1,6 @@
 using TorchSharp;
 using Microsoft.ML.Orpo.Modeling;
 using Microsoft.ML.Orpo.Tests.Training;
-using Microsoft.ML.Orpo.Training;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Orpo.Tests.Lora;
@@ -21,17 +20,8 @@ public sealed class LoraGradientTests
         var adapters = LoraAdapters.Create(model.Network, LoraFixtures.Config(targets: ["q_proj", "v_proj", "gate_proj", "down_proj"]), seed: 3);
         LoraFixtures.RandomizeB(adapters, seed: 11);
         Assert.IsTrue(adapters.NamedParameters().All(p => p.Parameter.dtype == ScalarType.Float64), "float64 adapters");
-        var pairs = LoraFixtures.ShortPairs(model, 2);
-        double nllTokens = pairs.Sum(p => (double)p.NllTokenCount(false));
-        var settings = new TrainingSettings { Lambda = 0.5, LogitsChunkRows = 0 };
-        double Loss()
-        {
-            using var scope = NewDisposeScope();
-            using var noGrad = no_grad();
-            return PreferenceForward.Loss(model.Network, pairs, settings, CPU, nllTokens, pairs.Count).Terms.Loss.ToDouble();
-        }
-
-        using (NewDisposeScope()) PreferenceForward.Loss(model.Network, pairs, settings, CPU, nllTokens, pairs.Count).Terms.Loss.backward();
+        var (loss, backward) = LoraFixtures.ShortPairsLoss(model);
+        backward();
         foreach (var (name, weight) in model.Network.NamedWeights())
         {
             Assert.IsFalse(weight.requires_grad, $"{name} is frozen");
@@ -56,9 +46,9 @@ public sealed class LoraGradientTests
             var flat = parameters[name].view(-1);
             double original = flat[index].ToDouble();
             using (no_grad()) flat[index] = original + eps;
-            double plus = Loss();
+            double plus = loss();
             using (no_grad()) flat[index] = original - eps;
-            double minus = Loss();
+            double minus = loss();
             using (no_grad()) flat[index] = original;
             double numeric = (plus - minus) / (2 * eps);
             // Measured against the tensor's largest gradient where this element's is small.

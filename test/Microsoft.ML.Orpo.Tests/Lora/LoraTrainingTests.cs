@@ -21,11 +21,13 @@ public sealed class LoraTrainingTests
     }
 
     [TestMethod]
-    [DataRow(OrpoPrecision.Float32)]
-    [DataRow(OrpoPrecision.BFloat16)]
-    public void BFloat16BaseTrainsTheAdaptersAndStaysBitIdentical(OrpoPrecision precision)
+    [DataRow(OrpoPrecision.Float32, false)]
+    [DataRow(OrpoPrecision.BFloat16, false)]
+    [DataRow(OrpoPrecision.Float32, true, DisplayName = "DoRA, float32 products")]
+    [DataRow(OrpoPrecision.BFloat16, true, DisplayName = "DoRA, bfloat16 products")]
+    public void BFloat16BaseTrainsTheAdaptersAndStaysBitIdentical(OrpoPrecision precision, bool dora)
     {
-        using var model = Adapted(LoraFixtures.Config(bf16: true));
+        using var model = Adapted(LoraFixtures.Config(bf16: true, dora: dora));
         var network = model.Network;
         Assert.IsTrue(network.Projections().All(p => p.Module.weight!.dtype == ScalarType.BFloat16), "decoder projections in bfloat16");
         Assert.IsTrue(network.NamedWeights().Where(p => !p.Name.EndsWith("_proj.weight", StringComparison.Ordinal))
@@ -39,7 +41,7 @@ public sealed class LoraTrainingTests
 
         // The same adapters on the float32 base: the first step's loss within bfloat16 rounding (of the base, and of
         // the products under mixed precision).
-        using var reference = Adapted(LoraFixtures.Config());
+        using var reference = Adapted(LoraFixtures.Config(dora: dora));
         var referenceHistory = new OrpoTrainer(reference, settings with { Precision = OrpoPrecision.Float32, Epochs = 1 }).Train(pairs);
         double lossGap = Math.Abs(history[0].Loss - referenceHistory[0].Loss) / referenceHistory[0].Loss;
         Console.WriteLine($"bfloat16 base, {precision}: losses {string.Join(", ", history.Select(h => h.Loss.ToString("F5")))}; first loss {lossGap:E2} from the float32 base's");
@@ -49,7 +51,7 @@ public sealed class LoraTrainingTests
         Assert.IsTrue(TrainingFixtures.BitIdentical(baseBefore, TrainingFixtures.Snapshot(model)), "the bfloat16 base is untouched");
         Assert.IsTrue(network.Projections().All(p => p.Module.weight!.dtype == ScalarType.BFloat16), "still bfloat16");
         var adaptersAfter = LoraFixtures.Snapshot(network.Adapters);
-        Assert.IsTrue(adaptersAfter.All(kv => !kv.Value.AsSpan().SequenceEqual(adaptersBefore[kv.Key])), "every A and B moved");
+        Assert.IsTrue(adaptersAfter.All(kv => !kv.Value.AsSpan().SequenceEqual(adaptersBefore[kv.Key])), "every A and B (and DoRA magnitude) moved");
     }
 
     [TestMethod]
@@ -96,9 +98,9 @@ public sealed class LoraTrainingTests
     }
 
     /// <summary>Two steps of 2 pairs from the same adapters; the adapters afterwards.</summary>
-    private static Dictionary<string, double[]> Train(double dropout, int seed, bool recompute)
+    private static Dictionary<string, double[]> Train(double dropout, int seed, bool recompute, bool dora)
     {
-        using var model = Adapted(LoraFixtures.Config(dropout: dropout));
+        using var model = Adapted(LoraFixtures.Config(dropout: dropout, dora: dora));
         var settings = TrainingFixtures.Plain(batchSize: 2, learningRate: 1e-2) with
         {
             Lora = model.Network.Adapters!.Config, Seed = seed, RecomputeActivations = recompute,
@@ -108,15 +110,17 @@ public sealed class LoraTrainingTests
     }
 
     [TestMethod]
-    public void DropoutIsReproducibleFromTheSeedAndRedrawnIdenticallyWhenRecomputing()
+    [DataRow(false)]
+    [DataRow(true, DisplayName = "DoRA")]
+    public void DropoutIsReproducibleFromTheSeedAndRedrawnIdenticallyWhenRecomputing(bool dora)
     {
-        var first = Train(dropout: 0.2, seed: 1, recompute: false);
-        Assert.IsTrue(LoraFixtures.BitIdentical(first, Train(dropout: 0.2, seed: 1, recompute: false)), "same seed: bit-identical adapters");
-        Assert.IsTrue(LoraFixtures.BitIdentical(first, Train(dropout: 0.2, seed: 1, recompute: true)),
+        var first = Train(dropout: 0.2, seed: 1, recompute: false, dora);
+        Assert.IsTrue(LoraFixtures.BitIdentical(first, Train(dropout: 0.2, seed: 1, recompute: false, dora)), "same seed: bit-identical adapters");
+        Assert.IsTrue(LoraFixtures.BitIdentical(first, Train(dropout: 0.2, seed: 1, recompute: true, dora)),
             "recomputed activations draw the same masks: bit-identical adapters");
         // The masks matter: another seed draws others, and no dropout trains otherwise.
-        double otherSeed = LoraFixtures.MaxDifference(first, Train(dropout: 0.2, seed: 2, recompute: false));
-        double noDropout = LoraFixtures.MaxDifference(first, Train(dropout: 0, seed: 1, recompute: false));
+        double otherSeed = LoraFixtures.MaxDifference(first, Train(dropout: 0.2, seed: 2, recompute: false, dora));
+        double noDropout = LoraFixtures.MaxDifference(first, Train(dropout: 0, seed: 1, recompute: false, dora));
         Console.WriteLine($"dropout 0.2: adapters {otherSeed:E2} from another seed's, {noDropout:E2} from no dropout's");
         Assert.IsGreaterThan(1e-4, otherSeed);
         Assert.IsGreaterThan(1e-4, noDropout);
@@ -145,11 +149,13 @@ public sealed class LoraTrainingTests
         CollectionAssert.AreEqual(evaluated, LoraFixtures.Logits(model), "and is off again after it");
     }
     [TestMethod]
-    public void SharedPromptForwardGivesTheConcatenatedLossAndAdapterGradients()
+    [DataRow(false)]
+    [DataRow(true, DisplayName = "DoRA")]
+    public void SharedPromptForwardGivesTheConcatenatedLossAndAdapterGradients(bool dora)
     {
         // Non-zero adapters on every projection, no dropout: the shared-prompt layout computes the same function of the
-        // adapters, so its loss and its gradients of A and B equal the concatenated layout's up to float32 summation.
-        using var model = Adapted(LoraFixtures.Config());
+        // adapters, so its loss and its gradients of A and B (and m) equal the concatenated layout's up to float32 summation.
+        using var model = Adapted(LoraFixtures.Config(dora: dora));
         var pairs = LoraFixtures.ShortPairs(model, 4);
         var concat = TrainingFixtures.Plain(batchSize: 4, learningRate: 1e-2) with { Lora = model.Network.Adapters!.Config };
         var (concatLoss, concatGrads) = AdapterLossAndGradients(model, pairs, concat, dropoutStep: null);
@@ -161,7 +167,7 @@ public sealed class LoraTrainingTests
 
         // With dropout the prompt is encoded once, so chosen and rejected see one mask on it (two in the concatenated
         // layout): a different draw, not a different loss function. It is still a function of the step's seed.
-        using var dropped = Adapted(LoraFixtures.Config(dropout: 0.3));
+        using var dropped = Adapted(LoraFixtures.Config(dropout: 0.3, dora: dora));
         var settings = concat with { Lora = dropped.Network.Adapters!.Config, SharedPromptForward = true };
         var (first, firstGrads) = AdapterLossAndGradients(dropped, pairs, settings, dropoutStep: 0);
         var (again, againGrads) = AdapterLossAndGradients(dropped, pairs, settings, dropoutStep: 0);

@@ -115,7 +115,7 @@ public sealed class PeftAdapterFolderTests
     [TestMethod]
     [DataRow("r", "0", "r must be a positive integer")]
     [DataRow("r", "-4", "r must be a positive integer")]
-    [DataRow("use_dora", "true", "use_dora")]
+    [DataRow("use_dora", "1", "use_dora must be true or false")]
     [DataRow("use_rslora", "\"yes\"", "use_rslora must be true or false")]
     [DataRow("init_lora_weights", "\"pissa\"", "changes the base weights")]
     [DataRow("init_lora_weights", "\"pissa_niter_4\"", "path_initial_model_for_weight_conversion")]

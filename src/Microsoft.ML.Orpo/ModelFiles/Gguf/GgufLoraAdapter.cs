@@ -15,6 +15,10 @@ internal static class GgufLoraAdapter
 {
     public static GgufWriter Build(LlamaConfig config, LoraAdapters adapters, string name)
     {
+        if (adapters.Config.UseDora)
+            throw new NotSupportedException(
+                "This is a DoRA adapter (use_dora): llama.cpp's GGUF adapter format holds only A and B, not DoRA's magnitude vectors, so it would run as plain LoRA with wrong outputs. " +
+                "Write the model with the adapter merged instead (SaveGguf, or MergeAdapter then SaveGguf).");
         var w = new GgufWriter();
         w.AddString("general.architecture", GgufLlamaMetadata.Architecture);
         w.AddString("general.type", "adapter");
