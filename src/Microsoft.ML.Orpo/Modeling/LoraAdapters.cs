@@ -104,18 +104,12 @@ internal sealed class LoraAdapters : IDisposable
         var device = network.LmHeadWeight.device;
         var dtype = network.LmHeadWeight.dtype;
         var made = new List<(string Path, Linear Module, Parameter A, Parameter B, Tensor? M)>();
-        Parameter OnDevice(Tensor t)
-        {
-            using (t)
-            using (var moved = t.to(dtype, device))
-                return new Parameter(moved.detach().clone(), true);
-        }
         try
         {
             foreach (var (path, _, module, _) in Targeted(network, config))
             {
                 var (a, b, m) = make(path, module.in_features, module.out_features);
-                made.Add((path, module, OnDevice(a), OnDevice(b), m));
+                made.Add((path, module, TrainedCopy(a, dtype, device), TrainedCopy(b, dtype, device), m));
             }
         }
         catch
@@ -158,9 +152,15 @@ internal sealed class LoraAdapters : IDisposable
         if (magnitude is null)
             using (var unused = zeros(b.shape, a.dtype, a.device)) // W A^T: multiplied by B = 0
                 magnitude = LoraAdapter.RowNorms(squared, unused, a, b, scale);
-        using (magnitude)
-        using (var moved = magnitude.to(a.dtype, a.device))
-            return new LoraAdapter(a, b, scale, dropout, index, new Parameter(moved.detach().clone(), true), squared);
+        return new LoraAdapter(a, b, scale, dropout, index, TrainedCopy(magnitude, a.dtype, a.device), squared);
+    }
+
+    /// <summary>A trained parameter holding <paramref name="value"/> in the network's type and device; disposes <paramref name="value"/>.</summary>
+    private static Parameter TrainedCopy(Tensor value, ScalarType dtype, Device device)
+    {
+        using (value)
+        using (var moved = value.to(dtype, device))
+            return new Parameter(moved.detach().clone(), true);
     }
 
     /// <summary>A, B and (DoRA) the magnitude of every adapter under their PEFT keys, in module order.</summary>

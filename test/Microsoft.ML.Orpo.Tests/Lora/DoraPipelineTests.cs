@@ -1,8 +1,5 @@
 using System.Text.Json.Nodes;
-using Microsoft.ML.Orpo.MlNet;
-using Microsoft.ML.Orpo.ModelFiles;
 using Microsoft.ML.Orpo.Tests.Infrastructure;
-using Microsoft.ML.Orpo.Tests.MlNet;
 using static Microsoft.ML.Orpo.Tests.Lora.LoraPipelineFixtures;
 using static TorchSharp.torch;
 
@@ -130,15 +127,8 @@ public sealed class DoraPipelineTests
     [TestMethod]
     public void TheModelZipIsFormat5AndReloadsIdentically()
     {
-        using var buffer = new MemoryStream();
-        OrpoModelPayload.Write(buffer, Fitted.Settings, Fitted.Model, Fitted.TrainingHistory);
-        Assert.AreEqual(5u, BitConverter.ToUInt32(buffer.GetBuffer(), 4), "a format-3 or -4 reader must refuse a DoRA zip, not run it as plain LoRA");
-
-        var ml = new MLContext(seed: 1);
-        var prompts = ml.Data.LoadFromEnumerable(Prompts.Select(p => new ModelZipTestSupport.PromptRow { Prompt = p }));
-        string path = Path.Combine(TestAssets.NewTempDirectory("orpo-dora-zip"), "dora.zip");
-        ml.Model.Save(Fitted, prompts.Schema, path);
-        using var loaded = (OrpoTransformer)new MLContext(seed: 2).RegisterOrpo().Model.Load(path, out _);
+        Assert.AreEqual(5u, PayloadVersion(Fitted), "a format-3 or -4 reader must refuse a DoRA zip, not run it as plain LoRA");
+        using var loaded = ThroughModelZip(Fitted, "dora");
         Assert.IsTrue(loaded.Model.Network.Adapters!.Config.UseDora);
         CollectionAssert.AreEqual(Logits(Fitted), Logits(loaded));
         CollectionAssert.AreEqual(Generations(Fitted), Generations(loaded));
@@ -196,15 +186,7 @@ public sealed class DoraPipelineTests
     [TestMethod]
     public void AFolderWhoseTensorsDisagreeWithUseDoraIsRejectedByName()
     {
-        static string WithUseDora(string source, bool useDora)
-        {
-            string dir = TestAssets.NewTempDirectory("orpo-adapter-bad");
-            File.Copy(Path.Combine(source, "adapter_model.safetensors"), Path.Combine(dir, "adapter_model.safetensors"));
-            var json = JsonNode.Parse(File.ReadAllText(Path.Combine(source, "adapter_config.json")))!.AsObject();
-            json["use_dora"] = useDora;
-            File.WriteAllText(Path.Combine(dir, "adapter_config.json"), json.ToJsonString());
-            return dir;
-        }
+        static string WithUseDora(string source, bool useDora) => CopyWithConfig(source, config => config["use_dora"] = useDora);
         var extra = Assert.Throws<InvalidDataException>(() =>
             OrpoTransformer.FromPretrained(new MLContext(seed: 1), TestAssets.Stories260KHf, adapterPath: WithUseDora(Adapter, false)).Dispose());
         StringAssert.Contains(extra.Message, ".lora_magnitude_vector");

@@ -1,5 +1,7 @@
 using System.Buffers.Binary;
 using System.Text.Json.Nodes;
+using Microsoft.ML.Orpo.MlNet;
+using Microsoft.ML.Orpo.Tests.MlNet;
 using Microsoft.ML.Orpo.Tests.Evaluation;
 using Microsoft.ML.Orpo.Tests.Infrastructure;
 using static TorchSharp.torch;
@@ -89,14 +91,47 @@ internal static class LoraPipelineFixtures
         string dir = TestAssets.NewTempDirectory("orpo-adapter");
         Fitted.SaveAdapter(dir);
         if (useRsLora)
-        {
-            string configPath = Path.Combine(dir, "adapter_config.json");
-            var config = JsonNode.Parse(File.ReadAllText(configPath))!.AsObject();
-            Assert.IsFalse(config["use_rslora"]!.GetValue<bool>());
-            config["use_rslora"] = true;
-            File.WriteAllText(configPath, config.ToJsonString());
-        }
+            EditConfig(dir, config =>
+            {
+                Assert.IsFalse(config["use_rslora"]!.GetValue<bool>());
+                config["use_rslora"] = true;
+            });
         return dir;
+    }
+
+    /// <summary>A copy of the adapter folder <paramref name="source"/> in a fresh folder, its adapter_config.json changed by <paramref name="edit"/>.</summary>
+    public static string CopyWithConfig(string source, Action<JsonObject> edit)
+    {
+        string dir = TestAssets.NewTempDirectory("orpo-adapter-edited");
+        foreach (string file in Directory.GetFiles(source)) File.Copy(file, Path.Combine(dir, Path.GetFileName(file)));
+        EditConfig(dir, edit);
+        return dir;
+    }
+
+    private static void EditConfig(string dir, Action<JsonObject> edit)
+    {
+        string configPath = Path.Combine(dir, "adapter_config.json");
+        var config = JsonNode.Parse(File.ReadAllText(configPath))!.AsObject();
+        edit(config);
+        File.WriteAllText(configPath, config.ToJsonString());
+    }
+
+    /// <summary>The payload format <paramref name="model"/> writes into a model zip.</summary>
+    public static uint PayloadVersion(OrpoTransformer model)
+    {
+        using var buffer = new MemoryStream();
+        OrpoModelPayload.Write(buffer, model.Settings, model.Model, model.TrainingHistory);
+        return BitConverter.ToUInt32(buffer.GetBuffer(), 4);
+    }
+
+    /// <summary><paramref name="model"/> saved in a model zip (schema: a prompt column) and loaded in another MLContext; the caller disposes it.</summary>
+    public static OrpoTransformer ThroughModelZip(OrpoTransformer model, string name)
+    {
+        var ml = new MLContext(seed: 1);
+        var prompts = ml.Data.LoadFromEnumerable(Prompts.Select(p => new ModelZipTestSupport.PromptRow { Prompt = p }));
+        string path = Path.Combine(TestAssets.NewTempDirectory("orpo-lora-zip"), name + ".zip");
+        ml.Model.Save(model, prompts.Schema, path);
+        return (OrpoTransformer)new MLContext(seed: 2).RegisterOrpo().Model.Load(path, out _);
     }
 
     /// <summary>Where <see cref="Fitted"/>'s run wrote its checkpoints (after steps 1 and 2).</summary>

@@ -1,7 +1,5 @@
 using System.Text.Json.Nodes;
-using Microsoft.ML.Orpo.MlNet;
 using Microsoft.ML.Orpo.Tests.Infrastructure;
-using Microsoft.ML.Orpo.Tests.MlNet;
 using static Microsoft.ML.Orpo.Tests.Lora.LoraPipelineFixtures;
 
 namespace Microsoft.ML.Orpo.Tests.Lora;
@@ -81,18 +79,8 @@ public sealed class RsLoraTests
         // The model zip: format 4 (a format-3 reader would ignore the flag, so it must refuse the zip), reloaded identically.
         Assert.AreEqual(4u, PayloadVersion(fitted));
         Assert.AreEqual(3u, PayloadVersion(Fitted), "adapters without rsLoRA keep format 3, which older releases read");
-        var prompts = ml.Data.LoadFromEnumerable(Prompts.Select(p => new ModelZipTestSupport.PromptRow { Prompt = p }));
-        string path = Path.Combine(TestAssets.NewTempDirectory("orpo-lora-zip"), "rslora.zip");
-        ml.Model.Save(fitted, prompts.Schema, path);
-        using var loaded = (OrpoTransformer)new MLContext(seed: 2).RegisterOrpo().Model.Load(path, out _);
+        using var loaded = ThroughModelZip(fitted, "rslora");
         CollectionAssert.AreEqual(Logits(fitted), Logits(loaded));
         CollectionAssert.AreEqual(Generations(fitted), Generations(loaded));
-    }
-
-    private static uint PayloadVersion(OrpoTransformer model)
-    {
-        using var buffer = new MemoryStream();
-        OrpoModelPayload.Write(buffer, model.Settings, model.Model, model.TrainingHistory);
-        return BitConverter.ToUInt32(buffer.GetBuffer(), 4);
     }
 }
