@@ -152,6 +152,11 @@ internal sealed record Plan(string Name, Func<JsonObject> Run)
                 foreach (bool bf16Base in new[] { false, true })
                     yield return new($"lora.{name}-{suffix}.{(bf16Base ? "bf16" : "fp32")}base", () => Scenarios.Train(model, 64, 192, 4, 1, measured, false, chunk,
                         lora: new LoraConfig(16, 32, dropout, LoraOptions.AllLinear, bf16Base, UseDora: dora), microBatch: micro));
+        // The LoRA configurations above with SharedPromptForward (each pair's prompt computed once for both responses).
+        foreach (var (model, name, micro, measured) in new[] { ("llama41m", "llama41m", 4, steps41), ("qwen05b", "qwen05b-micro", 1, 1) })
+            foreach (bool bf16Base in new[] { false, true })
+                yield return new($"lora.{name}-shared.{(bf16Base ? "bf16" : "fp32")}base", () => Scenarios.Train(model, 64, 192, 4, 1, measured, true, chunk,
+                    lora: new LoraConfig(16, 32, 0.05, LoraOptions.AllLinear, bf16Base), microBatch: micro));
         // Loading a 0.5B-shaped bf16 checkpoint from disk (run only when named; export.qwen05b writes it first).
         yield return new("export.qwen05b", CheckpointLoad.Export);
         yield return new("load.qwen05b.streamed", () => CheckpointLoad.Load(stateDict: false));

@@ -25,7 +25,7 @@ internal static class LoraLinear
 
     public static bool Supports(Tensor x, Tensor weight, Tensor? bias, Tensor a, Tensor b, ScalarType? matmulType)
     {
-        if ((matmulType is ScalarType type && type != ScalarType.Float32) || x.dtype != ScalarType.Float32 || x.device_type != DeviceType.CPU
+        if ((matmulType is ScalarType type && type is not (ScalarType.Float32 or ScalarType.BFloat16)) || x.dtype != ScalarType.Float32 || x.device_type != DeviceType.CPU
             || weight.requires_grad || bias?.requires_grad == true || weight.device_type != DeviceType.CPU
             || weight.dtype is not (ScalarType.Float32 or ScalarType.BFloat16)
             || a.dtype != ScalarType.Float32 || b.dtype != ScalarType.Float32 || a.device_type != DeviceType.CPU || b.device_type != DeviceType.CPU)
@@ -43,13 +43,17 @@ internal static class LoraLinear
     /// <param name="scale">alpha / r.</param>
     /// <param name="seed">The dropout mask's seed, or null: no dropout.</param>
     /// <param name="probability">The dropout probability.</param>
-    /// <returns>(..., out)</returns>
-    public static Tensor Apply(Tensor x, Tensor weight, Tensor? bias, Tensor a, Tensor b, double scale, long? seed, double probability)
+    /// <param name="productType">The type the base products run in (null or float32: float32; bfloat16: libtorch's bf16
+    /// products, their results widened to float32). The adapter's products are float32 either way.</param>
+    /// <returns>(..., out), float32</returns>
+    public static Tensor Apply(Tensor x, Tensor weight, Tensor? bias, Tensor a, Tensor b, double scale, long? seed, double probability,
+        ScalarType? productType = null)
     {
+        bool bf16 = productType == ScalarType.BFloat16;
         if (is_grad_enabled() && (x.requires_grad || a.requires_grad || b.requires_grad))
-            return LoraLinearFunction.apply(x, weight, bias!, a, b, scale, seed!, probability);
+            return LoraLinearFunction.apply(x, weight, bias!, a, b, scale, seed!, probability, bf16);
         using var scope = NewDisposeScope();
-        var (y, _, _) = Forward(x, weight, bias, a, b, scale, seed, probability, keepMask: false);
+        var (y, _, _) = Forward(x, weight, bias, a, b, scale, seed, probability, keepMask: false, bf16);
         return y.MoveToOuterDisposeScope();
     }
 
@@ -58,7 +62,7 @@ internal static class LoraLinear
     /// on that path with dropout and <paramref name="keepMask"/>, the mask's bits (N, <see cref="HashedDropout.BitWords"/>(in)) int16.
     /// </summary>
     internal static unsafe (Tensor Y, Tensor Down, Tensor? Mask) Forward(Tensor x, Tensor weight, Tensor? bias, Tensor a, Tensor b, double scale, long? seed,
-        double probability, bool keepMask)
+        double probability, bool keepMask, bool bf16Products)
     {
         long[] shape = (long[])x.shape.Clone();
         long inputs = shape[^1], outputs = weight.shape[0];
@@ -66,7 +70,8 @@ internal static class LoraLinear
         using var flat = x.reshape(-1, inputs).contiguous();                          // (N, in)
         var y = HostTensors.Empty(shape);                                             // its own tensor: the decoder adds into it
         using var y2 = y.view(flat.shape[0], outputs);                                // (N, out)
-        CpuMatmul.MultiplyInto(y2, flat, false, weight, true, accumulate: false);
+        if (bf16Products) BaseProductInBFloat16(y2, flat, weight);
+        else CpuMatmul.MultiplyInto(y2, flat, false, weight, true, accumulate: false);
         if (bias is not null)
             using (var b32 = bias.to_type(ScalarType.Float32)) y2.add_(b32);
         if (LoraRankProducts.IsSupported)
@@ -84,6 +89,23 @@ internal static class LoraLinear
         var down = Down(flat, a, seed, probability).mul_(scale);                       // (N, r)
         CpuMatmul.MultiplyInto(y2, down, false, b, true, accumulate: true);           // y += s (x * mask) A^T B^T
         return (y, down, null);
+    }
+
+    /// <summary>y = x W^T multiplied in bfloat16 (libtorch's product), widened into the float32 (N, out) y.</summary>
+    private static void BaseProductInBFloat16(Tensor y, Tensor flat, Tensor weight)
+    {
+        using var scope = NewDisposeScope();
+        y.copy_(flat.to_type(ScalarType.BFloat16).mm(weight.to_type(ScalarType.BFloat16).t()));
+    }
+
+    /// <summary>(N, out) dy -> (N, in) float32 dy W, multiplied in bfloat16 when <paramref name="bf16Products"/>.</summary>
+    internal static Tensor InputGradientOfBase(Tensor dy, Tensor weight, bool bf16Products)
+    {
+        if (!bf16Products) return CpuMatmul.Multiply(dy, false, weight, false);
+        var result = HostTensors.Empty(dy.shape[0], weight.shape[1]);
+        using var scope = NewDisposeScope();
+        result.copy_(dy.to_type(ScalarType.BFloat16).mm(weight.to_type(ScalarType.BFloat16)));
+        return result;
     }
 
     /// <summary>(out, r) -> (out, rp) with zero columns past r; B itself when r is already whole vectors.</summary>
@@ -147,12 +169,14 @@ internal sealed class LoraLinearFunction : autograd.SingleTensorFunction<LoraLin
         var (x, weight, bias, a, b) = ((Tensor)vars[0], (Tensor)vars[1], (Tensor?)vars[2], (Tensor)vars[3], (Tensor)vars[4]);
         double scale = (double)vars[5], probability = (double)vars[7];
         long? seed = (long?)vars[6];
+        bool bf16 = (bool)vars[8];
         using var noGrad = no_grad();
-        var (y, down, mask) = LoraLinear.Forward(x, weight, bias, a, b, scale, seed, probability, keepMask: true);
+        var (y, down, mask) = LoraLinear.Forward(x, weight, bias, a, b, scale, seed, probability, keepMask: true, bf16);
         ctx.save_for_backward(mask is null ? new List<Tensor> { x, weight, a, b, down } : new List<Tensor> { x, weight, a, b, down, mask });
         ctx.save_data("seed", seed!);
         ctx.save_data("probability", probability);
         ctx.save_data("scale", scale);
+        ctx.save_data("bf16", bf16);
         ctx.save_data("needs", new[] { x.requires_grad, a.requires_grad, b.requires_grad });
         return y;
     }
@@ -163,17 +187,18 @@ internal sealed class LoraLinearFunction : autograd.SingleTensorFunction<LoraLin
         long? seed = (long?)ctx.get_data("seed");
         double probability = (double)ctx.get_data("probability"), scale = (double)ctx.get_data("scale");
         var needs = (bool[])ctx.get_data("needs");
+        bool bf16 = (bool)ctx.get_data("bf16");
         long[] shape = x.shape;
         long inputs = shape[^1], outputs = weight.shape[0];
         using var dy = grad_output.reshape(-1, outputs).contiguous();             // (N, out)
         using var flat = x.reshape(-1, inputs).contiguous();                      // (N, in)
         long rows = flat.shape[0];
         if (LoraRankProducts.IsSupported)
-            return RankBackward(dy, flat, weight, a, b, down, saved.Count > 5 ? saved[5] : null, scale, seed, probability, needs, shape);
+            return RankBackward(dy, flat, weight, a, b, down, saved.Count > 5 ? saved[5] : null, scale, seed, probability, needs, shape, bf16);
         Tensor? gradB = needs[2] ? CpuMatmul.Multiply(dy, true, down, false) : null; // (out, r) = dy^T s (x * mask) A^T
         using var dDown = dy.mm(b).mul_(scale);                                   // (N, r) = s dy B
         Tensor? gradX = null, gradA = null;
-        if (needs[0]) gradX = CpuMatmul.Multiply(dy, false, weight, false);    // (N, in) = dy W
+        if (needs[0]) gradX = LoraLinear.InputGradientOfBase(dy, weight, bf16); // (N, in) = dy W
         if (seed is not long s)
         {
             if (needs[1]) gradA = CpuMatmul.Multiply(dDown, true, flat, false);   // (r, in) = dDown^T x
@@ -201,12 +226,12 @@ internal sealed class LoraLinearFunction : autograd.SingleTensorFunction<LoraLin
                 });
             }
         }
-        return new List<Tensor> { gradX?.view(shape)!, null!, null!, gradA!, gradB!, null!, null!, null! };
+        return new List<Tensor> { gradX?.view(shape)!, null!, null!, gradA!, gradB!, null!, null!, null!, null! };
     });
 
     /// <summary>The backward pass with <see cref="LoraRankProducts"/>: down is (N, rp); mask the forward pass's bits, or null.</summary>
     private static unsafe List<Tensor> RankBackward(Tensor dy, Tensor flat, Tensor weight, Tensor a, Tensor b, Tensor down, Tensor? mask, double scale,
-        long? seed, double probability, bool[] needs, long[] shape)
+        long? seed, double probability, bool[] needs, long[] shape, bool bf16Products)
     {
         int rows = (int)flat.shape[0], inputs = (int)flat.shape[1], outputs = (int)dy.shape[1], rank = (int)a.shape[0], padded = (int)down.shape[1];
         using var bp = LoraLinear.Padded(b, padded);
@@ -214,13 +239,13 @@ internal sealed class LoraLinearFunction : autograd.SingleTensorFunction<LoraLin
         var gradB = HostTensors.Empty(outputs, rank);                               // (out, r) = dy^T s (x * mask) A^T
         LoraRankProducts.DownGradients(CpuKernel.Address(dy), rows, outputs, CpuKernel.Address(bp), CpuKernel.Address(down), padded, (float)scale,
             CpuKernel.Address(dDown), CpuKernel.Address(gradB), rank);
-        var gradX = needs[0] ? CpuMatmul.Multiply(dy, false, weight, false) : null; // (N, in) = dy W, then += mask * (dDown A)
+        var gradX = needs[0] ? LoraLinear.InputGradientOfBase(dy, weight, bf16Products) : null; // (N, in) = dy W, then += mask * (dDown A)
         var gradA = needs[1] ? HostTensors.Empty(rank, inputs) : null;              // (r, in) = dDown^T (x * mask)
         using var aRows = a.contiguous();
         if (gradA is not null || gradX is not null)
             LoraRankProducts.InputGradients(CpuKernel.Address(flat), rows, inputs, CpuKernel.Address(dDown), padded, CpuKernel.Address(aRows), rank,
                 seed, probability, CpuKernel.Address(gradA), CpuKernel.Address(gradX), CpuKernel.UInt16Address(mask));
         if (!needs[2]) { gradB.Dispose(); gradB = null; }
-        return new List<Tensor> { gradX?.view(shape)!, null!, null!, gradA!, gradB!, null!, null!, null! };
+        return new List<Tensor> { gradX?.view(shape)!, null!, null!, gradA!, gradB!, null!, null!, null!, null! };
     }
 }

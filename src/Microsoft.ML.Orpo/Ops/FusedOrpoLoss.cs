@@ -57,14 +57,14 @@ internal static class FusedOrpoLoss
         var loss = zeros(1, dtype, hidden.device);
         var gradHidden = HostTensors.EmptyLike(hidden);
         var gradWeight = needWeight ? HostTensors.ZerosLike(weight) : null;
-        // Cast once per call, not per chunk (no-ops without mixed precision).
+        // Every chunk's logits go into one block, with mixed precision also its products (see LogitsScratch for why).
+        using var ownScratch = scratch is not null ? null : new LogitsScratch();
+        var logitsScratch = scratch ?? ownScratch!;
+        // Cast once per call, not per chunk (no-ops without mixed precision); a frozen head (LoRA) once per run.
         var matmulHidden = hidden.to_type(matmulType);
-        var matmulWeight = weight.to_type(matmulType);
+        var matmulWeight = weight.requires_grad ? weight.to_type(matmulType) : logitsScratch.Converted(weight, matmulType);
         var sums = zeros(rows.Pairs * ScoredRows.Kinds, dtype, hidden.device);
         var chunks = Chunks(rows, chunkRows);
-        // Without mixed precision every chunk's logits go into one block (see LogitsScratch for why).
-        using var ownScratch = cast || scratch is not null ? null : new LogitsScratch();
-        var logitsScratch = cast ? null : scratch ?? ownScratch;
         long blockRows = chunks.Max(c => c.Count);
         foreach (var (first, end, start, count) in chunks)
         {
@@ -72,13 +72,10 @@ internal static class FusedOrpoLoss
             var h = matmulHidden.narrow(0, start, count);                                      // (c, D)
             var targets = rows.Targets.narrow(0, start, count).unsqueeze(1);                   // (c, 1)
             var groups = rows.Groups.narrow(0, start, count) - first * ScoredRows.Kinds;       // (c) local group
-            Tensor logits;                                                                     // (c, V)
-            if (logitsScratch is null) logits = h.matmul(matmulWeight.t()).to_type(dtype);
-            else
-            {
-                logits = logitsScratch.Block(blockRows, weight.shape[0], dtype, hidden.device).narrow(0, 0, count);
-                CpuMatmul.MultiplyInto(logits, h, false, matmulWeight, true, accumulate: false);
-            }
+            var logits = logitsScratch.Block(blockRows, weight.shape[0], dtype, hidden.device).narrow(0, 0, count); // (c, V)
+            var product = cast ? logitsScratch.Block(blockRows, weight.shape[0], matmulType, hidden.device).narrow(0, 0, count) : null;
+            if (product is null) CpuMatmul.MultiplyInto(logits, h, false, matmulWeight, true, accumulate: false);
+            else logits.copy_(product.addmm_(h, matmulWeight.t(), beta: 0, alpha: 1));       // widened
             bool rowKernel = KernelPolicy.Allows(CpuKernels.Softmax) && SoftmaxRows.Supports(logits); // float32 on the CPU
             var logsumexp = rowKernel ? SoftmaxRows.LogSumExp(logits).unsqueeze(1) : logits.logsumexp(1, keepdim: true); // (c, 1)
             var logp = logits.gather(1, targets).sub_(logsumexp).squeeze(1);                   // (c)
@@ -98,16 +95,16 @@ internal static class FusedOrpoLoss
                 dLogits = logits.sub_(logsumexp).exp_().mul_(g.neg());                         // -g * softmax
                 dLogits.scatter_add_(1, targets, g);                                           // + g * onehot
             }
-            var d = dLogits.to_type(matmulType);
-            if (cast)
+            if (product is not null)
             {
+                var d = product.copy_(dLogits);                                                // narrowed in its block
                 gradHidden.narrow(0, start, count).copy_(d.matmul(matmulWeight));
                 gradWeight?.add_(d.t().matmul(h));                                            // summed in the weight's type
             }
             else
             {
-                CpuMatmul.MultiplyInto(gradHidden.narrow(0, start, count), d, false, matmulWeight, false, accumulate: false);
-                if (gradWeight is not null) CpuMatmul.MultiplyInto(gradWeight, d, true, h, false, accumulate: true);
+                CpuMatmul.MultiplyInto(gradHidden.narrow(0, start, count), dLogits, false, matmulWeight, false, accumulate: false);
+                if (gradWeight is not null) CpuMatmul.MultiplyInto(gradWeight, dLogits, true, h, false, accumulate: true);
             }
             loss.add_(chunkLoss);
             sums.narrow(0, first * ScoredRows.Kinds, pairs * ScoredRows.Kinds).copy_(chunkSums);

@@ -8,14 +8,17 @@ namespace Microsoft.ML.Orpo.Ops;
 internal static partial class Op
 {
     /// <summary>
-    /// <c>module(x)</c> multiplied in <paramref name="matmulType"/> (null: the input's type), see
-    /// <see cref="ReferenceLinear"/>, plus the low-rank update <c>Scale * B (A dropout(x))</c> of an
-    /// <paramref name="adapter"/> (<see cref="LoraAdapter.Update"/>) multiplied the same way. Kernels: a frozen projection
-    /// with its adapter on many float32 rows as one node (<see cref="LoraLinear"/>); many float32 rows through the packed
-    /// GEMM (<see cref="PackedLinear"/>); decoding's few rows through <see cref="FewRowsLinear"/>, which also reads a
-    /// bfloat16 base as stored. Otherwise a frozen weight stored in another type than the product's (a bfloat16 base)
-    /// goes through <see cref="FrozenLinear"/>, which keeps no converted copy for the backward pass. The weight's size
-    /// comes from the module's own fields: reading a TorchSharp shape costs as much as a small decoding product.
+    /// <c>module(x)</c> multiplied in <paramref name="matmulType"/> (null: the input's type), plus the low-rank update
+    /// <c>Scale * B (A dropout(x))</c> of an <paramref name="adapter"/> (<see cref="LoraAdapter.Update"/>), or DoRA's
+    /// rescaled form of it. A trainable weight follows autocast's rule (<see cref="ReferenceLinear"/>: the output stays
+    /// in the product's type). A frozen one (a LoRA base) returns the input's type whatever the product's
+    /// (<see cref="FrozenLinear"/>, which keeps no converted copy for the backward pass), and its adapter multiplies in
+    /// the adapter's own float32: under LoRA with bfloat16 products the activations stay float32 and keep the fused
+    /// kernels. Kernels: a frozen projection with its adapter on many float32 rows as one node (<see cref="LoraLinear"/>,
+    /// its base products in bfloat16 through libtorch when asked); many float32 rows through the packed GEMM
+    /// (<see cref="PackedLinear"/>); decoding's few rows through <see cref="FewRowsLinear"/>, which also reads a bfloat16
+    /// base as stored. The weight's size comes from the module's own fields: reading a TorchSharp shape costs as much
+    /// as a small decoding product.
     /// </summary>
     public static Tensor Linear(Tensor x, Linear module, ScalarType? matmulType, LoraAdapter? adapter = null) =>
         adapter?.Magnitude is null ? LoraLinearOrBase(x, module, matmulType, adapter) : DoraLinear(x, module, matmulType, adapter);
@@ -25,10 +28,10 @@ internal static partial class Op
         if (adapter is not null && KernelPolicy.Allows(CpuKernels.Lora)
             && LoraLinear.Supports(x, module.weight!, module.bias, adapter.A, adapter.B, matmulType))
             return LoraLinear.Apply(x, module.weight!, module.bias, adapter.A, adapter.B, adapter.Scale,
-                adapter.Dropout.StreamSeed(adapter.Index), adapter.Dropout.Probability);
+                adapter.Dropout.StreamSeed(adapter.Index), adapter.Dropout.Probability, matmulType);
         var y = BaseLinear(x, module, matmulType);
         if (adapter is null) return y;
-        using var update = adapter.Update(x, matmulType);
+        using var update = adapter.Update(x, AdapterProductType(y, adapter, matmulType));
         return y.add_(update);
     }
 
@@ -75,18 +78,25 @@ internal static partial class Op
     private static Tensor UndroppedLora(Tensor x, Linear module, ScalarType? matmulType, LoraAdapter adapter)
     {
         if (KernelPolicy.Allows(CpuKernels.Lora) && LoraLinear.Supports(x, module.weight!, null, adapter.A, adapter.B, matmulType))
-            return LoraLinear.Apply(x, module.weight!, null, adapter.A, adapter.B, adapter.Scale, seed: null, adapter.Dropout.Probability);
+            return LoraLinear.Apply(x, module.weight!, null, adapter.A, adapter.B, adapter.Scale, seed: null, adapter.Dropout.Probability, matmulType);
         var y = BaseLinear(x, module, matmulType, withBias: false);
-        using var update = adapter.UpdateOfDropped(x, matmulType);
+        using var update = adapter.UpdateOfDropped(x, AdapterProductType(y, adapter, matmulType));
         return y.add_(update);
     }
+
+    /// <summary>
+    /// The adapter's products stay in its own type (float32) where the base's output is in it: a frozen base multiplied in
+    /// bfloat16 returns float32 (<see cref="BaseLinear"/>), as <see cref="LoraLinear"/> does, whose rank products are float32.
+    /// </summary>
+    private static ScalarType? AdapterProductType(Tensor baseOutput, LoraAdapter adapter, ScalarType? matmulType) =>
+        baseOutput.dtype == adapter.A.dtype ? null : matmulType;
 
     private static Tensor BaseLinear(Tensor x, Linear module, ScalarType? matmulType, bool withBias = true)
     {
         var weight = module.weight!;
         var bias = withBias ? module.bias : null;
         var type = matmulType ?? x.dtype;
-        if (type != weight.dtype && !weight.requires_grad && bias?.requires_grad != true)
+        if ((type != weight.dtype || type != x.dtype) && !weight.requires_grad && bias?.requires_grad != true)
         {
             // Decoding reads a frozen bfloat16 base as stored (half the bytes) in the few-rows kernel.
             if (type == x.dtype && KernelPolicy.Allows(CpuKernels.FewRowsProduct) && module.in_features * module.out_features >= KernelThresholds.FewRowsMinWeightElements

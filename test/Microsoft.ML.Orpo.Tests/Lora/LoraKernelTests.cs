@@ -9,8 +9,8 @@ using F = TorchSharp.torch.nn.functional;
 namespace Microsoft.ML.Orpo.Tests.Lora;
 
 /// <summary>
-/// The float32 CPU paths of the adapter: <see cref="LoraLinear"/> (projection and adapter as one autograd node) against
-/// the composed definition, and <see cref="HashedDropout"/>'s mask against <see cref="ReferenceDropout"/>'s.
+/// The CPU paths of the adapter: <see cref="LoraLinear"/> (projection and adapter as one autograd node, its base products
+/// in float32 or bfloat16) against the composed definition, and <see cref="HashedDropout"/>'s mask against <see cref="ReferenceDropout"/>'s.
 /// </summary>
 [TestClass]
 public sealed class LoraKernelTests
@@ -68,6 +68,51 @@ public sealed class LoraKernelTests
         AssertClose(composed.Dx, fused.Dx, "dx");
         AssertClose(composed.DA, fused.DA, "dA");
         AssertClose(composed.DB, fused.DB, "dB");
+    }
+
+    [TestMethod]
+    [DataRow(0.0, false, false)]
+    [DataRow(0.3, false, true)]
+    [DataRow(0.05, true, true, DisplayName = "bfloat16-stored weight, bias, dropout")]
+    public void LoraLinearWithBFloat16ProductsMultipliesTheBaseInBFloat16AndTheAdapterInFloat32(double probability, bool bfloat16Weight, bool bias)
+    {
+        manual_seed(13);
+        var x = randn(2, 150, 53);
+        var weight = randn(40, 53) * 0.1;
+        if (bfloat16Weight) weight = weight.to_type(ScalarType.BFloat16);
+        var biasValues = bias ? randn(40) : null;
+        var a = randn(16, 53) * 0.2;
+        var b = randn(40, 16) * 0.2;
+        var upstream = randn(2, 150, 40);
+        const double scale = 2.0;
+        var dropout = new LoraDropout(probability);
+        using var on = dropout.During(3, 1, 0);
+        long? seed = dropout.StreamSeed(5);
+        var fused = Run((xi, ai, bi) =>
+        {
+            Assert.IsTrue(LoraLinear.Supports(xi, weight, biasValues, ai, bi, ScalarType.BFloat16));
+            var y = LoraLinear.Apply(xi, weight, biasValues, ai, bi, scale, seed, probability, ScalarType.BFloat16);
+            Assert.AreEqual(ScalarType.Float32, y.dtype, "the output stays float32");
+            return y;
+        }, x, a, b, upstream);
+        Tensor Adapter(Tensor xi, Tensor ai, Tensor bi) =>
+            F.linear(F.linear(seed is long s ? ReferenceDropout.Apply(xi, s, probability) : xi, ai), bi) * scale;
+        // The definition: the bfloat16 product of the bfloat16-cast input and weight, widened; bias and adapter in float32.
+        var composed = Run((xi, ai, bi) =>
+        {
+            var product = F.linear(xi.to_type(ScalarType.BFloat16), weight.to_type(ScalarType.BFloat16)).to_type(ScalarType.Float32);
+            return (biasValues is null ? product : product + biasValues) + Adapter(xi, ai, bi);
+        }, x, a, b, upstream);
+        AssertClose(composed.Output, fused.Output, "output");
+        AssertClose(composed.Dx, fused.Dx, "dx");
+        AssertClose(composed.DA, fused.DA, "dA");
+        AssertClose(composed.DB, fused.DB, "dB");
+        Assert.AreEqual(ScalarType.Float32, fused.Dx.dtype);
+        // And not the float32 product: the base really multiplied in bfloat16 (2^-9 relative roundings of its inputs).
+        var float32 = Run((xi, ai, bi) => F.linear(xi, weight.to_type(ScalarType.Float32), biasValues) + Adapter(xi, ai, bi), x, a, b, upstream);
+        double apart = (float32.Output - fused.Output).abs().max().item<float>() / float32.Output.abs().max().item<float>();
+        Assert.IsGreaterThan(1e-4, apart, "the base product was not rounded to bfloat16");
+        Assert.IsLessThan(2e-2, apart);
     }
 
     [TestMethod]

@@ -1,5 +1,7 @@
 using TorchSharp;
 using Microsoft.ML.Orpo.Modeling;
+using Microsoft.ML.Orpo.Kernels;
+using Microsoft.ML.Orpo.Tests.Lora;
 using Microsoft.ML.Orpo.Tests.Training;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
@@ -34,6 +36,53 @@ public sealed class MixedPrecisionModelTests
         var plain = Op.Linear(x, module, null);
         Assert.AreEqual(ScalarType.Float32, plain.dtype);
         Assert.IsTrue(plain.detach().eq(module.forward(x).detach()).all().item<bool>(), "no matmul type: the module as it is");
+    }
+
+    [TestMethod]
+    public void AFrozenProjectionMultipliesInBFloat16AndReturnsTheInputsType()
+    {
+        using var scope = NewDisposeScope();
+        manual_seed(4);
+        using var module = nn.Linear(24, 40, hasBias: true);
+        foreach (var parameter in module.parameters()) parameter.requires_grad_(false);
+        var x = randn(5, 24).requires_grad_(true);
+
+        var y = Op.Linear(x, module, ScalarType.BFloat16);
+        Assert.AreEqual(ScalarType.Float32, y.dtype, "a LoRA base keeps the activations float32");
+        var expected = F.linear(x.detach().to_type(ScalarType.BFloat16), module.weight!.to_type(ScalarType.BFloat16)).to_type(ScalarType.Float32) + module.bias!;
+        Assert.IsTrue(y.detach().eq(expected).all().item<bool>(), "the widened bfloat16 product, then the float32 bias");
+        y.sum().backward();
+        Assert.AreEqual(ScalarType.Float32, x.grad!.dtype);
+        var dx = ones(5, 40).to_type(ScalarType.BFloat16).mm(module.weight.to_type(ScalarType.BFloat16)).to_type(ScalarType.Float32);
+        Assert.IsTrue(x.grad.eq(dx).all().item<bool>(), "the input gradient multiplied in bfloat16 too");
+    }
+
+    [TestMethod]
+    public void UnderLoraBFloat16ProductsKeepFloat32ActivationsAndTheKernelsAgreeWithTheReference()
+    {
+        using var model = TrainingFixtures.LoadModel();
+        LoraFixtures.RandomizeB(LoraAdapters.Create(model.Network, LoraFixtures.Config(targets: ["q_proj", "v_proj", "gate_proj", "down_proj"]), seed: 5), seed: 7);
+        using var scope = NewDisposeScope();
+        var ids = tensor(model.Tokenizer.Encode("Once upon a time, there was a little girl named Lily. She loved to play outside in the sun.")
+            .Select(i => (long)i).ToArray()).unsqueeze(0).expand(2, -1).contiguous();   // enough rows for the fused LoRA kernel
+        Tensor Hidden(ScalarType? type)
+        {
+            // With gradients, as training runs it (the fused LoRA node), and every linear output float32.
+            var hidden = model.Network.HiddenStates(ids, matmulType: type);
+            Assert.AreEqual(ScalarType.Float32, hidden.dtype);
+            hidden.sum().backward();
+            return hidden.detach();
+        }
+        var fp32 = Hidden(null);
+        var kernels = Hidden(ScalarType.BFloat16);
+        Tensor reference;
+        using (KernelPolicy.ReferenceOnly()) reference = Hidden(ScalarType.BFloat16);
+        double fromFloat32 = ((kernels - fp32).norm() / fp32.norm()).ToDouble();
+        double fromReference = ((kernels - reference).norm() / fp32.norm()).ToDouble();
+        Console.WriteLine($"relative difference: bf16 kernels from fp32 {fromFloat32:E2}, from the bf16 reference path {fromReference:E2}");
+        Assert.IsGreaterThan(1e-4, fromFloat32, "bfloat16 products round");
+        Assert.IsLessThan(3e-2, fromFloat32);
+        Assert.IsLessThan(fromFloat32 / 4, fromReference, "the kernels and the reference compute the same products");
     }
 
     [TestMethod]

@@ -8,15 +8,16 @@ namespace Microsoft.ML.Orpo.Ops.Reference;
 
 /// <summary>
 /// <c>y = x W^T + b</c> for a frozen weight stored in another type than the product runs in (a bfloat16 base under
-/// LoRA, multiplied in float32): the weight is converted for the product and again for the input gradient, never
-/// kept converted. Through <see cref="ReferenceLinear"/> autograd would save every layer's converted weight until the
+/// LoRA, multiplied in float32), or multiplied in another type than the input's (bfloat16 products under LoRA): the
+/// weight is converted for the product and again for the input gradient, never kept converted, and the output and
+/// input gradient come back in the input's type. Through <see cref="ReferenceLinear"/> autograd would save every layer's converted weight until the
 /// backward pass, giving back the memory the low-precision base saves. Device-agnostic libtorch calls, except that
 /// many float32 rows on the CPU go through <see cref="PackedGemm"/> (as an unconverted float32 weight does) where it
 /// is enabled, which widens the weight as it packs it instead of converting a copy.
 /// </summary>
 internal static class FrozenLinear
 {
-    /// <summary>(..., in) x, (out, in) frozen weight and bias -> (..., out) in <paramref name="type"/>.</summary>
+    /// <summary>(..., in) x, (out, in) frozen weight and bias -> (..., out) in x's type, multiplied in <paramref name="type"/>.</summary>
     public static Tensor Forward(Tensor x, Tensor weight, Tensor? bias, ScalarType type) =>
         is_grad_enabled() && x.requires_grad
             ? FrozenLinearFunction.apply(x, weight, bias!, type)
@@ -25,11 +26,14 @@ internal static class FrozenLinear
     internal static Tensor Product(Tensor x, Tensor weight, Tensor? bias, ScalarType type)
     {
         using var scope = NewDisposeScope();
-        var (input, b) = (x.to_type(type), bias?.to_type(type));
+        var input = x.to_type(type);
         // Many float32 rows on the CPU: the packed GEMM, as an unconverted float32 weight would take (Op.Linear); it
         // widens a bfloat16 weight as it packs it, so no converted copy is made.
-        if (UsesPackedGemm(input, weight)) return PackedLinear.Forward(input, weight, b).MoveToOuterDisposeScope();
-        return F.linear(input, weight.to_type(type), b).MoveToOuterDisposeScope();
+        if (UsesPackedGemm(input, weight)) return PackedLinear.Forward(input, weight, bias?.to_type(type)).MoveToOuterDisposeScope();
+        if (type == x.dtype) return F.linear(input, weight.to_type(type), bias?.to_type(type)).MoveToOuterDisposeScope();
+        // Widened first, the bias added in the output's type (as LoraLinear adds it).
+        var y = F.linear(input, weight.to_type(type)).to_type(x.dtype);
+        return (bias is null ? y : y.add_(bias.to_type(x.dtype))).MoveToOuterDisposeScope();
     }
 
     /// <summary>dy (..., out) -> dx (..., in) = dy W in <paramref name="type"/>, W converted for this product only.</summary>
